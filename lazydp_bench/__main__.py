@@ -1,0 +1,5 @@
+"""`python -m lazydp_bench` runs the CLI (the GPU machine uses it uninstalled)."""
+
+from lazydp_bench.cli import main
+
+main()

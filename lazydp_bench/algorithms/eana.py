@@ -1,0 +1,40 @@
+"""EANA (embedding-aware noise addition): noise only on the rows read this step.
+
+Fast, and NOT DP-SGD-equivalent: which rows get noise depends on the data. Its records
+say so (`privacy.dp_equivalent: false`) and no epsilon is reported for it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lazydp_bench.algorithms.base import STREAM_SPARSE, Algorithm
+from lazydp_bench.algorithms.registry import register
+from lazydp_bench.profiling import NULL_TIMER
+from lazydp_bench.stages import Stage
+
+
+@register
+class EANA(Algorithm):
+    name = "eana"
+    summary = "EANA: noise only on rows read this step (NOT DP-SGD-equivalent)"
+    default_clipping = "ghost"
+    dp_equivalent = False
+
+    def update(self, t, fs, clipped, pooled_grad, next_batch, timer) -> None:
+        scale = self.lr_over_batch(t)
+        grads = self.row_gradients(fs, pooled_grad, timer)
+        with timer.stage(Stage.NOISE_SAMPLING):
+            noise = torch.zeros_like(grads.values)
+            std = grads.valid.to(noise.dtype).mul_(self.noise_std)
+            if self.ctx.noise_mode != "off":
+                engine = self.ctx.engines.for_device(noise.device)
+                unit = self.ctx.noise_mode == "unit"
+                engine.add_noise(
+                    noise, std, self.noise_seed(t, STREAM_SPARSE), NULL_TIMER, unit=unit
+                )
+        with timer.stage(Stage.NOISY_GRAD):
+            noisy = grads.values.add_(noise)
+        with timer.stage(Stage.PARAM_UPDATE):
+            self.model.table.index_add_(0, grads.rows, noisy, alpha=-scale)
+        self.update_mlp(t, clipped, timer, noisy=True)

@@ -1,0 +1,22 @@
+"""Non-private SGD: only the looked-up rows change (coalesce, then one sparse update)."""
+
+from __future__ import annotations
+
+from lazydp_bench.algorithms.base import Algorithm
+from lazydp_bench.algorithms.registry import register
+from lazydp_bench.stages import Stage
+
+
+@register
+class SGD(Algorithm):
+    name = "sgd"
+    summary = "non-private SGD; sparse embedding update (the baseline step time)"
+    default_clipping = "none"
+    private = False
+    dp_equivalent = None
+
+    def update(self, t, fs, clipped, pooled_grad, next_batch, timer) -> None:
+        grads = self.row_gradients(fs, pooled_grad, timer)
+        with timer.stage(Stage.PARAM_UPDATE):
+            self.model.table.index_add_(0, grads.rows, grads.values, alpha=-self.lr_over_batch(t))
+        self.update_mlp(t, clipped, timer, noisy=False)

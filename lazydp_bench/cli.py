@@ -1,0 +1,249 @@
+"""The `lazydp-bench` command line. Thin: each command builds configs and calls one library
+function; `BenchError` becomes a one-line message and exit code 2 (no traceback)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from lazydp_bench.algorithms import ALGORITHMS
+from lazydp_bench.config import LRSchedule, PrivacyConfig, RunConfig
+from lazydp_bench.errors import BenchError
+from lazydp_bench.units import format_bytes, parse_size
+
+app = typer.Typer(
+    help="Measure what differential privacy costs for embedding-heavy recommendation models: "
+    "SGD, the DP-SGD family and LazyDP on DLRM workloads, stage by stage.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+ALGO_HELP = "Comma list of algorithms: " + ", ".join(ALGORITHMS)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    try:
+        yield
+    except BenchError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def split_list(text: str) -> list[str]:
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    if not items:
+        raise BenchError(f"empty list {text!r}")
+    return items
+
+
+class RichProgress:
+    """Trainer progress shown as one rich bar per phase (init, warm-up, measure, finalize)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._task = None
+
+    def phase(self, label: str, total: int | None) -> None:
+        if self._task is not None:
+            self._progress.update(self._task, visible=False)
+        self._task = self._progress.add_task(label, total=total)
+
+    def advance(self) -> None:
+        if self._task is not None:
+            self._progress.advance(self._task)
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._progress.update(self._task, visible=False)
+
+
+def progress_bar() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
+
+
+Opt = typer.Option
+
+
+@app.command()
+def run(
+    algo: Annotated[str, Opt(help=ALGO_HELP)] = "sgd,dpsgd-f,lazydp",
+    workload: Annotated[
+        str, Opt(help="Workload name (see `workloads`) or a .toml path.")
+    ] = "mlperf-dlrm",
+    table_size: Annotated[
+        str,
+        Opt(
+            help="Total embedding bytes, e.g. 96MB, 9.6GB, 96GiB; or a scale factor x0.01; "
+            "'full' keeps the workload's size."
+        ),
+    ] = "96MB",
+    batch_size: Annotated[int | None, Opt(help="Batch size [default: the workload's].")] = None,
+    pooling: Annotated[
+        int | None, Opt(help="Lookups per table per example [default: the workload's].")
+    ] = None,
+    distribution: Annotated[
+        str, Opt(help="Index distribution: uniform, zipf:<alpha>, low, medium, high.")
+    ] = "uniform",
+    placement: Annotated[
+        str, Opt(help="auto, gpu, hybrid (tables in host RAM, MLPs on GPU) or cpu.")
+    ] = "auto",
+    iterations: Annotated[int, Opt(help="Measured steps.")] = 10,
+    warmup: Annotated[int, Opt(help="Unmeasured steps before measuring.")] = 3,
+    seed: Annotated[int, Opt(help="Seed for init, data and noise.")] = 0,
+    lr: Annotated[float, Opt(help="Learning rate (plain SGD, no momentum).")] = 0.01,
+    lr_decay: Annotated[float, Opt(help="lr_t = lr / (1 + decay * t).")] = 0.0,
+    clip_norm: Annotated[float, Opt(help="Per-example clipping norm C.")] = 0.4,
+    noise_multiplier: Annotated[
+        float | None, Opt(help="sigma; if omitted, derived from --epsilon/--delta (Opacus RDP).")
+    ] = None,
+    epsilon: Annotated[float, Opt(help="Target epsilon for deriving sigma.")] = 50.0,
+    delta: Annotated[float, Opt(help="Target delta.")] = 1e-5,
+    dataset_size: Annotated[
+        int, Opt(help="Examples in one epoch (sample rate = batch / this).")
+    ] = 45_840_617,
+    epochs: Annotated[float, Opt(help="Epochs of the full training run being accounted.")] = 1.0,
+    clipping: Annotated[
+        str | None,
+        Opt(help="Override the clipping mode: materialize, reweight, ghost, bookkeeping."),
+    ] = None,
+    noise_impl: Annotated[
+        str, Opt(help="Dense noise engine: auto, torch (chunked), fused.")
+    ] = "auto",
+    breakdown: Annotated[
+        bool, Opt(help="Time each stage (--no-breakdown: end-to-end only).")
+    ] = True,
+    chunk_size: Annotated[str, Opt(help="Bound on any noise buffer.")] = "256MiB",
+    host_threads: Annotated[
+        int | None, Opt(help="Threads for host noise/init [default: all cores].")
+    ] = None,
+    host_mem_limit: Annotated[
+        str | None, Opt(help="Host RAM the run may use [default: MemAvailable].")
+    ] = None,
+    dtype: Annotated[str, Opt(help="float32, or float64 for exactness studies.")] = "float32",
+    out: Annotated[Path, Opt(help="Directory whose runs.jsonl gets one record per run.")] = Path(
+        "runs"
+    ),
+) -> None:
+    """Train a few steps of each algorithm and print the per-stage breakdown."""
+    from lazydp_bench.report import run_table, summary_table
+    from lazydp_bench.results import append_record, ensure_writable
+    from lazydp_bench.trainer import execute, plan_run
+
+    with user_errors():
+        privacy = PrivacyConfig(
+            clip_norm=clip_norm,
+            noise_multiplier=noise_multiplier,
+            epsilon=epsilon,
+            delta=delta,
+            dataset_size=dataset_size,
+            epochs=epochs,
+        )
+        configs = [
+            RunConfig(
+                algo=name,
+                workload=workload,
+                table_size=None if table_size.lower() == "full" else table_size,
+                batch_size=batch_size,
+                pooling=pooling,
+                distribution=distribution,
+                placement=placement,
+                iterations=iterations,
+                warmup=warmup,
+                seed=seed,
+                lr=LRSchedule(lr, lr_decay),
+                privacy=privacy,
+                clipping=clipping,
+                noise_impl=noise_impl,
+                breakdown=breakdown,
+                dtype=dtype,
+                chunk_bytes=parse_size(chunk_size),
+                host_threads=host_threads,
+                host_mem_limit=parse_size(host_mem_limit) if host_mem_limit else None,
+            )
+            for name in split_list(algo)
+        ]
+        plans = [plan_run(c) for c in configs]  # every input checked before anything runs
+        path = ensure_writable(out)
+    records = []
+    for plan in plans:
+        with progress_bar() as bar:
+            hook = RichProgress(bar)
+            record = execute(plan, hook)
+            hook.close()
+        append_record(path, record)
+        records.append(record)
+        if record["status"] == "ok":
+            console.print(run_table(record))
+        else:
+            err_console.print(
+                f"[bold red]{record['config']['algo']}: {record['status']}[/] {record['error']}"
+            )
+    if len(records) > 1:
+        console.print(summary_table(records))
+    console.print(f"{len(records)} record(s) appended to {path}")
+    if any(r["status"] == "error" for r in records):
+        raise typer.Exit(1)
+
+
+@app.command()
+def workloads() -> None:
+    """List the workloads with their full-scale embedding size."""
+    from lazydp_bench.workloads import available_workloads, load_workload
+
+    with user_errors():
+        table = Table(title="workloads")
+        for col in ("name", "tables", "rows", "dim", "full size", "batch", "pooling", "MLPs"):
+            table.add_column(col, no_wrap=True)
+        for name in available_workloads():
+            wl = load_workload(name)
+            bottom = "-".join(map(str, (wl.dense_features, *wl.bottom_mlp)))
+            top = "-".join(map(str, (wl.interaction_features, *wl.top_mlp)))
+            mlps = f"{bottom} / {top}"
+            table.add_row(
+                wl.name,
+                str(wl.num_tables),
+                f"{wl.total_rows:,}",
+                str(wl.dim),
+                format_bytes(wl.table_bytes()),
+                str(wl.batch_size),
+                str(wl.pooling),
+                mlps,
+            )
+        console.print(table)
+
+
+@app.command()
+def info(
+    host_mem_limit: Annotated[
+        str | None, Opt(help="Host RAM to plan with [default: MemAvailable].")
+    ] = None,
+) -> None:
+    """Show the machine: GPU, driver, torch/CUDA, energy counters, RAM, and the largest
+    mlperf-dlrm table each placement can hold."""
+    from lazydp_bench.info import machine_report
+
+    with user_errors():
+        limit = parse_size(host_mem_limit) if host_mem_limit else None
+        console.print(machine_report(limit))
+
+
+def main() -> None:
+    app()

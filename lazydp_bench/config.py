@@ -1,0 +1,127 @@
+"""Run configuration: frozen, validated dataclasses built by the CLI (or tests, or sweeps).
+
+Every default that changes a measurement lives here, next to its reason, so a record's
+`config` block fully describes the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from lazydp_bench.errors import BenchError
+
+PLACEMENTS = ("auto", "gpu", "hybrid", "cpu")
+NOISE_IMPLS = ("auto", "torch", "fused")
+NOISE_MODES = ("gaussian", "unit", "off")
+DTYPES = ("float32", "float64")
+DEFAULT_CHUNK_BYTES = 256 * 2**20  # bound on any noise buffer: never table-sized
+
+
+@dataclass(frozen=True)
+class LRSchedule:
+    """lr_t = base / (1 + decay * t). decay=0 is the paper's constant learning rate.
+
+    LazyDP stays exact under any schedule because it aggregates pending noise with a
+    prefix sum of lr_t^2 (see algorithms/lazydp.py).
+    """
+
+    base: float = 0.01
+    decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.base > 0:
+            raise BenchError(f"--lr must be positive, got {self.base}")
+        if self.decay < 0:
+            raise BenchError(f"--lr-decay must be >= 0, got {self.decay}")
+
+    def lr(self, step: int) -> float:
+        return self.base / (1.0 + self.decay * step)
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """DP-SGD's knobs. Either a noise multiplier, or a target (epsilon, delta) from which
+    the multiplier is derived with Opacus' RDP accountant for `epochs` over
+    `dataset_size` examples at sample rate batch/dataset_size.
+
+    Defaults are the paper's: C = 0.4, epsilon = 50, delta = 1e-5, on Criteo Kaggle's
+    45,840,617 examples for one epoch.
+    """
+
+    clip_norm: float = 0.4
+    noise_multiplier: float | None = None
+    epsilon: float = 50.0
+    delta: float = 1e-5
+    dataset_size: int = 45_840_617
+    epochs: float = 1.0
+    noise_mode: str = "gaussian"
+
+    def __post_init__(self) -> None:
+        if not self.clip_norm > 0:
+            raise BenchError(f"--clip-norm must be positive, got {self.clip_norm}")
+        if self.noise_multiplier is not None and self.noise_multiplier < 0:
+            raise BenchError(f"--noise-multiplier must be >= 0, got {self.noise_multiplier}")
+        if not self.epsilon > 0:
+            raise BenchError(f"--epsilon must be positive, got {self.epsilon}")
+        if not 0 < self.delta < 1:
+            raise BenchError(f"--delta must be in (0, 1), got {self.delta}")
+        if self.dataset_size < 1:
+            raise BenchError(f"--dataset-size must be positive, got {self.dataset_size}")
+        if not self.epochs > 0:
+            raise BenchError(f"--epochs must be positive, got {self.epochs}")
+        if self.noise_mode not in NOISE_MODES:
+            raise BenchError(f"noise mode must be one of {', '.join(NOISE_MODES)}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One measured run of one algorithm on one workload point."""
+
+    algo: str = "sgd"
+    workload: str = "mlperf-dlrm"
+    table_size: str | None = "96MB"  # None: the workload's full size
+    batch_size: int | None = None  # None: the workload's own
+    pooling: int | None = None  # None: the workload's own
+    distribution: str = "uniform"
+    placement: str = "auto"
+    iterations: int = 10
+    warmup: int = 3
+    seed: int = 0
+    lr: LRSchedule = field(default_factory=LRSchedule)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    clipping: str | None = None  # None: the algorithm's own mode
+    noise_impl: str = "auto"
+    breakdown: bool = True
+    dtype: str = "float32"
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    host_threads: int | None = None  # None: every core
+    host_mem_limit: int | None = None  # None: MemAvailable at start
+
+    def __post_init__(self) -> None:
+        for name in ("iterations", "batch_size", "pooling"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise BenchError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if self.warmup < 0:
+            raise BenchError(f"--warmup must be >= 0, got {self.warmup}")
+        if self.placement not in PLACEMENTS:
+            raise BenchError(
+                f"unknown placement {self.placement!r} (valid: {', '.join(PLACEMENTS)})"
+            )
+        if self.noise_impl not in NOISE_IMPLS:
+            raise BenchError(
+                f"unknown noise impl {self.noise_impl!r} (valid: {', '.join(NOISE_IMPLS)})"
+            )
+        if self.dtype not in DTYPES:
+            raise BenchError(f"unknown dtype {self.dtype!r} (valid: {', '.join(DTYPES)})")
+        if self.chunk_bytes < 4096:
+            raise BenchError("chunk bound must be at least 4 KiB")
+        if self.host_threads is not None and self.host_threads < 1:
+            raise BenchError(f"--host-threads must be positive, got {self.host_threads}")
+
+    @property
+    def total_steps(self) -> int:
+        return self.warmup + self.iterations
+
+    def to_dict(self) -> dict:
+        return asdict(self)

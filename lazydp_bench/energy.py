@@ -1,0 +1,153 @@
+"""Energy over the measured steps: NVML's total-energy counter for the GPU, RAPL for the CPU.
+
+Like Zeus' begin_window/end_window: the meter never crashes a run. When a counter cannot
+be read (no GPU, no NVML, a GPU older than Volta, no readable powercap files) its fields
+are None and `reason` says why; a measurement is never reported as 0 for lack of a counter.
+NVML's counter (mJ since driver load) updates every 20-100 ms, so windows under ~1 s get
+a warning.
+"""
+
+from __future__ import annotations
+
+import glob
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+MIN_RELIABLE_WINDOW_S = 1.0
+
+
+@dataclass(frozen=True)
+class EnergyResult:
+    source: str  # "nvml" | "unavailable"
+    gpu_j_per_step: float | None
+    gpu_j_per_sample: float | None
+    gpu_avg_w: float | None
+    gpu_idle_w: float | None
+    cpu_source: str  # "rapl" | "unavailable"
+    cpu_j_per_step: float | None
+    window_s: float | None
+    reason: str | None
+    warning: str | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class _Nvml:
+    """The GPU counter, or the reason it is unreadable."""
+
+    def __init__(self, index: int, nvml_module=None) -> None:
+        self.handle = None
+        self.reason: str | None = None
+        try:
+            if nvml_module is None:
+                import pynvml as nvml_module
+            nvml_module.nvmlInit()
+            self.nvml = nvml_module
+            self.handle = nvml_module.nvmlDeviceGetHandleByIndex(index)
+            nvml_module.nvmlDeviceGetTotalEnergyConsumption(self.handle)
+        except ImportError:
+            self.reason = "pynvml (nvidia-ml-py) is not installed"
+        except Exception as exc:  # NVMLError_* for no driver, no GPU, unsupported (pre-Volta)
+            self.handle = None
+            self.reason = f"NVML energy counter unreadable: {exc}"
+
+    def energy_mj(self) -> int:
+        return int(self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle))
+
+    def power_w(self) -> float:
+        return self.nvml.nvmlDeviceGetPowerUsage(self.handle) / 1000.0
+
+
+class _Rapl:
+    """CPU package energy from Linux powercap (intel-rapl:N package domains)."""
+
+    def __init__(self, root: str = "/sys/class/powercap") -> None:
+        self.files: list[tuple[Path, int]] = []
+        self.reason: str | None = None
+        for domain in sorted(glob.glob(f"{root}/intel-rapl:[0-9]*")):
+            if ":" in Path(domain).name.split("intel-rapl:", 1)[1]:
+                continue  # a sub-domain (core/uncore/dram), counted in its package
+            path = Path(domain) / "energy_uj"
+            try:
+                int(path.read_text())
+                wrap = int((Path(domain) / "max_energy_range_uj").read_text())
+                self.files.append((path, wrap))
+            except (OSError, ValueError):
+                continue
+        if not self.files:
+            self.reason = "no readable RAPL package counters under /sys/class/powercap"
+
+    def read_uj(self) -> list[int]:
+        return [int(p.read_text()) for p, _ in self.files]
+
+    def delta_j(self, before: list[int], after: list[int]) -> float:
+        total = 0
+        for (_, wrap), b, a in zip(self.files, before, after, strict=True):
+            total += a - b if a >= b else a + wrap - b
+        return total / 1e6
+
+
+class EnergyMeter:
+    def __init__(self, use_gpu: bool, gpu_index: int = 0, nvml_module=None, rapl_root=None):
+        self._gpu = _Nvml(gpu_index, nvml_module) if use_gpu else None
+        self._rapl = _Rapl(rapl_root) if rapl_root else _Rapl()
+        self._start: tuple | None = None
+        self.idle_w: float | None = None
+
+    @property
+    def gpu_reason(self) -> str | None:
+        if self._gpu is None:
+            return "no GPU in this run"
+        return self._gpu.reason
+
+    def measure_idle(self, seconds: float = 0.5, samples: int = 5) -> float | None:
+        """Mean board power over a short pause before the run (instantaneous readings)."""
+        if self._gpu is None or self._gpu.handle is None:
+            return None
+        readings = []
+        for _ in range(samples):
+            readings.append(self._gpu.power_w())
+            time.sleep(seconds / samples)
+        self.idle_w = sum(readings) / len(readings)
+        return self.idle_w
+
+    def _sync(self) -> None:
+        if self._gpu is not None and torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+    def begin(self) -> None:
+        self._sync()
+        gpu = self._gpu.energy_mj() if self._gpu and self._gpu.handle else None
+        cpu = self._rapl.read_uj() if self._rapl.files else None
+        self._start = (time.perf_counter(), gpu, cpu)
+
+    def end(self, steps: int, batch_size: int) -> EnergyResult:
+        self._sync()
+        if self._start is None:
+            raise RuntimeError("EnergyMeter.end() without begin()")
+        t0, gpu0, cpu0 = self._start
+        window = time.perf_counter() - t0
+        gpu_j = (self._gpu.energy_mj() - gpu0) / 1e3 if gpu0 is not None else None
+        cpu_j = self._rapl.delta_j(cpu0, self._rapl.read_uj()) if cpu0 is not None else None
+        warning = None
+        if gpu_j is not None and window < MIN_RELIABLE_WINDOW_S:
+            warning = (
+                f"energy window {window:.2f} s is under ~10 NVML counter updates; "
+                "raise --iterations for a reliable figure"
+            )
+        return EnergyResult(
+            source="nvml" if gpu_j is not None else "unavailable",
+            gpu_j_per_step=gpu_j / steps if gpu_j is not None else None,
+            gpu_j_per_sample=gpu_j / (steps * batch_size) if gpu_j is not None else None,
+            gpu_avg_w=gpu_j / window if gpu_j is not None and window > 0 else None,
+            gpu_idle_w=self.idle_w,
+            cpu_source="rapl" if cpu_j is not None else "unavailable",
+            cpu_j_per_step=cpu_j / steps if cpu_j is not None else None,
+            window_s=window,
+            reason="; ".join(r for r in (self.gpu_reason, self._rapl.reason) if r) or None,
+            warning=warning,
+        )

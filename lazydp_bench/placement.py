@@ -1,0 +1,158 @@
+"""Where the tables and the MLPs live, and whether a run fits, checked BEFORE allocating.
+
+- `gpu`: everything on the GPU;
+- `hybrid`: tables (and their noise) in host RAM, MLPs on the GPU; pooled embeddings and
+  their gradients cross PCIe (the paper's setup);
+- `cpu`: everything on the host.
+`auto` picks gpu if CUDA is present and the run fits in GPU memory, else hybrid if it
+fits in host RAM, else cpu.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass
+
+import torch
+
+from lazydp_bench.errors import BenchError
+from lazydp_bench.units import format_bytes
+from lazydp_bench.workloads import Workload
+
+GPU_HEADROOM = 0.92  # leave room for the CUDA context and allocator fragmentation
+HOST_HEADROOM = 0.90
+
+
+@dataclass(frozen=True)
+class Placement:
+    name: str
+    table_device: torch.device
+    mlp_device: torch.device
+
+    @property
+    def timer_mode(self) -> str:
+        """CUDA events only when all work is on one GPU; otherwise sync + wall clock."""
+        return "cuda_events" if self.name == "gpu" else "sync_wall"
+
+
+@dataclass(frozen=True)
+class MemoryLimits:
+    gpu_bytes: int | None  # None: no CUDA device
+    host_bytes: int
+    host_source: str
+
+
+@dataclass(frozen=True)
+class MemoryNeed:
+    """Estimated peak bytes on each side for one run in one placement."""
+
+    gpu_bytes: int
+    host_bytes: int
+
+
+def host_available_bytes() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def machine_limits(host_limit: int | None = None) -> MemoryLimits:
+    gpu = None
+    if torch.cuda.is_available():
+        free, _total = torch.cuda.mem_get_info()
+        gpu = int(free * GPU_HEADROOM)
+    if host_limit is not None:
+        return MemoryLimits(gpu, host_limit, "--host-mem-limit")
+    return MemoryLimits(gpu, int(host_available_bytes() * HOST_HEADROOM), "MemAvailable")
+
+
+def estimate_need(
+    wl: Workload,
+    placement: str,
+    batch: int,
+    pooling: int,
+    elem: int,
+    chunk_bytes: int,
+    clipping: str,
+    history_table: bool,
+) -> MemoryNeed:
+    """A deliberately simple upper-bound model of the run's memory, per side."""
+    table = wl.table_bytes(elem)
+    history = wl.total_rows * 4 if history_table else 0
+    lookups = batch * wl.num_tables * pooling
+    # sparse path: indices, sort/segment temporaries, expanded row gradients, noise rows
+    sparse = lookups * (8 * 8 + wl.dim * elem * 6)
+    params = wl.mlp_param_count()
+    widths = sum(wl.bottom_mlp) + sum(wl.top_mlp) + wl.interaction_features
+    activations = batch * (widths + (wl.num_tables + 1) ** 2 + wl.num_tables * wl.dim) * elem * 6
+    dense = params * elem * 6 + activations
+    if clipping == "materialize":
+        dense += batch * params * elem * 2
+    elif clipping == "reweight":
+        biggest = max(a * b for a, b in _layer_shapes(wl))
+        dense += batch * biggest * elem * 2
+    table_side = table + history + chunk_bytes + sparse
+    if placement == "gpu":
+        return MemoryNeed(table_side + dense, 0)
+    if placement == "hybrid":
+        return MemoryNeed(dense, table_side)
+    return MemoryNeed(0, table_side + dense)
+
+
+def _layer_shapes(wl: Workload) -> list[tuple[int, int]]:
+    bottom = (wl.dense_features, *wl.bottom_mlp)
+    top = (wl.interaction_features, *wl.top_mlp)
+    return list(itertools.pairwise(bottom)) + list(itertools.pairwise(top))
+
+
+def fits(need: MemoryNeed, limits: MemoryLimits) -> bool:
+    gpu_ok = need.gpu_bytes == 0 or (
+        limits.gpu_bytes is not None and need.gpu_bytes <= limits.gpu_bytes
+    )
+    return gpu_ok and need.host_bytes <= limits.host_bytes
+
+
+def choose_placement(requested: str, needs: dict[str, MemoryNeed], limits: MemoryLimits) -> str:
+    """Resolve `auto`, and refuse a placement that cannot hold the run (naming need and limit)."""
+    if requested == "auto":
+        order = ("gpu", "hybrid", "cpu") if limits.gpu_bytes is not None else ("cpu",)
+        for name in order:
+            if fits(needs[name], limits):
+                return name
+        requested = order[-1]
+    if requested in ("gpu", "hybrid") and limits.gpu_bytes is None:
+        raise BenchError(f"placement {requested!r} needs a CUDA GPU, and none is available")
+    need = needs[requested]
+    if not fits(need, limits):
+        raise BenchError(explain_misfit(requested, need, limits))
+    return requested
+
+
+def explain_misfit(placement: str, need: MemoryNeed, limits: MemoryLimits) -> str:
+    parts = []
+    if need.gpu_bytes and (limits.gpu_bytes is None or need.gpu_bytes > limits.gpu_bytes):
+        parts.append(
+            f"GPU needs ~{format_bytes(need.gpu_bytes)}, has {format_bytes(limits.gpu_bytes)} free"
+        )
+    if need.host_bytes > limits.host_bytes:
+        parts.append(
+            f"host needs ~{format_bytes(need.host_bytes)}, has {format_bytes(limits.host_bytes)} "
+            f"({limits.host_source})"
+        )
+    return f"the run does not fit in placement {placement!r}: " + "; ".join(parts)
+
+
+def make_placement(name: str) -> Placement:
+    cuda = torch.device("cuda") if name in ("gpu", "hybrid") else None
+    cpu = torch.device("cpu")
+    if name == "gpu":
+        return Placement(name, cuda, cuda)
+    if name == "hybrid":
+        return Placement(name, cpu, cuda)
+    return Placement(name, cpu, cpu)

@@ -1,0 +1,148 @@
+"""Rich tables of result records (what `run` prints; `plot` prints the numbers behind figures)."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from lazydp_bench.stages import LABELS, Stage
+from lazydp_bench.units import format_bytes
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}" if v < 10 else f"{v:.1f}"
+
+
+def run_title(rec: dict) -> str:
+    c = rec["config"]
+    size = format_bytes(c["table_bytes"])
+    return (
+        f"{c['algo']} · {c['workload']} {size} · {c['placement']} · batch {c['batch_size']} · "
+        f"pooling {c['pooling']} · {c['distribution']}"
+    )
+
+
+def run_table(rec: dict) -> Table:
+    """Stage breakdown (median ms, share of the step) plus step time, memory and energy."""
+    table = Table(title=run_title(rec), title_justify="left")
+    table.add_column("stage")
+    table.add_column("median ms", justify="right")
+    table.add_column("share", justify="right")
+    table.add_column("p25-p75 ms", justify="right")
+    timing = rec.get("timing") or {}
+    step = timing.get("step_median_ms")
+    for s in rec.get("stages") or []:
+        label = LABELS[Stage(s["name"])]
+        if s["parent"]:
+            label = f"  └ {label}"
+        share = f"{100 * s['median_ms'] / step:.1f}%" if step else "-"
+        table.add_row(label, _ms(s["median_ms"]), share, f"{_ms(s['p25_ms'])}-{_ms(s['p75_ms'])}")
+    table.add_section()
+    iqr = f"{_ms(timing.get('step_p25_ms'))}-{_ms(timing.get('step_p75_ms'))}"
+    table.add_row("[bold]step time[/]", f"[bold]{_ms(step)}[/]", "100%", iqr)
+    for label, value in _facts(rec):
+        table.add_row(label, value, "", "")
+    return table
+
+
+def _facts(rec: dict) -> list[tuple[str, str]]:
+    timing, memory = rec.get("timing") or {}, rec.get("memory") or {}
+    energy, privacy = rec.get("energy") or {}, rec.get("privacy") or {}
+    facts = [
+        ("throughput (samples/s)", _num(timing.get("throughput_samples_per_s"))),
+        ("measured steps", str(timing.get("measured_iters"))),
+        (
+            "timer",
+            str(timing.get("mode")) + ("" if rec["config"]["breakdown"] else ", no breakdown"),
+        ),
+        ("table init (s)", _num(timing.get("init_s"), 2)),
+        ("peak GPU memory", format_bytes(memory.get("gpu_peak_bytes"))),
+        ("peak host memory (RSS)", format_bytes(memory.get("host_peak_bytes"))),
+    ]
+    if memory.get("history_table_bytes") is not None:
+        facts.append(("history table", format_bytes(memory["history_table_bytes"])))
+    if timing.get("flush_ms") is not None:
+        per = timing.get("flush_ms_per_step")
+        facts.append(("final flush ms (per step)", f"{_ms(timing['flush_ms'])} ({_ms(per)})"))
+    if energy.get("gpu_j_per_step") is not None:
+        facts.append(("GPU energy J/step", _num(energy["gpu_j_per_step"], 3)))
+        facts.append(
+            (
+                "GPU avg W (idle W)",
+                f"{_num(energy['gpu_avg_w'], 1)} ({_num(energy.get('gpu_idle_w'), 1)})",
+            )
+        )
+    else:
+        facts.append(("GPU energy", "n/a: " + str(energy.get("reason") or "not measured")))
+    if energy.get("cpu_j_per_step") is not None:
+        facts.append(("CPU package J/step", _num(energy["cpu_j_per_step"], 3)))
+    facts.append(("privacy", privacy_line(privacy)))
+    return facts
+
+
+def privacy_line(privacy: dict) -> str:
+    if not privacy.get("private"):
+        return "non-private"
+    sigma = f"sigma={privacy.get('noise_multiplier'):.4g}, C={privacy.get('clip_norm')}"
+    if privacy.get("dp_equivalent") is False:
+        return f"{sigma}; [bold red]NOT DP-SGD-equivalent[/] (no epsilon)"
+    eps_rdp, eps_prv = privacy.get("epsilon_rdp"), privacy.get("epsilon_prv")
+    eps = f"epsilon={_num(eps_rdp, 3)} (RDP), {_num(eps_prv, 3)} (PRV)"
+    return f"{sigma}; {eps} at delta={privacy.get('delta')}"
+
+
+def _num(v, digits: int = 0) -> str:
+    if v is None:
+        return "-"
+    return f"{v:,.{digits}f}"
+
+
+def summary_table(records: list[dict]) -> Table:
+    """One line per record: step time, ratio to SGD at the same point, throughput, energy."""
+    table = Table(title="summary", title_justify="left")
+    for col in (
+        "algo",
+        "size",
+        "placement",
+        "batch",
+        "status",
+        "step ms",
+        "x SGD",
+        "samples/s",
+        "J/step",
+    ):
+        table.add_column(col, justify="left" if col in ("algo", "placement", "status") else "right")
+    sgd = {
+        _point(r): r["timing"]["step_median_ms"]
+        for r in records
+        if r["config"]["algo"] == "sgd" and r.get("status") == "ok"
+    }
+    for r in records:
+        c, timing = r["config"], r.get("timing") or {}
+        step = timing.get("step_median_ms")
+        base = sgd.get(_point(r))
+        ratio = f"{step / base:.2f}" if step and base else "-"
+        energy = (r.get("energy") or {}).get("gpu_j_per_step")
+        table.add_row(
+            c["algo"],
+            format_bytes(c["table_bytes"]),
+            c["placement"],
+            str(c["batch_size"]),
+            str(r.get("status")),
+            _ms(step),
+            ratio,
+            _num(timing.get("throughput_samples_per_s")),
+            _num(energy, 3),
+        )
+    return table
+
+
+def _point(rec: dict) -> tuple:
+    c = rec["config"]
+    return (
+        c["workload"],
+        c["table_bytes"],
+        c["placement"],
+        c["batch_size"],
+        c["pooling"],
+        c["distribution"],
+    )

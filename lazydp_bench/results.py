@@ -1,0 +1,116 @@
+"""Result records: one complete JSON object per line in `<out>/runs.jsonl`, append-only.
+
+A line is written with a single `write` on an O_APPEND descriptor and fsynced, so a crash
+leaves either the whole record or nothing (a torn last line, if the OS ever produced
+one, is skipped on load with a warning). Units live in field names; a missing
+measurement is null, never 0. `schema_version` + `upgrade()` keep old records loading.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import uuid
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+from lazydp_bench.errors import BenchError
+
+SCHEMA_VERSION = 1
+RUNS_FILE = "runs.jsonl"
+STATUSES = ("ok", "oom", "timeout", "error", "skipped")
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _finite(obj):
+    """JSON has no inf/nan: non-finite floats become null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def ensure_writable(out_dir: Path) -> Path:
+    """Create `out_dir` if needed and check runs.jsonl can be appended to; BenchError if not."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / RUNS_FILE
+        with open(path, "a"):
+            pass
+    except OSError as exc:
+        raise BenchError(f"cannot write results to {out_dir}: {exc.strerror or exc}") from exc
+    return path
+
+
+def append_record(path: Path, record: dict) -> None:
+    line = (json.dumps(_finite(record), allow_nan=False, sort_keys=False) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        written = os.write(fd, line)
+        if written != len(line):  # pragma: no cover - regular files do not short-write
+            raise OSError(f"short write to {path}")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def upgrade(record: dict) -> dict:
+    """Bring an older record to the current schema (v1 is the first)."""
+    version = record.get("schema_version", 1)
+    if version > SCHEMA_VERSION:
+        raise BenchError(f"record {record.get('run_id')} has newer schema {version}")
+    return record
+
+
+def iter_result_files(paths: Iterable[Path]) -> list[Path]:
+    files = []
+    for p in paths:
+        if p.is_dir():
+            files.extend(sorted(p.rglob(RUNS_FILE)))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise BenchError(f"no results at {p}")
+    return files
+
+
+def load_records(paths: Iterable[Path]) -> list[dict]:
+    records = []
+    for path in iter_result_files(paths):
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(upgrade(json.loads(line)))
+            except json.JSONDecodeError:
+                warnings.warn(f"{path}:{n}: skipping a malformed line", stacklevel=2)
+    return records
+
+
+def to_frame(records: list[dict]) -> pd.DataFrame:
+    """One row per record, nested blocks flattened as `block.field` (stages kept as a list)."""
+    rows = []
+    for rec in records:
+        flat = {k: v for k, v in rec.items() if not isinstance(v, dict | list)}
+        for block in ("config", "privacy", "env", "timing", "memory", "energy"):
+            for k, v in (rec.get(block) or {}).items():
+                if not isinstance(v, list | dict):
+                    flat[f"{block}.{k}"] = v
+        flat["stages"] = rec.get("stages") or []
+        rows.append(flat)
+    return pd.DataFrame(rows)

@@ -1,0 +1,323 @@
+"""One measured run: validate and plan (no allocation), then init, warm up, measure, flush,
+and return a complete result record.
+
+The measured loop only launches work and records timer marks: no `.item()`, `.cpu()`,
+printing or `time.time()` in it (progress callbacks run between steps).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import resource
+import time
+import traceback
+from dataclasses import dataclass
+
+import torch
+
+from lazydp_bench import __version__
+from lazydp_bench.algorithms import AlgoContext, get_algorithm
+from lazydp_bench.algorithms.base import Algorithm
+from lazydp_bench.clipping import get_clipping
+from lazydp_bench.config import RunConfig
+from lazydp_bench.data import SyntheticBatchSource, parse_distribution
+from lazydp_bench.data.distributions import Distribution
+from lazydp_bench.energy import EnergyMeter
+from lazydp_bench.env import machine_info
+from lazydp_bench.errors import BenchError
+from lazydp_bench.init import init_table
+from lazydp_bench.model import DLRM
+from lazydp_bench.noise import make_engine
+from lazydp_bench.placement import (
+    MemoryLimits,
+    MemoryNeed,
+    choose_placement,
+    estimate_need,
+    machine_limits,
+    make_placement,
+)
+from lazydp_bench.privacy import PrivacyPlan, plan_privacy
+from lazydp_bench.profiling import StageTimer, quantiles, summarize_stages
+from lazydp_bench.results import SCHEMA_VERSION, new_run_id, utc_now
+from lazydp_bench.stages import Stage
+from lazydp_bench.units import parse_size
+from lazydp_bench.workloads import Workload, load_workload, scale_by_factor, scale_to_bytes
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DTYPES_BYTES = {"float32": 4, "float64": 8}
+
+
+class Progress:
+    """What the trainer reports while it works; the CLI shows it as rich progress bars."""
+
+    def phase(self, label: str, total: int | None) -> None:
+        pass
+
+    def advance(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything decided before any allocation: the scaled workload, placement, sigma."""
+
+    config: RunConfig
+    algo: type[Algorithm]
+    clipping: str
+    workload: Workload
+    batch_size: int
+    pooling: int
+    distribution: Distribution
+    placement: str
+    needs: dict[str, MemoryNeed]
+    limits: MemoryLimits
+    privacy: PrivacyPlan | None
+    threads: int
+
+
+def resolve_workload(name: str, table_size: str | None, elem_bytes: int = 4) -> Workload:
+    """`--table-size` is bytes ("9.6GB") or a scale factor ("x0.01"); None keeps full size."""
+    wl = load_workload(name)
+    if table_size is None:
+        return wl
+    if table_size.strip().lower().startswith("x"):
+        try:
+            factor = float(table_size.strip()[1:])
+        except ValueError as exc:
+            raise BenchError(f"cannot parse scale factor {table_size!r} (example: x0.01)") from exc
+        return scale_by_factor(wl, factor)
+    return scale_to_bytes(wl, parse_size(table_size), elem_bytes)
+
+
+def plan_run(config: RunConfig, limits: MemoryLimits | None = None) -> RunPlan:
+    algo = get_algorithm(config.algo)
+    clipping = config.clipping or algo.default_clipping
+    get_clipping(clipping)
+    if not algo.private and clipping != "none":
+        raise BenchError(f"--clipping applies to private algorithms, not {algo.name!r}")
+    if algo.private and clipping == "none":
+        raise BenchError(f"{algo.name!r} is private: it needs a clipping mode other than 'none'")
+    wl = resolve_workload(config.workload, config.table_size, DTYPES_BYTES[config.dtype])
+    batch = config.batch_size or wl.batch_size
+    pooling = config.pooling or wl.pooling
+    dist = parse_distribution(config.distribution)
+    limits = limits or machine_limits(config.host_mem_limit)
+    elem = DTYPES_BYTES[config.dtype]
+    needs = {
+        p: estimate_need(
+            wl, p, batch, pooling, elem, config.chunk_bytes, clipping, algo.history_table
+        )
+        for p in ("gpu", "hybrid", "cpu")
+    }
+    placement = choose_placement(config.placement, needs, limits)
+    privacy = None
+    if algo.private:
+        privacy = plan_privacy(config.privacy, batch)
+    threads = config.host_threads or os.cpu_count() or 1
+    return RunPlan(
+        config, algo, clipping, wl, batch, pooling, dist, placement, needs, limits, privacy, threads
+    )
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def execute(plan: RunPlan, progress: Progress | None = None) -> dict:
+    """Run the plan and return its record; OOM and other failures become records too."""
+    progress = progress or Progress()
+    record = _base_record(plan)
+    try:
+        _measure(plan, progress, record)
+        record["status"] = "ok"
+    except torch.cuda.OutOfMemoryError as exc:
+        record.update(status="oom", error=_first_line(exc))
+    except RuntimeError as exc:
+        oom = "out of memory" in str(exc).lower() or "can't allocate memory" in str(exc).lower()
+        record.update(status="oom" if oom else "error", error=_first_line(exc))
+        if not oom:
+            record["traceback"] = traceback.format_exc(limit=8)
+    finally:
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return record
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def _measure(plan: RunPlan, progress: Progress, record: dict) -> None:
+    cfg = plan.config
+    placement = make_placement(plan.placement)
+    dtype = DTYPES[cfg.dtype]
+    torch.manual_seed(cfg.seed)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    progress.phase(f"{cfg.algo}: init {plan.workload.name}", None)
+    t0 = time.perf_counter()
+    table = init_table(
+        plan.workload.rows, plan.workload.dim, placement.table_device, dtype, cfg.seed, plan.threads
+    )
+    _sync(placement.table_device)
+    record["timing"]["init_s"] = time.perf_counter() - t0
+    model = DLRM(
+        plan.workload, placement.table_device, placement.mlp_device, dtype, cfg.seed, table
+    )
+    source = SyntheticBatchSource(
+        plan.workload.rows,
+        plan.workload.dense_features,
+        plan.batch_size,
+        plan.pooling,
+        plan.distribution,
+        placement.table_device,
+        placement.mlp_device,
+        dtype,
+        cfg.seed,
+    )
+    engines = make_engine(cfg.noise_impl, cfg.chunk_bytes, plan.threads)
+    algo = plan.algo(
+        AlgoContext(
+            model=model,
+            lr=cfg.lr,
+            batch_size=plan.batch_size,
+            clip_norm=cfg.privacy.clip_norm,
+            noise_multiplier=plan.privacy.noise_multiplier if plan.privacy else 0.0,
+            noise_mode=cfg.privacy.noise_mode,
+            engines=engines,
+            seed=cfg.seed,
+            total_steps=cfg.total_steps,
+            clipping=plan.clipping,
+        )
+    )
+    if plan.algo.private:
+        record["noise"] = {
+            "table": engines.for_device(placement.table_device).describe(placement.table_device),
+            "mlp": engines.for_device(placement.mlp_device).describe(placement.mlp_device),
+        }
+    cuda = torch.device("cuda") if placement.name != "cpu" else None
+    timer = StageTimer(placement.timer_mode, cfg.breakdown, device=cuda)
+    meter = EnergyMeter(use_gpu=cuda is not None)
+    meter.measure_idle()
+
+    progress.phase(f"{cfg.algo}: warm-up", cfg.warmup)
+    for t in range(cfg.warmup):
+        algo.step(t, source.advance(), source.peek(), timer)
+        progress.advance()
+    _sync(placement.table_device)
+    _sync(placement.mlp_device)
+
+    progress.phase(f"{cfg.algo}: measure", cfg.iterations)
+    timer.enabled = True
+    meter.begin()
+    for t in range(cfg.warmup, cfg.total_steps):
+        timer.begin_step()
+        with timer.stage(Stage.DATA):
+            batch = source.advance()
+        algo.step(t, batch, source.peek(), timer)
+        timer.end_step()
+        progress.advance()
+    step_ms, per_step = timer.finish()
+    energy = meter.end(cfg.iterations, plan.batch_size)
+
+    progress.phase(f"{cfg.algo}: finalize", None)
+    flush_ms = algo.finalize()
+    _fill_measurements(record, plan, step_ms, per_step, energy.to_dict(), flush_ms, algo)
+
+
+def _fill_measurements(record, plan, step_ms, per_step, energy, flush_ms, algo) -> None:
+    p25, med, p75, mean = quantiles(step_ms)
+    timing = record["timing"]
+    timing.update(
+        measured_iters=len(step_ms),
+        step_median_ms=med,
+        step_p25_ms=p25,
+        step_p75_ms=p75,
+        step_mean_ms=mean,
+        throughput_samples_per_s=plan.batch_size / (med / 1e3) if med > 0 else None,
+        step_ms_raw=step_ms,
+        flush_ms=flush_ms,
+        flush_ms_per_step=(flush_ms / plan.config.total_steps) if flush_ms is not None else None,
+    )
+    record["stages"] = (
+        [s.to_dict() for s in summarize_stages(per_step)] if plan.config.breakdown else []
+    )
+    record["energy"] = energy
+    memory = record["memory"]
+    memory.update(algo.record_extras())
+    memory["host_peak_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if torch.cuda.is_available():
+        memory["gpu_peak_bytes"] = torch.cuda.max_memory_allocated()
+
+
+def _base_record(plan: RunPlan) -> dict:
+    cfg, wl = plan.config, plan.workload
+    priv = plan.privacy
+    privacy = {"private": plan.algo.private, "dp_equivalent": plan.algo.dp_equivalent}
+    if priv is not None:
+        privacy.update(priv.to_dict())
+        privacy["accountant"] = "opacus rdp (+prv)"
+        privacy["epsilon"] = priv.epsilon_rdp
+        if not plan.algo.dp_equivalent:
+            # EANA's noise depends on the data: the DP-SGD accounting does not apply to it.
+            privacy.update(epsilon=None, epsilon_rdp=None, epsilon_prv=None)
+            privacy["note"] = "NOT DP-SGD-equivalent: no epsilon is reported"
+    need = plan.needs[plan.placement]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": new_run_id(),
+        "created_utc": utc_now(),
+        "tool_version": __version__,
+        "status": None,
+        "error": None,
+        "config": {
+            "algo": cfg.algo,
+            "summary": plan.algo.summary,
+            "workload": wl.name,
+            "table_size": cfg.table_size,
+            "table_scale": wl.scale,
+            "table_bytes": wl.table_bytes(DTYPES_BYTES[cfg.dtype]),
+            "table_rows": wl.total_rows,
+            "num_tables": wl.num_tables,
+            "dim": wl.dim,
+            "batch_size": plan.batch_size,
+            "pooling": plan.pooling,
+            "distribution": plan.distribution.label,
+            "placement": plan.placement,
+            "placement_requested": cfg.placement,
+            "iterations": cfg.iterations,
+            "warmup": cfg.warmup,
+            "seed": cfg.seed,
+            "lr": cfg.lr.base,
+            "lr_decay": cfg.lr.decay,
+            "clipping": plan.clipping,
+            "noise_impl": cfg.noise_impl,
+            "noise_mode": cfg.privacy.noise_mode,
+            "breakdown": cfg.breakdown,
+            "dtype": cfg.dtype,
+            "chunk_bytes": cfg.chunk_bytes,
+            "host_threads": plan.threads,
+            "loss": wl.loss,
+        },
+        "privacy": privacy,
+        "env": machine_info(),
+        "timing": {"mode": make_placement(plan.placement).timer_mode, "init_s": None},
+        "stages": [],
+        "memory": {
+            "gpu_peak_bytes": None,
+            "host_peak_bytes": None,
+            "history_table_bytes": None,
+            "estimate_gpu_bytes": need.gpu_bytes,
+            "estimate_host_bytes": need.host_bytes,
+        },
+        "energy": None,
+        "noise": None,
+    }
+
+
+def run_config(config: RunConfig, progress: Progress | None = None) -> dict:
+    return execute(plan_run(config), progress)
