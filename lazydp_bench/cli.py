@@ -245,5 +245,80 @@ def info(
         console.print(machine_report(limit))
 
 
+bench_app = typer.Typer(help="Micro-benchmarks of single mechanisms.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("noise")
+def bench_noise_cmd(
+    size: Annotated[str, Opt(help="Table size to noise, e.g. 8GiB.")] = "1GiB",
+    placement: Annotated[str, Opt(help="gpu or host.")] = "gpu",
+    impl: Annotated[str, Opt(help="Comma list of engines: torch, fused.")] = "torch,fused",
+    repeats: Annotated[int, Opt(help="Timed passes per engine (median reported).")] = 10,
+    host_threads: Annotated[int | None, Opt(help="Host threads [default: all cores].")] = None,
+    chunk_size: Annotated[str, Opt(help="Bound on any noise buffer.")] = "256MiB",
+    out: Annotated[Path, Opt(help="Directory whose runs.jsonl gets one record per engine.")] = Path(
+        "runs"
+    ),
+) -> None:
+    """Dense noisy update of each engine vs the measured copy bandwidth (the Fig. 6 roofline)."""
+    import os
+
+    import torch
+
+    from lazydp_bench.bench_noise import bench_noise
+    from lazydp_bench.noise import NOISE_ENGINES
+    from lazydp_bench.results import append_record, ensure_writable
+
+    with user_errors():
+        size_bytes = parse_size(size)
+        impls = split_list(impl)
+        for name in impls:
+            if name not in NOISE_ENGINES:
+                raise BenchError(
+                    f"unknown noise engine {name!r} (valid: {', '.join(NOISE_ENGINES)})"
+                )
+        if placement not in ("gpu", "host"):
+            raise BenchError(f"placement must be gpu or host, got {placement!r}")
+        if placement == "gpu" and not torch.cuda.is_available():
+            raise BenchError("placement 'gpu' needs a CUDA GPU, and none is available")
+        if repeats < 1:
+            raise BenchError(f"--repeats must be positive, got {repeats}")
+        threads = host_threads or os.cpu_count() or 1
+        chunk = parse_size(chunk_size)
+        path = ensure_writable(out)
+    with progress_bar() as bar:
+        task = bar.add_task("noise bench", total=None)
+        records = bench_noise(
+            size_bytes,
+            placement,
+            impls,
+            repeats,
+            threads,
+            chunk,
+            progress=lambda msg: bar.update(task, description=msg),
+        )
+    size_text = format_bytes(records[0]["config"]["table_bytes"])
+    table = Table(title=f"dense noisy update, {size_text}, {placement}")
+    for col in ("engine", "median ms", "GB/s (r+w)", "% of copy", "G samples/s", "rng"):
+        table.add_column(col)
+    for rec in records:
+        b = rec["bench"]
+        append_record(path, rec)
+        table.add_row(
+            rec["noise"]["engine"],
+            f"{rec['timing']['step_median_ms']:.2f}",
+            f"{b['achieved_bytes_per_s'] / 1e9:.0f}",
+            f"{b['pct_of_copy']:.1f}%",
+            f"{b['samples_per_s'] / 1e9:.3f}",
+            rec["noise"]["rng"],
+        )
+    console.print(table)
+    copy = records[0]["bench"]["copy_bytes_per_s"]
+    console.print(
+        f"copy bandwidth (r+w): {copy / 1e9:.0f} GB/s; {len(records)} record(s) -> {path}"
+    )
+
+
 def main() -> None:
     app()

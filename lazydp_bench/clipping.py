@@ -87,6 +87,7 @@ def bag_sum_sq_multiplicity(rows: torch.Tensor) -> torch.Tensor:
     return (2 * (idx - run_start) + 1).sum(dim=-1)
 
 
+@torch.enable_grad()
 def _activation_grads(fs: ForwardState, retain: bool) -> tuple[list[torch.Tensor], torch.Tensor]:
     grads = torch.autograd.grad(fs.loss.sum(), [*fs.outputs, fs.pooled], retain_graph=retain)
     return list(grads[:-1]), grads[-1]
@@ -126,6 +127,7 @@ def _sq_norm(per_example: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(per_example.flatten(1), dim=1).square()
 
 
+@torch.enable_grad()
 def _reweighted_backward(model: DLRM, fs: ForwardState, c: torch.Tensor) -> tuple:
     grads = torch.autograd.grad((fs.loss * c).sum(), [*model.params, fs.pooled])
     return flatten(grads[:-1]), grads[-1]
@@ -140,6 +142,7 @@ def clip_none(model: DLRM, fs: ForwardState, clip_norm: float, timer: StageTimer
 
 
 @register_clipping("materialize")
+@torch.no_grad()  # norms and sums are not differentiated; the graph was built by forward
 def clip_materialize(
     model: DLRM, fs: ForwardState, clip_norm: float, timer: StageTimer
 ) -> ClipResult:
@@ -155,13 +158,14 @@ def clip_materialize(
     with timer.stage(Stage.BACKWARD_PER_BATCH):
         mlp_grad = torch.empty_like(model.flat_params)
         for (gw, gb), g, d in zip(model.layer_views(mlp_grad), per_example, deltas, strict=True):
-            torch.einsum("b,boi->oi", c, g, out=gw)
+            torch.mv(g.flatten(1).t(), c, out=gw.view(-1))
             torch.mv(d.t(), c, out=gb)
         pooled_grad = d_pooled * c.view(-1, 1, 1)
     return ClipResult(mlp_grad, pooled_grad, sq.sqrt())
 
 
 @register_clipping("reweight")
+@torch.no_grad()  # norms and sums are not differentiated; the graph was built by forward
 def clip_reweight(model: DLRM, fs: ForwardState, clip_norm: float, timer: StageTimer) -> ClipResult:
     with timer.stage(Stage.BACKWARD_PER_EXAMPLE):
         deltas, d_pooled = _activation_grads(fs, retain=True)
@@ -175,6 +179,7 @@ def clip_reweight(model: DLRM, fs: ForwardState, clip_norm: float, timer: StageT
 
 
 @register_clipping("ghost")
+@torch.no_grad()  # norms and sums are not differentiated; the graph was built by forward
 def clip_ghost(model: DLRM, fs: ForwardState, clip_norm: float, timer: StageTimer) -> ClipResult:
     with timer.stage(Stage.BACKWARD_PER_EXAMPLE):
         deltas, d_pooled = _activation_grads(fs, retain=True)
@@ -186,6 +191,7 @@ def clip_ghost(model: DLRM, fs: ForwardState, clip_norm: float, timer: StageTime
 
 
 @register_clipping("bookkeeping")
+@torch.no_grad()  # norms and sums are not differentiated; the graph was built by forward
 def clip_bookkeeping(
     model: DLRM, fs: ForwardState, clip_norm: float, timer: StageTimer
 ) -> ClipResult:

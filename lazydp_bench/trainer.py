@@ -29,9 +29,11 @@ from lazydp_bench.errors import BenchError
 from lazydp_bench.init import init_table
 from lazydp_bench.model import DLRM
 from lazydp_bench.noise import make_engine
+from lazydp_bench.noise.registry import EngineSet
 from lazydp_bench.placement import (
     MemoryLimits,
     MemoryNeed,
+    Placement,
     choose_placement,
     estimate_need,
     machine_limits,
@@ -151,20 +153,35 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
-def _measure(plan: RunPlan, progress: Progress, record: dict) -> None:
+@dataclass
+class Session:
+    """A model, its batch source and an algorithm, ready to step (used by runs and `verify`)."""
+
+    plan: RunPlan
+    placement: Placement
+    model: DLRM
+    source: SyntheticBatchSource
+    algo: Algorithm
+    engines: EngineSet
+    init_s: float
+
+    def step(self, t: int, timer: StageTimer) -> None:
+        with timer.stage(Stage.DATA):
+            batch = self.source.advance()
+        self.algo.step(t, batch, self.source.peek(), timer)
+
+
+def build_session(plan: RunPlan) -> Session:
     cfg = plan.config
     placement = make_placement(plan.placement)
     dtype = DTYPES[cfg.dtype]
     torch.manual_seed(cfg.seed)
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    progress.phase(f"{cfg.algo}: init {plan.workload.name}", None)
     t0 = time.perf_counter()
     table = init_table(
         plan.workload.rows, plan.workload.dim, placement.table_device, dtype, cfg.seed, plan.threads
     )
     _sync(placement.table_device)
-    record["timing"]["init_s"] = time.perf_counter() - t0
+    init_s = time.perf_counter() - t0
     model = DLRM(
         plan.workload, placement.table_device, placement.mlp_device, dtype, cfg.seed, table
     )
@@ -194,6 +211,17 @@ def _measure(plan: RunPlan, progress: Progress, record: dict) -> None:
             clipping=plan.clipping,
         )
     )
+    return Session(plan, placement, model, source, algo, engines, init_s)
+
+
+def _measure(plan: RunPlan, progress: Progress, record: dict) -> None:
+    cfg = plan.config
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    progress.phase(f"{cfg.algo}: init {plan.workload.name}", None)
+    session = build_session(plan)
+    placement, engines, algo = session.placement, session.engines, session.algo
+    record["timing"]["init_s"] = session.init_s
     if plan.algo.private:
         record["noise"] = {
             "table": engines.for_device(placement.table_device).describe(placement.table_device),
@@ -206,7 +234,7 @@ def _measure(plan: RunPlan, progress: Progress, record: dict) -> None:
 
     progress.phase(f"{cfg.algo}: warm-up", cfg.warmup)
     for t in range(cfg.warmup):
-        algo.step(t, source.advance(), source.peek(), timer)
+        session.step(t, timer)
         progress.advance()
     _sync(placement.table_device)
     _sync(placement.mlp_device)
@@ -216,9 +244,7 @@ def _measure(plan: RunPlan, progress: Progress, record: dict) -> None:
     meter.begin()
     for t in range(cfg.warmup, cfg.total_steps):
         timer.begin_step()
-        with timer.stage(Stage.DATA):
-            batch = source.advance()
-        algo.step(t, batch, source.peek(), timer)
+        session.step(t, timer)
         timer.end_step()
         progress.advance()
     step_ms, per_step = timer.finish()

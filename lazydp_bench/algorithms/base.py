@@ -57,7 +57,8 @@ class Algorithm:
             fs = self.model.forward(batch)
         clipped = self._clip(self.model, fs, self.ctx.clip_norm, timer)
         with timer.stage(Stage.BACKWARD_PER_BATCH):
-            pooled_grad = clipped.pooled_grad.to(self.model.table_device, non_blocking=True)
+            # blocking: a non_blocking device-to-host copy could be read before it lands
+            pooled_grad = clipped.pooled_grad.to(self.model.table_device)
         with torch.no_grad(), timer.stage(Stage.MODEL_UPDATE):
             self.update(t, fs, clipped, pooled_grad, next_batch, timer)
         self.steps_done = t + 1

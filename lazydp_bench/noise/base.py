@@ -55,6 +55,8 @@ class DenseNoiseEngine(ABC):
             with timer.stage(Stage.NOISY_UPDATE_FUSED):
                 target2d.add_(std if isinstance(std, float) else std.view(-1, 1))
             return
+        # N(0, 1) is symmetric: only unit mode needs the sign of std.
+        std = abs(std) if isinstance(std, float) else std.abs()
         self._add_gaussian(target2d, std, seed, timer)
 
     @abstractmethod

@@ -1,0 +1,141 @@
+"""`lazydp-bench bench noise`: the dense noisy update against the memory roofline (Fig. 6).
+
+Each engine adds std * N(0, 1) to a table of the given size in place; achieved bandwidth
+is 2 x table bytes / time (one read and one write of every element), compared with the
+device's measured copy bandwidth (bytes read + written by a large `copy_`), and for host
+engines also samples/s.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from lazydp_bench import __version__
+from lazydp_bench.env import machine_info
+from lazydp_bench.noise import make_engine
+from lazydp_bench.profiling import NULL_TIMER
+from lazydp_bench.results import SCHEMA_VERSION, new_run_id, utc_now
+
+_COPY_BYTES = 2**30
+_DIM = 128
+
+
+def _time_ms(fn: Callable[[], None], device: torch.device, repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def copy_bandwidth(device: torch.device, repeats: int = 10) -> float:
+    """Bytes read + written per second by a 1 GiB device-to-device (or host) copy."""
+    src = torch.rand(_COPY_BYTES // 4, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    ms = statistics.median(_time_ms(lambda: dst.copy_(src), device, repeats))
+    return 2 * _COPY_BYTES / (ms / 1e3)
+
+
+def bench_noise(
+    size_bytes: int,
+    placement: str,
+    impls: list[str],
+    repeats: int,
+    threads: int,
+    chunk_bytes: int,
+    progress: Callable[[str], None] = lambda _: None,
+) -> list[dict]:
+    device = torch.device("cuda" if placement == "gpu" else "cpu")
+    rows = max(1, size_bytes // (_DIM * 4))
+    table = torch.empty((rows, _DIM), dtype=torch.float32, device=device)
+    table.uniform_(-0.01, 0.01)  # real values, never zeros (zeros can time differently)
+    progress("measuring copy bandwidth")
+    copy_bps = copy_bandwidth(device)
+    env = machine_info()
+    records = []
+    for impl in impls:
+        engine = make_engine(impl, chunk_bytes, threads).for_device(device)
+        progress(f"{impl}: {engine.describe(device)['engine']}")
+        step = iter(range(1 << 30))
+
+        def once(engine=engine, step=step) -> None:
+            engine.add_noise(table, 1e-3, next(step), NULL_TIMER)
+
+        once()
+        times = _time_ms(once, device, repeats)
+        records.append(
+            _record(
+                size_bytes,
+                rows,
+                placement,
+                impl,
+                engine,
+                device,
+                times,
+                copy_bps,
+                env,
+                threads,
+                chunk_bytes,
+            )
+        )
+    return records
+
+
+def _record(
+    size_bytes, rows, placement, impl, engine, device, times, copy_bps, env, threads, chunk
+):
+    median = statistics.median(times)
+    q = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else [median] * 3
+    table_bytes = rows * _DIM * 4
+    achieved = 2 * table_bytes / (median / 1e3)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "bench_noise",
+        "run_id": new_run_id(),
+        "created_utc": utc_now(),
+        "tool_version": __version__,
+        "status": "ok",
+        "error": None,
+        "config": {
+            "algo": f"noise:{impl}",
+            "bench": "noise",
+            "noise_impl": impl,
+            "placement": placement,
+            "table_size_requested_bytes": size_bytes,
+            "table_bytes": table_bytes,
+            "dim": _DIM,
+            "dtype": "float32",
+            "repeats": len(times),
+            "host_threads": threads if device.type == "cpu" else None,
+            "chunk_bytes": chunk,
+        },
+        "noise": engine.describe(device),
+        "env": env,
+        "timing": {
+            "mode": "cuda_events" if device.type == "cuda" else "sync_wall",
+            "step_median_ms": median,
+            "step_p25_ms": q[0],
+            "step_p75_ms": q[2],
+            "step_ms_raw": times,
+        },
+        "bench": {
+            "achieved_bytes_per_s": achieved,
+            "copy_bytes_per_s": copy_bps,
+            "pct_of_copy": 100 * achieved / copy_bps,
+            "samples_per_s": rows * _DIM / (median / 1e3),
+        },
+    }
