@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from lazydp_bench.algorithms import ALGORITHMS
+from lazydp_bench.algorithms import ALGORITHMS, get_algorithm
 from lazydp_bench.config import LRSchedule, PrivacyConfig, RunConfig
 from lazydp_bench.errors import BenchError
 from lazydp_bench.units import format_bytes, parse_size
@@ -110,6 +110,8 @@ def run(
     seed: Annotated[int, Opt(help="Seed for init, data and noise.")] = 0,
     lr: Annotated[float, Opt(help="Learning rate (plain SGD, no momentum).")] = 0.01,
     lr_decay: Annotated[float, Opt(help="lr_t = lr / (1 + decay * t).")] = 0.0,
+    momentum: Annotated[float, Opt(help="Refused unless 0: LazyDP needs plain SGD.")] = 0.0,
+    weight_decay: Annotated[float, Opt(help="Refused unless 0: LazyDP needs plain SGD.")] = 0.0,
     clip_norm: Annotated[float, Opt(help="Per-example clipping norm C.")] = 0.4,
     noise_multiplier: Annotated[
         float | None, Opt(help="sigma; if omitted, derived from --epsilon/--delta (Opacus RDP).")
@@ -168,7 +170,7 @@ def run(
                 iterations=iterations,
                 warmup=warmup,
                 seed=seed,
-                lr=LRSchedule(lr, lr_decay),
+                lr=LRSchedule(lr, lr_decay, momentum, weight_decay),
                 privacy=privacy,
                 clipping=clipping,
                 noise_impl=noise_impl,
@@ -243,6 +245,47 @@ def info(
     with user_errors():
         limit = parse_size(host_mem_limit) if host_mem_limit else None
         console.print(machine_report(limit))
+
+
+@app.command()
+def verify(
+    algo: Annotated[
+        str, Opt(help="Algorithms to check against DP-SGD(F).")
+    ] = "lazydp,lazydp-noans,eana",
+    device: Annotated[str, Opt(help="cpu or cuda.")] = "cpu",
+    steps: Annotated[int, Opt(help="Training steps per check.")] = 12,
+    seed: Annotated[int, Opt(help="Seed for init, data and noise.")] = 0,
+) -> None:
+    """Prove LazyDP gives DP-SGD's model: exact equality without noise and with unit noise,
+    and the right noise distribution with real noise. Exit code 1 on any failure."""
+    import torch
+
+    from lazydp_bench.verify import verify as run_checks
+
+    with user_errors():
+        names = split_list(algo)
+        for name in names:
+            get_algorithm(name)
+        if device not in ("cpu", "cuda"):
+            raise BenchError(f"--device must be cpu or cuda, got {device!r}")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise BenchError("--device cuda needs a CUDA GPU, and none is available")
+        if steps < 2:
+            raise BenchError(f"--steps must be at least 2, got {steps}")
+    with progress_bar() as bar:
+        bar.add_task(f"verifying {', '.join(names)} on {device}", total=None)
+        checks = run_checks(names, device, steps, seed)
+    table = Table(title=f"verify vs DP-SGD(F): tiny workload, fp64, {steps} steps, {device}")
+    for col in ("algo", "check", "result", "numbers"):
+        table.add_column(col)
+    for c in checks:
+        style = "green" if c.ok else "bold red"
+        table.add_row(c.algo, c.name, f"[{style}]{c.verdict}[/]", c.detail)
+    console.print(table)
+    failed = [c for c in checks if not c.ok]
+    console.print(f"{len(checks) - len(failed)}/{len(checks)} checks as expected")
+    if failed:
+        raise typer.Exit(1)
 
 
 bench_app = typer.Typer(help="Micro-benchmarks of single mechanisms.", no_args_is_help=True)

@@ -27,6 +27,8 @@ class LRSchedule:
 
     base: float = 0.01
     decay: float = 0.0
+    momentum: float = 0.0  # every algorithm here is plain SGD; non-zero values are refused
+    weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.base > 0:

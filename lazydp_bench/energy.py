@@ -133,6 +133,11 @@ class EnergyMeter:
         window = time.perf_counter() - t0
         gpu_j = (self._gpu.energy_mj() - gpu0) / 1e3 if gpu0 is not None else None
         cpu_j = self._rapl.delta_j(cpu0, self._rapl.read_uj()) if cpu0 is not None else None
+        reasons = [r for r in (self.gpu_reason, self._rapl.reason) if r]
+        if gpu_j is not None and gpu_j <= 0:
+            # The counter did not tick inside the window: unknown, not zero.
+            reasons.append(f"NVML counter did not advance in a {window:.3f} s window")
+            gpu_j = None
         warning = None
         if gpu_j is not None and window < MIN_RELIABLE_WINDOW_S:
             warning = (
@@ -140,7 +145,7 @@ class EnergyMeter:
                 "raise --iterations for a reliable figure"
             )
         return EnergyResult(
-            source="nvml" if gpu_j is not None else "unavailable",
+            source="nvml" if gpu_j is not None else "unavailable",  # per window
             gpu_j_per_step=gpu_j / steps if gpu_j is not None else None,
             gpu_j_per_sample=gpu_j / (steps * batch_size) if gpu_j is not None else None,
             gpu_avg_w=gpu_j / window if gpu_j is not None and window > 0 else None,
@@ -148,6 +153,6 @@ class EnergyMeter:
             cpu_source="rapl" if cpu_j is not None else "unavailable",
             cpu_j_per_step=cpu_j / steps if cpu_j is not None else None,
             window_s=window,
-            reason="; ".join(r for r in (self.gpu_reason, self._rapl.reason) if r) or None,
+            reason="; ".join(reasons) or None,
             warning=warning,
         )

@@ -11,7 +11,7 @@ noise (dense, chunked), so the released model is distributed exactly as DP-SGD's
 
 `lazydp-noans` keeps the lazy update but draws each pending step's noise separately, to
 show what aggregation buys. Momentum and weight decay would break the equivalence; the
-tool has neither (plain SGD), and `LazyDP.check_optimizer` refuses them.
+tool's SGD has neither, and `LazyDP.check_optimizer` refuses them with the reason.
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ class LazyDP(Algorithm):
     history_table = True
     aggregate = True
 
-    def __init__(self, ctx: AlgoContext, momentum: float = 0.0, weight_decay: float = 0.0):
+    def __init__(self, ctx: AlgoContext):
         super().__init__(ctx)
-        self.check_optimizer(momentum, weight_decay)
+        self.check_optimizer(ctx.lr.momentum, ctx.lr.weight_decay)
         table = self.model.table
         self.history = torch.zeros(
             table.shape[0], dtype=history_dtype(ctx.total_steps), device=table.device

@@ -1,0 +1,132 @@
+"""Dense noise: statistics with computed tolerances, engine agreement, reproducibility,
+the chunk bound (measured in a fresh process), and epsilon vs Opacus called directly."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from lazydp_bench.config import PrivacyConfig
+from lazydp_bench.noise.host_threaded import HostThreadedEngine
+from lazydp_bench.noise.torch_chunked import TorchChunkedEngine
+from lazydp_bench.privacy import plan_privacy
+from lazydp_bench.profiling import NULL_TIMER
+from tests.conftest import ROOT, tiny_session
+
+ENGINES = {"torch": TorchChunkedEngine, "host": HostThreadedEngine}
+
+
+def ks_statistic(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Two-sample Kolmogorov-Smirnov D."""
+    both = torch.cat([a, b]).sort().values
+    fa = torch.searchsorted(a.sort().values, both, right=True) / a.numel()
+    fb = torch.searchsorted(b.sort().values, both, right=True) / b.numel()
+    return (fa - fb).abs().max().item()
+
+
+def test_one_dp_step_noise_has_the_right_mean_and_std():
+    """Same weights and batch, noise on vs off: the difference is exactly one step's noise."""
+    kw = dict(table_size="x20", noise_multiplier=2.0, clip_norm=0.3, lr=0.5)
+    noisy = tiny_session("dpsgd-f", **kw)
+    clean = tiny_session("dpsgd-f", noise_mode="off", **kw)
+    noisy.step(0, NULL_TIMER)
+    clean.step(0, NULL_TIMER)
+    diff = (noisy.model.table - clean.model.table).flatten()
+    n = diff.numel()
+    sd = 0.5 * 2.0 * 0.3 / noisy.plan.batch_size  # lr * sigma * C / B
+    # mean of n normals: SE = sd/sqrt(n); sample std: relative SE ~ 1/sqrt(2n); 5 SE each
+    assert abs(diff.mean().item()) < 5 * sd / math.sqrt(n)
+    assert abs(diff.std().item() / sd - 1) < 5 / math.sqrt(2 * n)
+    assert n > 50_000
+    mlp = noisy.model.flat_params - clean.model.flat_params
+    assert abs(mlp.std().item() / sd - 1) < 5 / math.sqrt(2 * mlp.numel())
+
+
+def test_torch_and_host_engines_agree_in_distribution():
+    n = 200_000
+    a, b = torch.zeros(n // 8, 8), torch.zeros(n // 8, 8)
+    TorchChunkedEngine(2**16, 2).add_noise(a, 0.7, 11, NULL_TIMER)
+    HostThreadedEngine(2**16, 2).add_noise(b, 0.7, 11, NULL_TIMER)
+    # KS critical value at alpha = 0.001: 1.95 * sqrt(2/n)
+    assert ks_statistic(a.flatten(), b.flatten()) < 1.95 * math.sqrt(2 / n)
+    for x in (a, b):
+        assert abs(x.std().item() / 0.7 - 1) < 5 / math.sqrt(2 * n)
+
+
+@pytest.mark.parametrize("name", ENGINES)
+def test_fixed_seed_reproduces_and_other_seed_differs(name):
+    make = ENGINES[name]
+    x, y, z = (torch.zeros(3000, 4) for _ in range(3))
+    make(2**14, 2).add_noise(x, 1.0, 5, NULL_TIMER)
+    make(2**14, 3).add_noise(y, 1.0, 5, NULL_TIMER)  # thread count must not matter
+    make(2**14, 2).add_noise(z, 1.0, 6, NULL_TIMER)
+    assert torch.equal(x, y)
+    assert not torch.equal(x, z)
+
+
+@pytest.mark.parametrize("name", ENGINES)
+def test_per_row_std(name):
+    x = torch.zeros(4000, 16)
+    std = torch.linspace(0, 2, 4000)
+    ENGINES[name](2**14, 2).add_noise(x, std, 1, NULL_TIMER)
+    assert torch.all(x[0] == 0)
+    ratio = x[1:].pow(2).sum() / (std[1:].pow(2).sum() * 16)
+    assert abs(ratio.item() - 1) < 5 * math.sqrt(2 / (3999 * 16))
+
+
+_CHUNK_PROBE = """
+import json, resource, sys, torch
+from lazydp_bench.noise.host_threaded import HostThreadedEngine
+from lazydp_bench.noise.torch_chunked import TorchChunkedEngine
+from lazydp_bench.profiling import NULL_TIMER
+torch.set_num_threads(1)
+engine = {"torch": TorchChunkedEngine, "host": HostThreadedEngine}[sys.argv[1]](8 * 2**20, 2)
+table = torch.zeros(2**21, 32)  # 256 MiB, touched
+before = table.clone()[:1]
+peak0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+engine.add_noise(table, 1.0, 3, NULL_TIMER)
+peak1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+changed = bool((table != 0).any(1).all())
+print(json.dumps({"extra_bytes": (peak1 - peak0) * 1024, "rows_changed": changed}))
+"""
+
+
+@pytest.mark.parametrize("name", ENGINES)
+def test_table_beyond_chunk_bound_is_fully_noised_in_bounded_memory(name):
+    out = subprocess.run(
+        [sys.executable, "-c", _CHUNK_PROBE, name],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
+    probe = json.loads(out.stdout)
+    assert probe["rows_changed"]
+    # the table is 256 MiB and the chunk bound 8 MiB; a table-sized buffer would add 256 MiB
+    assert probe["extra_bytes"] < 48 * 2**20, probe
+
+
+def test_epsilon_matches_opacus_directly():
+    from opacus.accountants import PRVAccountant, RDPAccountant
+
+    cfg = PrivacyConfig(noise_multiplier=0.8, delta=1e-6, dataset_size=60_000, epochs=2)
+    plan = plan_privacy(cfg, 256)
+    assert plan.sample_rate == 256 / 60_000
+    assert plan.steps == math.ceil(2 * 60_000 / 256)
+    for cls, got in ((RDPAccountant, plan.epsilon_rdp), (PRVAccountant, plan.epsilon_prv)):
+        acc = cls()
+        acc.history = [(0.8, 256 / 60_000, plan.steps)]
+        assert got == pytest.approx(acc.get_epsilon(delta=1e-6), rel=1e-9)
+
+
+def test_sigma_derived_from_target_epsilon_spends_it():
+    cfg = PrivacyConfig(
+        noise_multiplier=None, epsilon=3.0, delta=1e-5, dataset_size=60_000, epochs=1
+    )
+    plan = plan_privacy(cfg, 256)
+    assert plan.noise_source.startswith("derived")
+    assert plan.epsilon_rdp <= 3.0 + 0.05
+    assert plan.epsilon_rdp > 2.8
