@@ -1,0 +1,157 @@
+"""The CLI end to end on the tiny workload, and every bad input's one-line error."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lazydp_bench.stages import Stage
+from tests.conftest import ROOT
+
+
+def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "160", "OMP_NUM_THREADS": "2"}
+    return subprocess.run(
+        [sys.executable, "-m", "lazydp_bench", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        env=env,
+        timeout=300,
+    )
+
+
+TINY = ("--workload", "tiny", "--table-size", "full", "--iterations", "3", "--warmup", "1")
+
+
+def test_run_writes_one_complete_record_with_every_stage(tmp_path):
+    out = tmp_path / "res"
+    res = cli(
+        "run",
+        "--algo",
+        "lazydp",
+        *TINY,
+        "--noise-multiplier",
+        "1.1",
+        "--noise-impl",
+        "torch",
+        "--out",
+        str(out),
+    )
+    assert res.returncode == 0, res.stderr
+    lines = (out / "runs.jsonl").read_text().splitlines()
+    assert len(lines) == 1
+    rec = json.loads(lines[0])
+    assert rec["status"] == "ok" and rec["schema_version"] == 1
+    assert rec["config"]["algo"] == "lazydp" and rec["config"]["placement"] == "cpu"
+    assert rec["privacy"]["noise_multiplier"] == 1.1 and rec["privacy"]["dp_equivalent"] is True
+    assert rec["privacy"]["epsilon_rdp"] > 0 and rec["privacy"]["epsilon_prv"] > 0
+    names = {s["name"] for s in rec["stages"]}
+    want = {s.value for s in Stage} - {Stage.NOISY_UPDATE_FUSED.value}
+    assert names == want
+    top = sum(s["mean_ms"] for s in rec["stages"] if s["parent"] is None)
+    assert top == pytest.approx(rec["timing"]["step_mean_ms"], rel=1e-6)
+    assert rec["timing"]["measured_iters"] == 3 and len(rec["timing"]["step_ms_raw"]) == 3
+    assert rec["timing"]["mode"] == "sync_wall"
+    assert rec["memory"]["history_table_bytes"] == 467 * 4
+    assert rec["timing"]["flush_ms"] is not None
+    assert rec["energy"]["gpu_j_per_step"] is None and rec["energy"]["reason"]
+    assert rec["env"]["torch"] and "commit" in rec["env"]
+    assert "Forward" in res.stdout and "step time" in res.stdout
+
+
+def test_run_several_algorithms_appends_one_record_each(tmp_path):
+    res = cli(
+        "run",
+        "--algo",
+        "sgd,eana",
+        *TINY,
+        "--noise-multiplier",
+        "1",
+        "--no-breakdown",
+        "--out",
+        str(tmp_path),
+    )
+    assert res.returncode == 0, res.stderr
+    recs = [json.loads(x) for x in (tmp_path / "runs.jsonl").read_text().splitlines()]
+    assert [r["config"]["algo"] for r in recs] == ["sgd", "eana"]
+    assert recs[0]["privacy"] == {"private": False, "dp_equivalent": None}
+    assert recs[1]["privacy"]["dp_equivalent"] is False
+    assert recs[1]["privacy"]["epsilon"] is None
+    assert all(r["stages"] == [] for r in recs)
+    assert "NOT DP-SGD-equivalent" in res.stdout
+    assert "summary" in res.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--workload", "nope"), "unknown workload 'nope' (valid:"),
+        (("--algo", "sgd,bogus"), "unknown algorithm 'bogus' (valid: dpsgd-b"),
+        (("--table-size", "12XB"), "unknown size unit"),
+        (("--table-size", "lots"), "cannot parse size"),
+        (("--batch-size", "0"), "--batch-size must be positive"),
+        (("--iterations", "-1"), "--iterations must be positive"),
+        (("--placement", "tpu"), "unknown placement"),
+        (("--distribution", "gauss"), "unknown distribution"),
+        (("--table-size", "30TB", "--placement", "cpu"), "does not fit in placement 'cpu'"),
+        (("--table-size", "1GB", "--host-mem-limit", "100MB", "--placement", "cpu"), "host needs"),
+        (("--algo", "lazydp", "--momentum", "0.9"), "plain SGD"),
+        (("--algo", "sgd", "--clipping", "ghost"), "--clipping applies to private"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):
+    out = tmp_path / "never"
+    res = cli("run", *args, "--out", str(out))
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr
+    assert message in " ".join(res.stderr.split())
+    assert not out.exists()
+
+
+def test_unwritable_out(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    res = cli("run", *TINY, "--algo", "sgd", "--out", str(blocker / "sub"))
+    assert res.returncode == 2 and "cannot write results" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_workloads_and_info_and_help():
+    res = cli("workloads")
+    assert res.returncode == 0
+    for name in ("mlperf-dlrm", "rmc1", "rmc2", "rmc3", "criteo-kaggle", "96.1 GB"):
+        assert name in res.stdout
+    info = cli("info")
+    assert info.returncode == 0 and "largest mlperf-dlrm table, cpu" in info.stdout
+    helps = cli("run", "--help")
+    assert "--table-size" in helps.stdout and "lazydp" in helps.stdout
+
+
+def test_verify_cli_passes_on_cpu():
+    res = cli("verify", "--algo", "lazydp", "--steps", "6")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "5/5 checks as expected" in res.stdout
+
+
+def test_bench_noise_host_writes_records(tmp_path):
+    res = cli(
+        "bench",
+        "noise",
+        "--placement",
+        "host",
+        "--size",
+        "8MiB",
+        "--repeats",
+        "2",
+        "--out",
+        str(tmp_path),
+    )
+    assert res.returncode == 0, res.stderr
+    recs = [json.loads(x) for x in (tmp_path / "runs.jsonl").read_text().splitlines()]
+    assert [r["config"]["noise_impl"] for r in recs] == ["torch", "fused"]
+    assert all(r["bench"]["achieved_bytes_per_s"] > 0 for r in recs)
+    bad = cli("bench", "noise", "--placement", "gpu", "--out", str(tmp_path / "x"))
+    assert bad.returncode == 2 and "needs a CUDA GPU" in bad.stderr
