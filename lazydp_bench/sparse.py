@@ -53,3 +53,72 @@ def bag_row_gradients(rows: torch.Tensor, pooled_grad: torch.Tensor) -> SparseRo
     _pooling, dim = rows.shape[-1], pooled_grad.shape[-1]
     values = pooled_grad.unsqueeze(2).expand(*rows.shape, dim).reshape(-1, dim)
     return coalesce(rows.reshape(-1), values)
+
+
+class SparseOps:
+    """Sparse coalescing and row updates, picked per device.
+
+    On a GPU the sync-free functions above are used. On the host there is no device to
+    wait for, so exact `torch.unique` is free, but PyTorch's CPU `index_add_` runs on one
+    core; here the coalesced rows (unique, sorted) are split into contiguous parts that a
+    thread pool updates in parallel (torch releases the GIL), which is race-free because
+    the parts touch disjoint rows.
+    """
+
+    def __init__(self, threads: int) -> None:
+        self.threads = max(1, threads)
+        self._pool = None
+
+    def _map(self, fn, parts: int) -> None:
+        if parts == 1:
+            fn(0)
+            return
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=self.threads)
+        list(self._pool.map(fn, range(parts)))
+
+    def _parts(self, n: int) -> list[int]:
+        parts = max(1, min(self.threads, n // 4096))
+        return [n * k // parts for k in range(parts + 1)]
+
+    def unique(self, rows: torch.Tensor) -> SparseRows:
+        if rows.device.type != "cpu":
+            return unique_rows(rows)[0]
+        uniq = torch.unique(rows.reshape(-1))
+        return SparseRows(uniq, None, torch.ones_like(uniq, dtype=torch.bool))
+
+    def coalesce(self, rows: torch.Tensor, values: torch.Tensor) -> SparseRows:
+        if rows.device.type != "cpu":
+            return coalesce(rows, values)
+        uniq, inverse = torch.unique(rows.reshape(-1), return_inverse=True)
+        order = torch.argsort(inverse)
+        slots = inverse[order]
+        summed = torch.zeros((uniq.numel(), values.shape[1]), dtype=values.dtype)
+        cuts = torch.searchsorted(slots, torch.tensor(self._parts(uniq.numel()))).tolist()
+
+        def add(k: int) -> None:
+            lo, hi = cuts[k], cuts[k + 1]
+            summed.index_add_(0, slots[lo:hi], values[order[lo:hi]])
+
+        self._map(add, len(cuts) - 1)
+        return SparseRows(uniq, summed, torch.ones_like(uniq, dtype=torch.bool))
+
+    def bag_row_gradients(self, rows: torch.Tensor, pooled_grad: torch.Tensor) -> SparseRows:
+        dim = pooled_grad.shape[-1]
+        values = pooled_grad.unsqueeze(2).expand(*rows.shape, dim).reshape(-1, dim)
+        return self.coalesce(rows.reshape(-1), values)
+
+    def add_rows(self, table: torch.Tensor, update: SparseRows, alpha: float = 1.0) -> None:
+        """table[rows] += alpha * values (rows coalesced; device padding adds zeros)."""
+        if table.device.type != "cpu":
+            table.index_add_(0, update.rows, update.values, alpha=alpha)
+            return
+        cuts = self._parts(update.rows.numel())
+
+        def add(k: int) -> None:
+            lo, hi = cuts[k], cuts[k + 1]
+            table.index_add_(0, update.rows[lo:hi], update.values[lo:hi], alpha=alpha)
+
+        self._map(add, len(cuts) - 1)

@@ -43,6 +43,7 @@ from lazydp_bench.placement import (
 from lazydp_bench.privacy import PrivacyPlan, plan_privacy
 from lazydp_bench.profiling import StageTimer, quantiles, summarize_stages
 from lazydp_bench.results import SCHEMA_VERSION, new_run_id, utc_now
+from lazydp_bench.sparse import SparseOps
 from lazydp_bench.stages import Stage
 from lazydp_bench.units import parse_size
 from lazydp_bench.workloads import Workload, load_workload, scale_by_factor, scale_to_bytes
@@ -219,6 +220,7 @@ def build_session(plan: RunPlan) -> Session:
             noise_multiplier=plan.privacy.noise_multiplier if plan.privacy else 0.0,
             noise_mode=cfg.privacy.noise_mode,
             engines=engines,
+            sparse=SparseOps(plan.threads),
             seed=cfg.seed,
             total_steps=cfg.total_steps,
             clipping=plan.clipping,

@@ -121,3 +121,25 @@ def test_bag_sum_sq_multiplicity():
         for t in range(3):
             counts = collections.Counter(rows[b, t].tolist())
             assert got[b, t].item() == sum(m * m for m in counts.values())
+
+
+def test_host_threaded_sparse_ops_equal_device_path():
+    """The host path (exact unique + threaded parts) against the sync-free padded path."""
+    from lazydp_bench.sparse import SparseOps
+
+    ops = SparseOps(threads=4)
+    gen = torch.Generator().manual_seed(2)
+    rows = torch.randint(0, 30_000, (60_000,), generator=gen)
+    values = torch.randn(60_000, 3, generator=gen, dtype=torch.float64)
+    host = ops.coalesce(rows, values)
+    dev = coalesce(rows, values)
+    count = int(dev.valid.sum())
+    assert ops._parts(host.rows.numel())[-1] == host.rows.numel() and count > 4 * 4096
+    assert torch.equal(host.rows, dev.rows[:count])
+    torch.testing.assert_close(host.values, dev.values[:count], rtol=1e-12, atol=1e-12)
+    a = torch.zeros(30_000, 3, dtype=torch.float64)
+    b = torch.zeros(30_000, 3, dtype=torch.float64)
+    ops.add_rows(a, host, alpha=-2.0)
+    b.index_add_(0, rows, values, alpha=-2.0)
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert torch.equal(ops.unique(rows).rows, dev.rows[:count])

@@ -69,5 +69,28 @@ def test_noise_free_unclipped_dp_equals_sgd(algo):
     torch.testing.assert_close(dp.model.flat_params, sgd.model.flat_params, rtol=1e-10, atol=1e-12)
 
 
+@pytest.fixture
+def device_sparse_path(monkeypatch):
+    """Route the CPU runs through the sync-free padded functions the GPU path uses."""
+    from lazydp_bench import sparse
+
+    monkeypatch.setattr(sparse.SparseOps, "unique", lambda self, rows: sparse.unique_rows(rows)[0])
+    monkeypatch.setattr(sparse.SparseOps, "coalesce", lambda self, r, v: sparse.coalesce(r, v))
+
+    def add_rows(self, table, update, alpha=1.0):
+        table.index_add_(0, update.rows, update.values, alpha=alpha)
+
+    monkeypatch.setattr(sparse.SparseOps, "add_rows", add_rows)
+
+
+@pytest.mark.usefixtures("device_sparse_path")
+def test_device_sparse_path_sgd_and_lazydp():
+    test_sparse_sgd_equals_dense_autograd_sgd()
+    from lazydp_bench.verify import check_unit_noise
+
+    check = check_unit_noise("lazydp", "cpu", 8, 0, 0.3)
+    assert check.passed, check.detail
+
+
 def test_all_clipping_modes_registered():
     assert set(CLIPPING_MODES) == {"none", "materialize", "reweight", "ghost", "bookkeeping"}

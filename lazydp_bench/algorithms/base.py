@@ -15,7 +15,7 @@ from lazydp_bench.model import DLRM, ForwardState
 from lazydp_bench.noise.base import derive_seed
 from lazydp_bench.noise.registry import EngineSet
 from lazydp_bench.profiling import StageTimer
-from lazydp_bench.sparse import SparseRows, bag_row_gradients
+from lazydp_bench.sparse import SparseOps, SparseRows
 from lazydp_bench.stages import Stage
 
 # Noise streams: one seed space per purpose so no two draws share randomness.
@@ -31,6 +31,7 @@ class AlgoContext:
     noise_multiplier: float
     noise_mode: str  # gaussian | unit | off
     engines: EngineSet
+    sparse: SparseOps
     seed: int
     total_steps: int
     clipping: str | None = None  # override of the algorithm's default mode
@@ -92,7 +93,7 @@ class Algorithm:
 
     def row_gradients(self, fs: ForwardState, pooled_grad: torch.Tensor, timer) -> SparseRows:
         with timer.stage(Stage.GRAD_COALESCE):
-            return bag_row_gradients(fs.rows, pooled_grad)
+            return self.ctx.sparse.bag_row_gradients(fs.rows, pooled_grad)
 
     def noise_seed(self, t: int, stream: int) -> int:
         return derive_seed(self.ctx.seed, t, stream)

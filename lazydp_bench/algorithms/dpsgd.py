@@ -18,7 +18,7 @@ class DenseDPSGD(Algorithm):
         scale = self.lr_over_batch(t)
         grads = self.row_gradients(fs, pooled_grad, timer)
         with timer.stage(Stage.NOISY_GRAD):
-            self.model.table.index_add_(0, grads.rows, grads.values, alpha=-scale)
+            self.ctx.sparse.add_rows(self.model.table, grads, alpha=-scale)
         std = -scale * self.ctx.noise_multiplier * self.ctx.clip_norm
         self.dense_noise(self.model.table, std, self.noise_seed(t, STREAM_TABLE), timer)
         self.update_mlp(t, clipped, timer, noisy=True)

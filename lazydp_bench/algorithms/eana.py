@@ -34,7 +34,7 @@ class EANA(Algorithm):
                     noise, std, self.noise_seed(t, STREAM_SPARSE), NULL_TIMER, unit=unit
                 )
         with timer.stage(Stage.NOISY_GRAD):
-            noisy = grads.values.add_(noise)
+            grads.values.add_(noise)
         with timer.stage(Stage.PARAM_UPDATE):
-            self.model.table.index_add_(0, grads.rows, noisy, alpha=-scale)
+            self.ctx.sparse.add_rows(self.model.table, grads, alpha=-scale)
         self.update_mlp(t, clipped, timer, noisy=True)

@@ -25,7 +25,6 @@ from lazydp_bench.algorithms.registry import register
 from lazydp_bench.errors import BenchError
 from lazydp_bench.noise.base import derive_seed
 from lazydp_bench.profiling import NULL_TIMER, StageTimer
-from lazydp_bench.sparse import coalesce, unique_rows
 from lazydp_bench.stages import Stage
 
 
@@ -103,7 +102,7 @@ class LazyDP(Algorithm):
         scale = self.lr_over_batch(t)
         grads = self.row_gradients(fs, pooled_grad, timer)
         with timer.stage(Stage.LAZYDP_OVERHEAD):
-            queue, _ = unique_rows(next_batch.rows)  # the input queue: rows read at t + 1
+            queue = self.ctx.sparse.unique(next_batch.rows)  # input queue: rows read at t + 1
             last = self.history[queue.rows]
             self.history.index_fill_(0, queue.rows, t + 1)
             terms = [std * queue.valid for std in self.pending_terms(last, t + 1)]
@@ -115,12 +114,12 @@ class LazyDP(Algorithm):
             )
             self._add_owed(noise, terms, self.noise_seed(t, STREAM_SPARSE), NULL_TIMER)
         with timer.stage(Stage.NOISY_GRAD):
-            merged = coalesce(
+            merged = self.ctx.sparse.coalesce(
                 torch.cat([grads.rows, queue.rows]),
                 torch.cat([grads.values * -scale, noise]),
             )
         with timer.stage(Stage.PARAM_UPDATE):
-            self.model.table.index_add_(0, merged.rows, merged.values)
+            self.ctx.sparse.add_rows(self.model.table, merged)
         self.update_mlp(t, clipped, timer, noisy=True)
 
     def flush(self) -> None:

@@ -18,5 +18,5 @@ class SGD(Algorithm):
     def update(self, t, fs, clipped, pooled_grad, next_batch, timer) -> None:
         grads = self.row_gradients(fs, pooled_grad, timer)
         with timer.stage(Stage.PARAM_UPDATE):
-            self.model.table.index_add_(0, grads.rows, grads.values, alpha=-self.lr_over_batch(t))
+            self.ctx.sparse.add_rows(self.model.table, grads, alpha=-self.lr_over_batch(t))
         self.update_mlp(t, clipped, timer, noisy=False)
