@@ -288,6 +288,99 @@ def verify(
         raise typer.Exit(1)
 
 
+def _int_list(text: str, name: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in split_list(text))
+    except ValueError as exc:
+        raise BenchError(f"--{name} takes a comma list of integers, got {text!r}") from exc
+
+
+@app.command()
+def sweep(
+    preset: Annotated[
+        str | None, Opt(help="Paper grid: fig3, fig5, fig10, fig11, fig12, fig13a-d, fig14, paper.")
+    ] = None,
+    algo: Annotated[str | None, Opt(help="Comma list (overrides the preset). " + ALGO_HELP)] = None,
+    table_size: Annotated[str | None, Opt(help="Comma list of sizes, e.g. 96MB,960MB.")] = None,
+    batch_size: Annotated[str | None, Opt(help="Comma list of batch sizes.")] = None,
+    pooling: Annotated[str | None, Opt(help="Comma list of pooling factors.")] = None,
+    distribution: Annotated[str | None, Opt(help="Comma list: uniform, zipf:A, low, ...")] = None,
+    workload: Annotated[str | None, Opt(help="Comma list of workloads.")] = None,
+    placement: Annotated[str | None, Opt(help="Comma list: auto, gpu, hybrid, cpu.")] = None,
+    iterations: Annotated[int, Opt(help="Measured steps per point.")] = 10,
+    warmup: Annotated[int, Opt(help="Warm-up steps per point.")] = 3,
+    seed: Annotated[int, Opt(help="Seed.")] = 0,
+    noise_multiplier: Annotated[float | None, Opt(help="sigma [default: from epsilon].")] = None,
+    clip_norm: Annotated[float, Opt(help="Clipping norm C.")] = 0.4,
+    noise_impl: Annotated[str, Opt(help="auto, torch or fused.")] = "auto",
+    breakdown: Annotated[bool, Opt(help="Per-stage timing.")] = True,
+    host_mem_limit: Annotated[str | None, Opt(help="Host RAM to plan with.")] = None,
+    point_timeout: Annotated[
+        float, Opt(help="Seconds before a point is killed (timeout).")
+    ] = 1800.0,
+    max_seconds: Annotated[
+        float | None, Opt(help="Budget for a point's measured steps (down to 3 steps).")
+    ] = None,
+    resume: Annotated[bool, Opt(help="Skip points whose record is already in OUT.")] = False,
+    dry_run: Annotated[bool, Opt(help="List the points and their memory estimates only.")] = False,
+    out: Annotated[Path, Opt(help="Directory whose runs.jsonl gets one record per point.")] = Path(
+        "runs"
+    ),
+) -> None:
+    """Run a grid of points, each in its own process; OOM, crashes and hangs become records."""
+    from lazydp_bench.presets import expand_preset
+    from lazydp_bench.results import ensure_writable
+    from lazydp_bench.sweep import grid_configs, machine_limits, plan_points, run_sweep
+
+    with user_errors():
+        base = RunConfig(
+            iterations=iterations,
+            warmup=warmup,
+            seed=seed,
+            privacy=PrivacyConfig(clip_norm=clip_norm, noise_multiplier=noise_multiplier),
+            noise_impl=noise_impl,
+            breakdown=breakdown,
+            host_mem_limit=parse_size(host_mem_limit) if host_mem_limit else None,
+            max_seconds=max_seconds,
+        )
+        grids = expand_preset(preset) if preset else [{}]
+        overrides = {
+            "algo": tuple(split_list(algo)) if algo else None,
+            "table_size": tuple(split_list(table_size)) if table_size else None,
+            "batch_size": _int_list(batch_size, "batch-size") if batch_size else None,
+            "pooling": _int_list(pooling, "pooling") if pooling else None,
+            "distribution": tuple(split_list(distribution)) if distribution else None,
+            "workload": tuple(split_list(workload)) if workload else None,
+            "placement": tuple(split_list(placement)) if placement else None,
+        }
+        grids = [{**g, **{k: v for k, v in overrides.items() if v is not None}} for g in grids]
+        if point_timeout <= 0:
+            raise BenchError(f"--point-timeout must be positive, got {point_timeout}")
+        limits = machine_limits(base.host_mem_limit)
+        points = plan_points(grid_configs(base, grids), limits)
+        if not dry_run:
+            ensure_writable(out)
+    from lazydp_bench.sweep_view import SweepView, dry_run_table
+
+    if dry_run:
+        console.print(dry_run_table(points, limits))
+        return
+    for p in points:
+        if p.plan is None and p.skip_reason and "not implemented" in p.skip_reason:
+            err_console.print(f"[yellow]note:[/] {p.skip_reason}: recorded as skipped")
+    view = SweepView(points, console)
+    with view.live():
+        records = run_sweep(
+            points, out, point_timeout, limits, resume, on_start=view.start, on_done=view.done
+        )
+    console.print(view.table())
+    statuses = {}
+    for r in records:
+        statuses[r["status"]] = statuses.get(r["status"], 0) + 1
+    summary = ", ".join(f"{n} {k}" for k, n in sorted(statuses.items())) or "nothing to run"
+    console.print(f"{len(records)} record(s) appended to {out / 'runs.jsonl'}: {summary}")
+
+
 bench_app = typer.Typer(help="Micro-benchmarks of single mechanisms.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 

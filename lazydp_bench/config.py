@@ -98,6 +98,7 @@ class RunConfig:
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     host_threads: int | None = None  # None: every core
     host_mem_limit: int | None = None  # None: MemAvailable at start
+    max_seconds: float | None = None  # time budget for the measured steps (floor: 3 steps)
 
     def __post_init__(self) -> None:
         for name in ("iterations", "batch_size", "pooling"):
@@ -118,6 +119,8 @@ class RunConfig:
             raise BenchError(f"unknown dtype {self.dtype!r} (valid: {', '.join(DTYPES)})")
         if self.chunk_bytes < 4096:
             raise BenchError("chunk bound must be at least 4 KiB")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise BenchError(f"--max-seconds must be positive, got {self.max_seconds}")
         if self.host_threads is not None and self.host_threads < 1:
             raise BenchError(f"--host-threads must be positive, got {self.host_threads}")
 
@@ -127,3 +130,11 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RunConfig:
+        """Inverse of `to_dict` (sweep workers receive their point this way)."""
+        fields = dict(data)
+        fields["lr"] = LRSchedule(**fields["lr"])
+        fields["privacy"] = PrivacyConfig(**fields["privacy"])
+        return cls(**fields)

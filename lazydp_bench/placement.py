@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lazydp_bench.errors import BenchError
+from lazydp_bench.errors import BenchError, DoesNotFit
 from lazydp_bench.units import format_bytes
 from lazydp_bench.workloads import Workload
 
@@ -130,7 +130,9 @@ def choose_placement(requested: str, needs: dict[str, MemoryNeed], limits: Memor
         raise BenchError(f"placement {requested!r} needs a CUDA GPU, and none is available")
     need = needs[requested]
     if not fits(need, limits):
-        raise BenchError(explain_misfit(requested, need, limits))
+        raise DoesNotFit(
+            explain_misfit(requested, need, limits), requested, need.gpu_bytes, need.host_bytes
+        )
     return requested
 
 

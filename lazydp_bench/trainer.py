@@ -105,7 +105,11 @@ def check_optimizer(algo: type[Algorithm], lr: LRSchedule) -> None:
     )
 
 
-def plan_run(config: RunConfig, limits: MemoryLimits | None = None) -> RunPlan:
+def plan_run(
+    config: RunConfig, limits: MemoryLimits | None = None, privacy: PrivacyPlan | None = None
+) -> RunPlan:
+    """Validate a config and decide everything that needs no allocation. A sweep passes the
+    privacy plan it already computed, so workers skip the accountant."""
     algo = get_algorithm(config.algo)
     clipping = config.clipping or algo.default_clipping
     get_clipping(clipping)
@@ -127,13 +131,24 @@ def plan_run(config: RunConfig, limits: MemoryLimits | None = None) -> RunPlan:
         for p in ("gpu", "hybrid", "cpu")
     }
     placement = choose_placement(config.placement, needs, limits)
-    privacy = None
-    if algo.private:
+    if not algo.private:
+        privacy = None
+    elif privacy is None:
         privacy = plan_privacy(config.privacy, batch)
     threads = config.host_threads or os.cpu_count() or 1
     return RunPlan(
         config, algo, clipping, wl, batch, pooling, dist, placement, needs, limits, privacy, threads
     )
+
+
+MIN_MEASURED_STEPS = 3
+
+
+def budget_iterations(requested: int, max_seconds: float | None, step_s: float | None) -> int:
+    """Fewer measured steps when the last warm-up step says they would overrun the budget."""
+    if max_seconds is None or step_s is None or step_s <= 0:
+        return requested
+    return max(MIN_MEASURED_STEPS, min(requested, int(max_seconds / step_s)))
 
 
 def _sync(device: torch.device) -> None:
@@ -248,22 +263,27 @@ def _measure(plan: RunPlan, progress: Progress, record: dict) -> None:
     meter.measure_idle()
 
     progress.phase(f"{cfg.algo}: warm-up", cfg.warmup)
+    last_step_s = None
     for t in range(cfg.warmup):
+        t0 = time.perf_counter()
         session.step(t, timer)
+        _sync(placement.table_device)
+        _sync(placement.mlp_device)
+        last_step_s = time.perf_counter() - t0
         progress.advance()
-    _sync(placement.table_device)
-    _sync(placement.mlp_device)
+    iterations = budget_iterations(cfg.iterations, cfg.max_seconds, last_step_s)
+    record["config"]["iterations_measured"] = iterations
 
-    progress.phase(f"{cfg.algo}: measure", cfg.iterations)
+    progress.phase(f"{cfg.algo}: measure", iterations)
     timer.enabled = True
     meter.begin()
-    for t in range(cfg.warmup, cfg.total_steps):
+    for t in range(cfg.warmup, cfg.warmup + iterations):
         timer.begin_step()
         session.step(t, timer)
         timer.end_step()
         progress.advance()
     step_ms, per_step = timer.finish()
-    energy = meter.end(cfg.iterations, plan.batch_size)
+    energy = meter.end(iterations, plan.batch_size)
 
     progress.phase(f"{cfg.algo}: finalize", None)
     flush_ms = algo.finalize()
@@ -282,7 +302,7 @@ def _fill_measurements(record, plan, step_ms, per_step, energy, flush_ms, algo) 
         throughput_samples_per_s=plan.batch_size / (med / 1e3) if med > 0 else None,
         step_ms_raw=step_ms,
         flush_ms=flush_ms,
-        flush_ms_per_step=(flush_ms / plan.config.total_steps) if flush_ms is not None else None,
+        flush_ms_per_step=(flush_ms / algo.steps_done) if flush_ms is not None else None,
     )
     record["stages"] = (
         [s.to_dict() for s in summarize_stages(per_step)] if plan.config.breakdown else []

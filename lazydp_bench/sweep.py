@@ -1,0 +1,219 @@
+"""`lazydp-bench sweep`: a grid of runs, each point in its own subprocess.
+
+An OOM, a CUDA fault or a hang ends only its point, which becomes a record with status
+ok | oom | timeout | error | skipped (the memory estimate says it cannot fit: the record
+says what it needs and what the machine has). Each record is appended atomically as soon
+as its point ends, so a killed sweep loses at most the point in flight; `resume` skips
+points whose record is already in the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from lazydp_bench import __version__
+from lazydp_bench.algorithms import ALGORITHMS
+from lazydp_bench.config import RunConfig
+from lazydp_bench.env import machine_info
+from lazydp_bench.errors import DoesNotFit
+from lazydp_bench.placement import MemoryLimits, explain_misfit, machine_limits
+from lazydp_bench.results import RUNS_FILE, SCHEMA_VERSION, load_records, new_run_id, utc_now
+from lazydp_bench.trainer import RunPlan, plan_run
+from lazydp_bench.workloads import load_workload
+
+AXES = ("workload", "table_size", "placement", "batch_size", "pooling", "distribution", "algo")
+STDERR_TAIL_LINES = 12
+
+
+@dataclass(frozen=True)
+class Point:
+    config: RunConfig
+    key: str
+    plan: RunPlan | None  # None: skipped (does not fit) or not implemented
+    skip_reason: str | None
+    need: dict | None = None  # estimate for a point skipped because it does not fit
+
+
+def point_key(config: RunConfig) -> str:
+    """Identity of a point for --resume: the whole config, canonical JSON, hashed."""
+    blob = json.dumps(config.to_dict(), sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def grid_configs(base: RunConfig, grids: list[dict[str, tuple]]) -> list[RunConfig]:
+    """Cross product of each grid's axes over `base`; points in order, duplicates dropped."""
+    seen, out = set(), []
+    for grid in grids:
+        values = [grid.get(axis, (getattr(base, axis),)) for axis in AXES]
+        for combo in itertools.product(*values):
+            fields = dict(zip(AXES, combo, strict=True))
+            if fields["table_size"] == "full":
+                fields["table_size"] = None
+            # the workload's own batch/pooling, spelled out, so equal points dedupe
+            wl = load_workload(fields["workload"])
+            fields["batch_size"] = fields["batch_size"] or wl.batch_size
+            fields["pooling"] = fields["pooling"] or wl.pooling
+            config = replace(base, **fields)
+            key = point_key(config)
+            if key not in seen:
+                seen.add(key)
+                out.append(config)
+    return out
+
+
+def plan_points(configs: list[RunConfig], limits: MemoryLimits) -> list[Point]:
+    """Validate every point before running any; a point that cannot fit is planned as skipped."""
+    points = []
+    for config in configs:
+        key = point_key(config)
+        if config.algo not in ALGORITHMS:
+            points.append(Point(config, key, None, f"algorithm {config.algo!r} is not implemented"))
+            continue
+        try:
+            points.append(Point(config, key, plan_run(config, limits), None))
+        except DoesNotFit as exc:
+            need = {
+                "placement": exc.placement,
+                "estimate_gpu_bytes": exc.gpu_bytes,
+                "estimate_host_bytes": exc.host_bytes,
+            }
+            points.append(Point(config, key, None, str(exc), need))
+    return points
+
+
+def done_keys(out_dir: Path) -> set[str]:
+    path = out_dir / RUNS_FILE
+    if not path.exists():
+        return set()
+    return {(r.get("sweep") or {}).get("key") for r in load_records([path])} - {None}
+
+
+def _stub_record(point: Point, status: str, error: str, limits: MemoryLimits) -> dict:
+    """A record for a point that produced none itself (skipped, timeout, crash)."""
+    cfg = point.config
+    need = point.need
+    if point.plan is not None:
+        n = point.plan.needs[point.plan.placement]
+        need = {"estimate_gpu_bytes": n.gpu_bytes, "estimate_host_bytes": n.host_bytes}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": new_run_id(),
+        "created_utc": utc_now(),
+        "tool_version": __version__,
+        "status": status,
+        "error": error,
+        "config": {
+            "algo": cfg.algo,
+            "workload": point.plan.workload.name if point.plan else cfg.workload,
+            "table_size": cfg.table_size,
+            "table_bytes": point.plan.workload.table_bytes() if point.plan else None,
+            "batch_size": point.plan.batch_size if point.plan else cfg.batch_size,
+            "pooling": point.plan.pooling if point.plan else cfg.pooling,
+            "distribution": cfg.distribution,
+            "placement": point.plan.placement if point.plan else cfg.placement,
+            "placement_requested": cfg.placement,
+            "iterations": cfg.iterations,
+            "warmup": cfg.warmup,
+            "seed": cfg.seed,
+        },
+        "privacy": None,
+        "env": machine_info(),
+        "timing": None,
+        "stages": [],
+        "memory": {
+            **(need or {}),
+            "limit_gpu_bytes": limits.gpu_bytes,
+            "limit_host_bytes": limits.host_bytes,
+            "limit_host_source": limits.host_source,
+        },
+        "energy": None,
+    }
+
+
+def run_point(point: Point, timeout_s: float, limits: MemoryLimits) -> dict:
+    """Run one point in a subprocess and return its record (never raises for its failures)."""
+    if point.plan is None:
+        return _stub_record(point, "skipped", point.skip_reason or "", limits)
+    with tempfile.TemporaryDirectory(prefix="lazydp-point-") as tmp:
+        spec, out = Path(tmp) / "point.json", Path(tmp) / "record.json"
+        privacy = point.plan.privacy.to_dict() if point.plan.privacy else None
+        spec.write_text(json.dumps({"config": point.config.to_dict(), "privacy": privacy}))
+        cmd = [sys.executable, "-m", "lazydp_bench.sweep_worker", str(spec), str(out)]
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [_root(), os.environ.get("PYTHONPATH")])),
+        }
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
+        try:
+            _, stderr = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            return _stub_record(point, "timeout", f"no result after {timeout_s:g} s", limits)
+        if out.exists():
+            return json.loads(out.read_text())
+        tail = "\n".join(stderr.strip().splitlines()[-STDERR_TAIL_LINES:])
+        if proc.returncode in (-signal.SIGKILL, 137):
+            return _stub_record(
+                point, "oom", f"killed by SIGKILL (likely out of host memory)\n{tail}", limits
+            )
+        return _stub_record(point, "error", f"exit code {proc.returncode}\n{tail}", limits)
+
+
+def _root() -> str:
+    return str(Path(__file__).resolve().parents[1])
+
+
+def run_sweep(
+    points: list[Point],
+    out_dir: Path,
+    timeout_s: float,
+    limits: MemoryLimits,
+    resume: bool,
+    on_start: Callable[[Point, int], None] = lambda p, i: None,
+    on_done: Callable[[Point, dict | None], None] = lambda p, r: None,
+) -> list[dict]:
+    """Run the points in order, appending each record as soon as it exists."""
+    from lazydp_bench.results import append_record
+
+    path = out_dir / RUNS_FILE
+    skip = done_keys(out_dir) if resume else set()
+    records = []
+    for i, point in enumerate(points):
+        if point.key in skip:
+            on_done(point, None)
+            continue
+        on_start(point, i)
+        record = run_point(point, timeout_s, limits)
+        record["sweep"] = {"key": point.key, "index": i, "total": len(points)}
+        append_record(path, record)
+        records.append(record)
+        on_done(point, record)
+    return records
+
+
+__all__ = [
+    "Point",
+    "explain_misfit",
+    "grid_configs",
+    "machine_limits",
+    "plan_points",
+    "run_sweep",
+]

@@ -1,0 +1,33 @@
+"""One sweep point in its own process: `python -m lazydp_bench.sweep_worker IN.json OUT.json`.
+
+IN holds {"config": RunConfig dict, "privacy": PrivacyPlan dict | null}; OUT receives the
+finished record, written to a temporary name and renamed, so the parent sees either a
+whole record or none. An OOM, CUDA fault or hang stays inside this process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str]) -> int:
+    from lazydp_bench.config import RunConfig
+    from lazydp_bench.privacy import PrivacyPlan
+    from lazydp_bench.trainer import execute, plan_run
+
+    spec = json.loads(Path(argv[0]).read_text())
+    config = RunConfig.from_dict(spec["config"])
+    privacy = PrivacyPlan(**spec["privacy"]) if spec.get("privacy") else None
+    record = execute(plan_run(config, privacy=privacy))
+    out = Path(argv[1])
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

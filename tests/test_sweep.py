@@ -1,0 +1,160 @@
+"""Sweeps: records per point, resume, isolation of failures, crash safety, presets."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from lazydp_bench.config import RunConfig
+from lazydp_bench.presets import expand_preset
+from lazydp_bench.sweep import grid_configs
+from tests.conftest import ROOT
+from tests.test_cli import cli
+
+TINY = ("--workload", "tiny", "--iterations", "2", "--warmup", "1", "--noise-multiplier", "1")
+
+
+def records(out):
+    return [json.loads(x) for x in (out / "runs.jsonl").read_text().splitlines()]
+
+
+def test_2x2x2_sweep_then_resume_runs_nothing(tmp_path):
+    args = (
+        "sweep",
+        *TINY,
+        "--algo",
+        "sgd,lazydp",
+        "--table-size",
+        "full,x2",
+        "--batch-size",
+        "4,8",
+        "--out",
+        str(tmp_path),
+    )
+    res = cli(*args)
+    assert res.returncode == 0, res.stderr
+    recs = records(tmp_path)
+    assert len(recs) == 8 and all(r["status"] == "ok" for r in recs)
+    combos = {
+        (r["config"]["algo"], r["config"]["table_bytes"], r["config"]["batch_size"]) for r in recs
+    }
+    assert len(combos) == 8
+    assert "x SGD" in res.stdout
+    before = (tmp_path / "runs.jsonl").read_bytes()
+    again = cli(*args, "--resume")
+    assert again.returncode == 0 and "resumed" in again.stdout
+    assert (tmp_path / "runs.jsonl").read_bytes() == before
+
+
+def test_failures_become_records_and_the_rest_still_runs(tmp_path):
+    res = cli(
+        "sweep",
+        *TINY,
+        "--algo",
+        "sgd",
+        "--table-size",
+        "full,50TB",
+        "--placement",
+        "cpu",
+        "--out",
+        str(tmp_path),
+    )
+    assert res.returncode == 0, res.stderr
+    by_size = {r["config"]["table_size"]: r for r in records(tmp_path)}
+    assert by_size["50TB"]["status"] == "skipped"
+    assert "host needs" in by_size["50TB"]["error"]
+    assert (
+        by_size["50TB"]["memory"]["estimate_host_bytes"]
+        > by_size["50TB"]["memory"]["limit_host_bytes"]
+    )
+    assert by_size[None]["status"] == "ok"
+    slow = cli("sweep", *TINY, "--algo", "sgd", "--point-timeout", "0.5", "--out", str(tmp_path))
+    assert slow.returncode == 0
+    assert records(tmp_path)[-1]["status"] == "timeout"
+
+
+def test_killed_sweep_leaves_valid_jsonl(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lazydp_bench",
+            "sweep",
+            *TINY,
+            "--algo",
+            "sgd,eana,lazydp,dpsgd-f",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    path = tmp_path / "runs.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (path.exists() and path.read_text().count("\n") >= 1):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its point in flight
+    proc.wait()
+    lines = path.read_text().splitlines()
+    assert 1 <= len(lines) < 4
+    assert all(json.loads(x)["status"] == "ok" for x in lines)
+    assert path.read_text().endswith("\n")
+
+
+def test_presets_match_the_paper_grids():
+    base = RunConfig()
+    fig3 = grid_configs(base, expand_preset("fig3"))
+    assert len(fig3) == 16
+    assert {c.table_size for c in fig3} == {"96MB", "960MB", "9.6GB", "96GB"}
+    assert {c.algo for c in fig3} == {"sgd", "dpsgd-b", "dpsgd-r", "dpsgd-f"}
+    fig10 = grid_configs(base, expand_preset("fig10"))
+    assert {(c.algo, c.batch_size) for c in fig10} == {
+        (a, b) for a in ("sgd", "dpsgd-f", "lazydp") for b in (1024, 2048, 4096)
+    }
+    assert {c.table_size for c in grid_configs(base, expand_preset("fig13a"))} == {
+        "24GB",
+        "48GB",
+        "96GB",
+        "192GB",
+    }
+    assert {c.pooling for c in grid_configs(base, expand_preset("fig13b"))} == {1, 10, 20, 30}
+    fig13c = grid_configs(base, expand_preset("fig13c"))
+    assert {c.workload for c in fig13c} == {"rmc1", "rmc2", "rmc3"} and {
+        c.table_size for c in fig13c
+    } == {None}
+    assert {c.distribution for c in grid_configs(base, expand_preset("fig13d"))} == {
+        "low",
+        "medium",
+        "high",
+    }
+    assert {c.algo for c in grid_configs(base, expand_preset("fig14"))} == {"eana", "lazydp"}
+    paper = grid_configs(base, expand_preset("paper"))
+    # fig5 = fig3 and fig11/12 = fig10; fig10 repeats fig3's sgd/dpsgd-f at 96GB batch 2048,
+    # fig13a and fig13b (pooling 1) repeat fig10's 96GB points, fig14 its lazydp points
+    assert len(paper) == 16 + (9 - 2) + (12 - 3) + (12 - 3) + 9 + 9 + (6 - 3)
+
+
+def test_dry_run_lists_points_and_writes_nothing(tmp_path):
+    res = cli(
+        "sweep",
+        "--preset",
+        "fig13a",
+        "--placement",
+        "cpu",
+        "--host-mem-limit",
+        "125GiB",
+        "--noise-multiplier",
+        "1",
+        "--dry-run",
+        "--out",
+        str(tmp_path / "none"),
+    )
+    assert res.returncode == 0, res.stderr
+    assert "12 points" in res.stdout and "skip" in res.stdout
+    assert not (tmp_path / "none").exists()
