@@ -313,6 +313,9 @@ def sweep(
     noise_multiplier: Annotated[float | None, Opt(help="sigma [default: from epsilon].")] = None,
     clip_norm: Annotated[float, Opt(help="Clipping norm C.")] = 0.4,
     noise_impl: Annotated[str, Opt(help="auto, torch or fused.")] = "auto",
+    clipping: Annotated[
+        str | None, Opt(help="Clipping mode for the private algorithms (SGD keeps none).")
+    ] = None,
     breakdown: Annotated[bool, Opt(help="Per-stage timing.")] = True,
     host_mem_limit: Annotated[str | None, Opt(help="Host RAM to plan with.")] = None,
     point_timeout: Annotated[
@@ -339,6 +342,7 @@ def sweep(
             seed=seed,
             privacy=PrivacyConfig(clip_norm=clip_norm, noise_multiplier=noise_multiplier),
             noise_impl=noise_impl,
+            clipping=clipping,
             breakdown=breakdown,
             host_mem_limit=parse_size(host_mem_limit) if host_mem_limit else None,
             max_seconds=max_seconds,
@@ -379,6 +383,67 @@ def sweep(
         statuses[r["status"]] = statuses.get(r["status"], 0) + 1
     summary = ", ".join(f"{n} {k}" for k, n in sorted(statuses.items())) or "nothing to run"
     console.print(f"{len(records)} record(s) appended to {out / 'runs.jsonl'}: {summary}")
+
+
+@app.command()
+def plot(
+    results: Annotated[
+        list[Path], typer.Argument(help="runs.jsonl files or folders holding them.")
+    ],
+    figure: Annotated[
+        str,
+        Opt(
+            help="Comma list: fig3, fig5, fig10, fig11, fig12, fig13a-d, fig14, "
+            "noise-roofline, all."
+        ),
+    ] = "all",
+    out: Annotated[Path, Opt(help="Directory for the images and CSVs.")] = Path("figures"),
+    format: Annotated[str, Opt(help="Comma list of image formats: png, pdf, svg.")] = "png,pdf",
+) -> None:
+    """Redraw the paper's figures from stored records; write the numbers behind each as CSV."""
+    import matplotlib.pyplot as plt
+
+    from lazydp_bench.plots import ALL_FIGURES, make_figure
+    from lazydp_bench.results import load_records
+
+    with user_errors():
+        names = ALL_FIGURES if figure == "all" else split_list(figure)
+        unknown = [n for n in names if n not in ALL_FIGURES]
+        if unknown:
+            raise BenchError(
+                f"unknown figure {unknown[0]!r} (valid: {', '.join(ALL_FIGURES)}, all)"
+            )
+        formats = split_list(format)
+        bad = [f for f in formats if f not in ("png", "pdf", "svg")]
+        if bad:
+            raise BenchError(f"unknown format {bad[0]!r} (valid: png, pdf, svg)")
+        records = load_records(results)
+        if not records:
+            raise BenchError("no records in " + ", ".join(map(str, results)))
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BenchError(f"cannot write figures to {out}: {exc.strerror or exc}") from exc
+    for name in names:
+        res = make_figure(name, records)
+        for note in res.notes:
+            err_console.print(f"[yellow]note:[/] {note}")
+        if res.figure is None:
+            err_console.print(f"[yellow]{name}: skipped, nothing to draw[/]")
+            continue
+        written = []
+        for fmt in formats:
+            path = out / f"{name}.{fmt}"
+            res.figure.savefig(path, dpi=150)
+            written.append(path.name)
+        plt.close(res.figure)
+        res.data.to_csv(out / f"{name}.csv", index=False)
+        table = Table(title=f"{name}: {', '.join(written)} + {name}.csv")
+        for col in res.data.columns:
+            table.add_column(str(col))
+        for row in res.data.itertuples(index=False):
+            table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
+        console.print(table)
 
 
 bench_app = typer.Typer(help="Micro-benchmarks of single mechanisms.", no_args_is_help=True)

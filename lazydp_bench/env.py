@@ -47,25 +47,33 @@ def commit_info() -> dict:
         return {"commit": None, "dirty": None}
 
 
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def gpu_info() -> dict:
+    """GPU facts through NVML (no CUDA context is created); torch as the fallback."""
     if not torch.cuda.is_available():
         return {"gpu_name": None, "gpu_count": 0, "gpu_driver": None, "gpu_memory_bytes": None}
-    props = torch.cuda.get_device_properties(0)
-    driver = None
     try:
         import pynvml
 
         pynvml.nvmlInit()
-        driver = pynvml.nvmlSystemGetDriverVersion()
-        driver = driver.decode() if isinstance(driver, bytes) else driver
+        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        return {
+            "gpu_name": _text(pynvml.nvmlDeviceGetName(handle)),
+            "gpu_count": int(pynvml.nvmlDeviceGetCount()),
+            "gpu_driver": _text(pynvml.nvmlSystemGetDriverVersion()),
+            "gpu_memory_bytes": int(pynvml.nvmlDeviceGetMemoryInfo(handle).total),
+        }
     except Exception:
-        driver = None
-    return {
-        "gpu_name": props.name,
-        "gpu_count": torch.cuda.device_count(),
-        "gpu_driver": driver,
-        "gpu_memory_bytes": props.total_memory,
-    }
+        props = torch.cuda.get_device_properties(0)
+        return {
+            "gpu_name": props.name,
+            "gpu_count": torch.cuda.device_count(),
+            "gpu_driver": None,
+            "gpu_memory_bytes": props.total_memory,
+        }
 
 
 def machine_info() -> dict:

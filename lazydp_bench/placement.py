@@ -62,11 +62,23 @@ def host_available_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+def gpu_free_bytes() -> int | None:
+    """Free memory of GPU 0, read through NVML when possible: asking CUDA would create a
+    context in this process (a sweep's parent must leave the GPU to its workers)."""
+    if not torch.cuda.is_available():
+        return None
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        return int(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(0)).free)
+    except Exception:
+        return int(torch.cuda.mem_get_info()[0])
+
+
 def machine_limits(host_limit: int | None = None) -> MemoryLimits:
-    gpu = None
-    if torch.cuda.is_available():
-        free, _total = torch.cuda.mem_get_info()
-        gpu = int(free * GPU_HEADROOM)
+    free = gpu_free_bytes()
+    gpu = int(free * GPU_HEADROOM) if free is not None else None
     if host_limit is not None:
         return MemoryLimits(gpu, host_limit, "--host-mem-limit")
     return MemoryLimits(gpu, int(host_available_bytes() * HOST_HEADROOM), "MemAvailable")

@@ -63,6 +63,9 @@ def grid_configs(base: RunConfig, grids: list[dict[str, tuple]]) -> list[RunConf
             wl = load_workload(fields["workload"])
             fields["batch_size"] = fields["batch_size"] or wl.batch_size
             fields["pooling"] = fields["pooling"] or wl.pooling
+            algo = ALGORITHMS.get(fields["algo"])
+            if algo is not None and not algo.private:
+                fields["clipping"] = None  # a clipping override is for the private algorithms
             config = replace(base, **fields)
             key = point_key(config)
             if key not in seen:
