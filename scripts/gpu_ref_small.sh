@@ -9,6 +9,6 @@ R="$OUT/ref"
 step() { echo "=== $*"; local t0=$SECONDS; "$@"; echo "=== rc=$? in $((SECONDS - t0)) s"; }
 ALGOS=sgd,dpsgd-b,dpsgd-r,dpsgd-f,dpsgd-bk,lazydp,eana
 step $B sweep --algo $ALGOS --table-size 96MB,960MB,9.6GB --placement gpu --out "$R"
-step $B sweep --algo sgd,lazydp,dpsgd-f --clipping bookkeeping --table-size 96MB,9.6GB --placement gpu --out "$R"
+step $B sweep --algo lazydp --clipping bookkeeping --table-size 96MB,9.6GB --placement gpu --out "$R"
 step $B sweep --algo sgd,lazydp --table-size 9.6GB --placement gpu,hybrid --no-breakdown --out "$R"
 step $B sweep --algo $ALGOS --table-size 96MB,960MB,9.6GB --placement hybrid --out "$R"
