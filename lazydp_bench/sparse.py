@@ -106,6 +106,24 @@ class SparseOps:
         return SparseRows(uniq, summed, torch.ones_like(uniq, dtype=torch.bool))
 
     def bag_row_gradients(self, rows: torch.Tensor, pooled_grad: torch.Tensor) -> SparseRows:
+        """Coalesced row gradients on the table's device (where `rows` live).
+
+        In hybrid placement the pooled gradient is still on the GPU: the bag rows go there
+        (small), the GPU coalesces exactly, and only unique rows cross PCIe. The copy back
+        synchronizes, as the transfer of the gradient to the host had to anyway.
+        """
+        if rows.device.type == "cpu" and pooled_grad.device.type == "cuda":
+            on_gpu = rows.to(pooled_grad.device, non_blocking=True).reshape(-1)
+            dim = pooled_grad.shape[-1]
+            values = pooled_grad.unsqueeze(2).expand(*rows.shape, dim).reshape(-1, dim)
+            uniq, inverse = torch.unique(on_gpu, return_inverse=True)
+            summed = torch.zeros((uniq.numel(), dim), dtype=values.dtype, device=values.device)
+            summed.index_add_(0, inverse, values)
+            ones = torch.ones(uniq.numel(), dtype=torch.bool)
+            return SparseRows(uniq.cpu(), summed.cpu(), ones)
+        pooled_grad = pooled_grad.to(rows.device)
+        if rows.device.type != "cpu":
+            return bag_row_gradients(rows, pooled_grad)
         dim = pooled_grad.shape[-1]
         values = pooled_grad.unsqueeze(2).expand(*rows.shape, dim).reshape(-1, dim)
         return self.coalesce(rows.reshape(-1), values)

@@ -57,11 +57,8 @@ class Algorithm:
         with timer.stage(Stage.FORWARD):
             fs = self.model.forward(batch)
         clipped = self._clip(self.model, fs, self.ctx.clip_norm, timer)
-        with timer.stage(Stage.BACKWARD_PER_BATCH):
-            # blocking: a non_blocking device-to-host copy could be read before it lands
-            pooled_grad = clipped.pooled_grad.to(self.model.table_device)
         with torch.no_grad(), timer.stage(Stage.MODEL_UPDATE):
-            self.update(t, fs, clipped, pooled_grad, next_batch, timer)
+            self.update(t, fs, clipped, next_batch, timer)
         self.steps_done = t + 1
 
     def update(
@@ -69,7 +66,6 @@ class Algorithm:
         t: int,
         fs: ForwardState,
         clipped: ClipResult,
-        pooled_grad: torch.Tensor,
         next_batch: Batch,
         timer: StageTimer,
     ) -> None:
@@ -91,9 +87,12 @@ class Algorithm:
         """sigma * C / B: std of one step's noise per element, before the learning rate."""
         return self.ctx.noise_multiplier * self.ctx.clip_norm / self.ctx.batch_size
 
-    def row_gradients(self, fs: ForwardState, pooled_grad: torch.Tensor, timer) -> SparseRows:
+    def row_gradients(self, fs: ForwardState, clipped: ClipResult, timer) -> SparseRows:
+        """Coalesced row gradients on the table's device. The pooled gradient is still where
+        it was computed; only what must cross to the table's device does (in hybrid, the
+        coalesced rows)."""
         with timer.stage(Stage.GRAD_COALESCE):
-            return self.ctx.sparse.bag_row_gradients(fs.rows, pooled_grad)
+            return self.ctx.sparse.bag_row_gradients(fs.rows, clipped.pooled_grad)
 
     def noise_seed(self, t: int, stream: int) -> int:
         return derive_seed(self.ctx.seed, t, stream)

@@ -14,9 +14,9 @@ from lazydp_bench.stages import Stage
 
 
 class DenseDPSGD(Algorithm):
-    def update(self, t, fs, clipped, pooled_grad, next_batch, timer) -> None:
+    def update(self, t, fs, clipped, next_batch, timer) -> None:
         scale = self.lr_over_batch(t)
-        grads = self.row_gradients(fs, pooled_grad, timer)
+        grads = self.row_gradients(fs, clipped, timer)
         with timer.stage(Stage.NOISY_GRAD):
             self.ctx.sparse.add_rows(self.model.table, grads, alpha=-scale)
         std = -scale * self.ctx.noise_multiplier * self.ctx.clip_norm

@@ -21,9 +21,9 @@ class EANA(Algorithm):
     default_clipping = "ghost"
     dp_equivalent = False
 
-    def update(self, t, fs, clipped, pooled_grad, next_batch, timer) -> None:
+    def update(self, t, fs, clipped, next_batch, timer) -> None:
         scale = self.lr_over_batch(t)
-        grads = self.row_gradients(fs, pooled_grad, timer)
+        grads = self.row_gradients(fs, clipped, timer)
         with timer.stage(Stage.NOISE_SAMPLING):
             noise = torch.zeros_like(grads.values)
             std = grads.valid.to(noise.dtype).mul_(self.noise_std)

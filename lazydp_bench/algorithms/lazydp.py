@@ -98,9 +98,9 @@ class LazyDP(Algorithm):
             engine.add_noise(target, -std, derive_seed(seed, k), timer, unit=unit)
 
     # ----- the step -------------------------------------------------------------------
-    def update(self, t, fs, clipped, pooled_grad, next_batch, timer) -> None:
+    def update(self, t, fs, clipped, next_batch, timer) -> None:
         scale = self.lr_over_batch(t)
-        grads = self.row_gradients(fs, pooled_grad, timer)
+        grads = self.row_gradients(fs, clipped, timer)
         with timer.stage(Stage.LAZYDP_OVERHEAD):
             queue = self.ctx.sparse.unique(next_batch.rows)  # input queue: rows read at t + 1
             last = self.history[queue.rows]

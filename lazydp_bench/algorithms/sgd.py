@@ -15,8 +15,8 @@ class SGD(Algorithm):
     private = False
     dp_equivalent = None
 
-    def update(self, t, fs, clipped, pooled_grad, next_batch, timer) -> None:
-        grads = self.row_gradients(fs, pooled_grad, timer)
+    def update(self, t, fs, clipped, next_batch, timer) -> None:
+        grads = self.row_gradients(fs, clipped, timer)
         with timer.stage(Stage.PARAM_UPDATE):
             self.ctx.sparse.add_rows(self.model.table, grads, alpha=-self.lr_over_batch(t))
         self.update_mlp(t, clipped, timer, noisy=False)

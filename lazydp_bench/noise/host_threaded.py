@@ -19,7 +19,9 @@ from lazydp_bench.noise.base import DenseNoiseEngine, derive_seed
 from lazydp_bench.profiling import StageTimer
 from lazydp_bench.stages import Stage
 
-_TASK_ELEMS = 1 << 18  # 1 MiB of fp32 per task: small targets still spread over every thread
+_TASK_MAX_ELEMS = 1 << 22  # 16 MiB of fp32: per-task overhead (a generator, GIL work) stays small
+_TASK_MIN_ELEMS = 1 << 18  # 1 MiB: small targets (LazyDP's noise rows) still use every thread
+_TASKS_WANTED = 64  # task size depends on the target's size only, never the thread count
 _PIECE_ELEMS = 1 << 18  # 1 MiB of fp32: stays in L2 between draw and add
 
 
@@ -51,7 +53,8 @@ class HostThreadedEngine(DenseNoiseEngine):
         arr = target.numpy()
         rows, cols = arr.shape
         std_rows = None if isinstance(std, float) else std.numpy()
-        task_rows = max(1, min(_TASK_ELEMS, self.chunk_bytes // arr.itemsize) // cols)
+        per_task = min(_TASK_MAX_ELEMS, max(_TASK_MIN_ELEMS, arr.size // _TASKS_WANTED))
+        task_rows = max(1, min(per_task, self.chunk_bytes // arr.itemsize) // cols)
         piece_rows = max(1, _PIECE_ELEMS // cols)
 
         def work(task: int) -> None:
@@ -76,5 +79,5 @@ class HostThreadedEngine(DenseNoiseEngine):
     def describe(self, device: torch.device) -> dict[str, str]:
         return {
             "engine": f"host-threaded ({self.threads} threads)",
-            "rng": "torch mt19937 (CPU) per 1 MiB chunk, seeded from (seed, chunk)",
+            "rng": "torch mt19937 (CPU) per 1-16 MiB chunk, seeded from (seed, chunk)",
         }
