@@ -9,6 +9,7 @@ point was measured more than once the newest record is used.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -323,13 +324,15 @@ def _stacked(
                 bottom = 0.0
                 for s in stages:
                     v = st.get(s.value, 0.0) * scale
+                    if s is Stage.OTHER:
+                        v += st.get(Stage.DATA.value, 0.0) * scale
                     ax.bar(
                         pos,
                         v,
                         width,
                         bottom=bottom,
                         color=STAGE_COLOR[s],
-                        label=LABELS[s] if (i == 0 and j == 0) else None,
+                        label=_stage_label(s) if (i == 0 and j == 0) else None,
                         edgecolor="white",
                         linewidth=0.3,
                     )
@@ -355,8 +358,12 @@ def _stacked(
     return FigureResult(name, fig, pd.DataFrame(data_rows), notes)
 
 
+def _stage_label(stage: Stage) -> str:
+    return "Data + other" if stage is Stage.OTHER else LABELS[stage]
+
+
 def _sort_key(v):
-    return (0, v) if isinstance(v, int | float) else (1, str(v))
+    return (0, float(v)) if isinstance(v, numbers.Number) else (1, str(v))
 
 
 def _select(df: pd.DataFrame, algos: list[str] | None = None, **eq) -> pd.DataFrame:
@@ -371,7 +378,17 @@ def _select(df: pd.DataFrame, algos: list[str] | None = None, **eq) -> pd.DataFr
 
 
 def _mlperf(df: pd.DataFrame) -> pd.DataFrame:
-    return _select(df, workload="mlperf-dlrm", distribution="uniform") if not df.empty else df
+    """The main workload's uniform-access runs: mlperf-dlrm if present, else the workload
+    with the most runs (so a small local sweep plots too); RMC runs belong to fig13c."""
+    if df.empty:
+        return df
+    main = df[~df["workload"].isin(["rmc1", "rmc2", "rmc3"])]
+    if main.empty:
+        return main
+    name = (
+        "mlperf-dlrm" if (main["workload"] == "mlperf-dlrm").any() else main["workload"].mode()[0]
+    )
+    return _select(main, workload=name, distribution="uniform")
 
 
 def _step(r: pd.Series) -> float | None:
@@ -481,6 +498,14 @@ def fig12(df: pd.DataFrame) -> FigureResult:
 
 
 def _sensitivity(name: str, df: pd.DataFrame, axis: str, title: str) -> FigureResult:
+    if df.empty or df[axis].nunique() < 2:
+        note = f"{name}: needs runs at two or more values of {axis}; found "
+        note += (
+            ", ".join(map(str, sorted(df[axis].unique(), key=_sort_key)))
+            if not df.empty
+            else "none"
+        )
+        return FigureResult(name, None, pd.DataFrame(), [note])
     return _grouped_bars(
         name,
         df,
@@ -514,7 +539,10 @@ def fig13c(df: pd.DataFrame) -> FigureResult:
 
 
 def fig13d(df: pd.DataFrame) -> FigureResult:
-    part = _select(df, MAIN_ALGOS, workload="mlperf-dlrm") if not df.empty else df
+    main = _mlperf(df)
+    if main.empty:
+        return _sensitivity("fig13d", main, "distribution", "Fig. 13(d): access locality")
+    part = _select(df, MAIN_ALGOS, workload=main["workload"].iloc[0])
     return _sensitivity("fig13d", _largest(part), "distribution", "Fig. 13(d): access locality")
 
 

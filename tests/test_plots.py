@@ -1,0 +1,156 @@
+"""Figures from stored records: each renders, bar groups as expected, missing points are
+noted, numbers behind a figure equal the records' medians, and a real tiny sweep plots."""
+
+import json
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import pytest
+
+from lazydp_bench.plots import ALL_FIGURES, make_figure
+from lazydp_bench.results import load_records
+from tests.conftest import ROOT
+from tests.test_cli import cli
+
+FIXTURE = ROOT / "tests" / "data" / "h100_records.jsonl"
+
+
+@pytest.fixture(scope="module")
+def records():
+    return load_records([FIXTURE])
+
+
+def _bars(ax):
+    return [p for p in ax.patches if p.get_height() > 0]
+
+
+@pytest.mark.parametrize(
+    ("name", "panels", "groups"),
+    [
+        ("fig3", 2, [2, 1]),  # gpu: 96MB, 9.6GB; hybrid: 960MB
+        ("fig5", 2, [2, 1]),
+        ("fig10", 2, [1, 1]),  # batch 2048 at the largest size of each panel
+        ("fig11", 2, [1, 1]),
+        ("fig13a", 2, [2, 1]),
+        ("fig14", 2, [1, 1]),
+        ("noise-roofline", 1, [2]),
+    ],
+)
+def test_each_figure_renders_with_expected_groups(records, tmp_path, name, panels, groups):
+    res = make_figure(name, records)
+    assert res.figure is not None
+    axes = [ax for ax in res.figure.axes if ax.get_title() or ax.patches]
+    assert len(axes) == panels
+    assert [len(ax.get_xticks()) for ax in axes] == groups
+    assert all(_bars(ax) for ax in axes)
+    path = tmp_path / f"{name}.png"
+    res.figure.savefig(path)
+    plt.close(res.figure)
+    assert path.stat().st_size > 10_000
+
+
+def test_figures_with_nothing_to_draw_are_skipped_with_a_reason(records):
+    for name in ("fig13b", "fig13c", "fig13d"):
+        res = make_figure(name, records)
+        assert res.figure is None and res.notes
+
+
+def test_missing_points_are_noted(records):
+    partial = [
+        r
+        for r in records
+        if not (r["config"]["algo"] == "lazydp" and r["config"].get("table_size") == "9.6GB")
+    ]
+    res = make_figure("fig13a", partial)
+    assert res.figure is not None
+    assert any("no lazydp run at 9.6 GB" in n for n in res.notes)
+    plt.close(res.figure)
+
+
+def test_csv_numbers_equal_record_medians(records):
+    res = make_figure("fig13a", records)
+    plt.close(res.figure)
+    medians = {
+        (r["config"]["placement"], r["config"]["table_bytes"], r["config"]["algo"]): r["timing"][
+            "step_median_ms"
+        ]
+        for r in records
+        if r.get("kind") is None
+    }
+    ok = res.data[res.data["status"] == "ok"]
+    assert len(ok) == 9  # sgd, dpsgd-f, lazydp x (96MB, 9.6GB gpu; 960MB hybrid)
+    for row in ok.itertuples():
+        placement = row.panel.split(" · ")[-1]
+        assert row.value == medians[(placement, row.table_bytes, row.algo)]
+
+
+def test_runs_from_two_machines_are_not_mixed(records):
+    other = json.loads(json.dumps([r for r in records if r.get("kind") is None]))
+    for r in other:
+        r["env"]["gpu_name"] = "NVIDIA H200"
+        r["created_utc"] = "2026-11-24T00:00:00+00:00"
+    res = make_figure("fig13a", records + other)
+    titles = sorted(ax.get_title() for ax in res.figure.axes if ax.get_title())
+    assert titles == [
+        "NVIDIA H100 80GB HBM3 · gpu",
+        "NVIDIA H100 80GB HBM3 · hybrid",
+        "NVIDIA H200 · gpu",
+        "NVIDIA H200 · hybrid",
+    ]
+    plt.close(res.figure)
+
+
+def test_plot_cli_end_to_end_from_a_real_tiny_sweep(tmp_path):
+    runs, figs = tmp_path / "runs", tmp_path / "figs"
+    res = cli(
+        "sweep",
+        "--workload",
+        "tiny",
+        "--iterations",
+        "2",
+        "--warmup",
+        "1",
+        "--noise-multiplier",
+        "1",
+        "--algo",
+        "sgd,dpsgd-f,lazydp",
+        "--table-size",
+        "full,x3",
+        "--out",
+        str(runs),
+    )
+    assert res.returncode == 0, res.stderr
+    out = cli(
+        "plot", str(runs), "--figure", "fig3,fig13a,fig10", "--out", str(figs), "--format", "png"
+    )
+    assert out.returncode == 0, out.stderr
+    for name in ("fig3", "fig13a", "fig10"):
+        assert (figs / f"{name}.png").stat().st_size > 10_000
+        table = pd.read_csv(figs / f"{name}.csv")
+        assert len(table) > 0
+    csv = pd.read_csv(figs / "fig13a.csv")
+    recs = [json.loads(x) for x in (runs / "runs.jsonl").read_text().splitlines()]
+    want = {
+        (r["config"]["algo"], r["config"]["table_bytes"]): r["timing"]["step_median_ms"]
+        for r in recs
+    }
+    for row in csv.itertuples():
+        assert row.value == pytest.approx(want[(row.algo, row.table_bytes)], rel=1e-12)
+    bad = cli("plot", str(runs), "--figure", "fig99", "--out", str(figs))
+    assert bad.returncode == 2 and "unknown figure" in bad.stderr
+
+
+def test_all_figures_listed():
+    assert ALL_FIGURES == [
+        "fig3",
+        "fig5",
+        "fig10",
+        "fig11",
+        "fig12",
+        "fig13a",
+        "fig13b",
+        "fig13c",
+        "fig13d",
+        "fig14",
+        "noise-roofline",
+    ]
