@@ -406,9 +406,7 @@ def _speedup_label(part: pd.DataFrame, x, algo: str, axis: str) -> str | None:
 
 
 def fig3(df: pd.DataFrame) -> FigureResult:
-    part = _select(_mlperf(df), ["sgd", "dpsgd-b", "dpsgd-r", "dpsgd-f", "dpsgd-bk"])
-    if not part.empty:
-        part = part[part["batch_size"] == 2048]
+    part = _one_batch(_select(_mlperf(df), ["sgd", "dpsgd-b", "dpsgd-r", "dpsgd-f", "dpsgd-bk"]))
     return _stacked(
         "fig3",
         part,
@@ -421,9 +419,7 @@ def fig3(df: pd.DataFrame) -> FigureResult:
 
 
 def fig5(df: pd.DataFrame) -> FigureResult:
-    part = _select(_mlperf(df), ["dpsgd-b", "dpsgd-r", "dpsgd-f", "dpsgd-bk"])
-    if not part.empty:
-        part = part[part["batch_size"] == 2048]
+    part = _one_batch(_select(_mlperf(df), ["dpsgd-b", "dpsgd-r", "dpsgd-f", "dpsgd-bk"]))
     return _stacked(
         "fig5",
         part,
@@ -433,6 +429,14 @@ def fig5(df: pd.DataFrame) -> FigureResult:
         "Fig. 5: model update breakdown (ms per step)",
         normalize=False,
     )
+
+
+def _one_batch(df: pd.DataFrame) -> pd.DataFrame:
+    """The paper's batch 2048 where measured, else the most common batch size."""
+    if df.empty:
+        return df
+    batch = 2048 if (df["batch_size"] == 2048).any() else df["batch_size"].mode()[0]
+    return df[df["batch_size"] == batch]
 
 
 def _largest(df: pd.DataFrame) -> pd.DataFrame:
@@ -450,7 +454,7 @@ def _largest(df: pd.DataFrame) -> pd.DataFrame:
 def fig10(df: pd.DataFrame) -> FigureResult:
     part = _largest(_select(_mlperf(df), MAIN_ALGOS))
     if not part.empty:
-        part = part[part["pooling"] == 1]
+        part = part[part["pooling"] == part["pooling"].min()]
     return _grouped_bars(
         "fig10",
         part,
@@ -520,9 +524,9 @@ def _sensitivity(name: str, df: pd.DataFrame, axis: str, title: str) -> FigureRe
 
 
 def fig13a(df: pd.DataFrame) -> FigureResult:
-    part = _select(_mlperf(df), MAIN_ALGOS)
+    part = _one_batch(_select(_mlperf(df), MAIN_ALGOS))
     if not part.empty:
-        part = part[(part["batch_size"] == 2048) & (part["pooling"] == 1)]
+        part = part[part["pooling"] == part["pooling"].min()]
     return _sensitivity("fig13a", part, "table_bytes", "Fig. 13(a): table size")
 
 
