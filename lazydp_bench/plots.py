@@ -67,6 +67,17 @@ class FigureResult:
     notes: list[str] = field(default_factory=list)
 
 
+def algo_variant(algo: str | None, clipping: str | None) -> str | None:
+    """`lazydp[bookkeeping]` for a run whose clipping is not its algorithm's default, so
+    such runs never stand in for the default variant in a figure."""
+    from lazydp_bench.algorithms import ALGORITHMS
+
+    cls = ALGORITHMS.get(algo or "")
+    if cls is None or clipping in (None, cls.default_clipping):
+        return algo
+    return f"{algo}[{clipping}]"
+
+
 def figure_frame(records: list[dict]) -> pd.DataFrame:
     """One row per training-run record (bench records are kept apart), newest per point."""
     rows = []
@@ -78,7 +89,7 @@ def figure_frame(records: list[dict]) -> pd.DataFrame:
         stages = {s["name"]: s["median_ms"] for s in r.get("stages") or []}
         rows.append(
             {
-                "algo": c.get("algo"),
+                "algo": algo_variant(c.get("algo"), c.get("clipping")),
                 "workload": c.get("workload"),
                 "table_bytes": c.get("table_bytes"),
                 "placement": c.get("placement"),

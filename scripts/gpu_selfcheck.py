@@ -37,7 +37,7 @@ def main() -> int:
     eng.add_noise(y, 2.0, 123, NULL_TIMER)
     ok &= check("same seed reproduces", bool(torch.equal(x, y)), "bitwise")
     eng.add_noise(y, 2.0, 124, NULL_TIMER)
-    corr = torch.corrcoef(torch.stack([x.flatten()[:1 << 20], (y - x).flatten()[:1 << 20]]))[0, 1]
+    corr = torch.corrcoef(torch.stack([x.flatten()[: 1 << 20], (y - x).flatten()[: 1 << 20]]))[0, 1]
     ok &= check("other seed independent", abs(corr.item()) < 0.01, f"corr {corr.item():.4f}")
     rows_std = torch.linspace(0, 3, n_rows, device=dev)
     z = torch.zeros_like(x)
