@@ -209,6 +209,36 @@ def _sgd_base(part: pd.DataFrame, axis: str) -> dict:
     return dict(zip(ok[axis], ok["step_ms"], strict=True))
 
 
+@dataclass(frozen=True)
+class Cell:
+    """One bar slot of a grouped figure: group index, axis value, algorithm, position, row."""
+
+    i: int
+    j: int
+    x: object
+    algo: str
+    pos: float
+    width: float
+    row: pd.Series
+
+
+def _cells(name: str, part: pd.DataFrame, axis: str, algos, label: str, notes: list[str]):
+    """The (x, algorithm) slots of one panel that have a record; missing ones become notes."""
+    xs = sorted(part[axis].dropna().unique(), key=_sort_key)
+    names = _algos(part, algos)
+    width = 0.8 / max(1, len(names))
+    cells = []
+    for j, algo in enumerate(names):
+        for i, x in enumerate(xs):
+            row = part[(part["algo"] == algo) & (part[axis] == x)]
+            if row.empty:
+                notes.append(f"{name}: no {algo} run at {_x_label(axis, x)} ({label})")
+                continue
+            pos = i + (j - (len(names) - 1) / 2) * width
+            cells.append(Cell(i, j, x, algo, pos, width, row.iloc[0]))
+    return xs, cells
+
+
 def _grouped_bars(
     name: str,
     df: pd.DataFrame,
@@ -230,55 +260,45 @@ def _grouped_bars(
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.2), squeeze=False)
     data_rows = []
     for ax, (label, part) in zip(axes[0], panels, strict=True):
-        xs = sorted(part[axis].dropna().unique(), key=_sort_key)
-        names = _algos(part, algos)
-        width = 0.8 / max(1, len(names))
         base = _sgd_base(part, axis)
-        for j, algo in enumerate(names):
-            for i, x in enumerate(xs):
-                row = part[(part["algo"] == algo) & (part[axis] == x)]
-                pos = i + (j - (len(names) - 1) / 2) * width
-                if row.empty:
-                    notes.append(f"{name}: no {algo} run at {_x_label(axis, x)} ({label})")
-                    continue
-                r = row.iloc[0]
-                if r["status"] != "ok":
-                    ax.text(
-                        pos,
-                        0.02,
-                        r["status"].upper(),
-                        rotation=90,
-                        ha="center",
-                        va="bottom",
-                        fontsize=7,
-                        transform=ax.get_xaxis_transform(),
-                    )
-                    data_rows.append({"panel": label, axis: x, "algo": algo, "status": r["status"]})
-                    continue
-                v = value(r)
-                if v is None:
-                    notes.append(f"{name}: {algo} at {_x_label(axis, x)} has no value ({label})")
-                    continue
-                if normalize:
-                    sgd = part[(part["algo"] == "sgd") & (part[axis] == x)]
-                    ref = value(sgd.iloc[0]) if x in base and not sgd.empty else None
-                    if not ref:
-                        notes.append(f"{name}: no SGD value at {_x_label(axis, x)} to normalize by")
-                        continue
-                    v = v / ref
-                ax.bar(
+        xs, cells = _cells(name, part, axis, algos, label, notes)
+        for cell in cells:
+            i, x, algo, pos, width, r = cell.i, cell.x, cell.algo, cell.pos, cell.width, cell.row
+            if r["status"] != "ok":
+                ax.text(
                     pos,
-                    v,
-                    width,
-                    color=ALGO_COLOR[algo],
-                    label=ALGO_LABEL[algo] if i == 0 else None,
+                    0.02,
+                    r["status"].upper(),
+                    rotation=90,
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                    transform=ax.get_xaxis_transform(),
                 )
-                text = annotate(part, x, algo) if annotate else None
-                if text:
-                    ax.annotate(text, (pos, v), ha="center", va="bottom", fontsize=7)
-                data_rows.append(
-                    {"panel": label, axis: x, "algo": algo, "status": "ok", "value": v}
-                )
+                data_rows.append({"panel": label, axis: x, "algo": algo, "status": r["status"]})
+                continue
+            v = value(r)
+            if v is None:
+                notes.append(f"{name}: {algo} at {_x_label(axis, x)} has no value ({label})")
+                continue
+            if normalize:
+                sgd = part[(part["algo"] == "sgd") & (part[axis] == x)]
+                ref = value(sgd.iloc[0]) if x in base and not sgd.empty else None
+                if not ref:
+                    notes.append(f"{name}: no SGD value at {_x_label(axis, x)} to normalize by")
+                    continue
+                v = v / ref
+            ax.bar(
+                pos,
+                v,
+                width,
+                color=ALGO_COLOR[algo],
+                label=ALGO_LABEL[algo] if i == 0 else None,
+            )
+            text = annotate(part, x, algo) if annotate else None
+            if text:
+                ax.annotate(text, (pos, v), ha="center", va="bottom", fontsize=7)
+            data_rows.append({"panel": label, axis: x, "algo": algo, "status": "ok", "value": v})
         ax.set_xticks(range(len(xs)), [_x_label(axis, x) for x in xs])
         ax.set_ylabel(ylabel)
         ax.set_title(label, fontsize=9)
@@ -311,54 +331,47 @@ def _stacked(
     fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), squeeze=False)
     data_rows = []
     for ax, (label, part) in zip(axes[0], panels, strict=True):
-        xs = sorted(part[axis].dropna().unique(), key=_sort_key)
-        names = _algos(part, algos)
-        width = 0.8 / max(1, len(names))
         base = _sgd_base(part, axis)
-        for j, algo in enumerate(names):
-            for i, x in enumerate(xs):
-                row = part[(part["algo"] == algo) & (part[axis] == x)]
-                pos = i + (j - (len(names) - 1) / 2) * width
-                if row.empty:
-                    notes.append(f"{name}: no {algo} run at {_x_label(axis, x)} ({label})")
+        xs, cells = _cells(name, part, axis, algos, label, notes)
+        for cell in cells:
+            i, j, x, algo, pos, width = cell.i, cell.j, cell.x, cell.algo, cell.pos, cell.width
+            st = cell.row["stages"]
+            if not st:
+                notes.append(f"{name}: {algo} at {_x_label(axis, x)} has no stage breakdown")
+                continue
+            scale = 1.0
+            if normalize:
+                if x not in base:
+                    notes.append(f"{name}: no SGD run at {_x_label(axis, x)} to normalize by")
                     continue
-                st = row.iloc[0]["stages"]
-                if not st:
-                    notes.append(f"{name}: {algo} at {_x_label(axis, x)} has no stage breakdown")
-                    continue
-                scale = 1.0
-                if normalize:
-                    if x not in base:
-                        notes.append(f"{name}: no SGD run at {_x_label(axis, x)} to normalize by")
-                        continue
-                    scale = 1.0 / base[x]
-                bottom = 0.0
-                for s in stages:
-                    v = st.get(s.value, 0.0) * scale
-                    if s is Stage.OTHER:
-                        v += st.get(Stage.DATA.value, 0.0) * scale
-                    ax.bar(
-                        pos,
-                        v,
-                        width,
-                        bottom=bottom,
-                        color=STAGE_COLOR[s],
-                        label=_stage_label(s) if (i == 0 and j == 0) else None,
-                        edgecolor="white",
-                        linewidth=0.3,
-                    )
-                    bottom += v
-                    data_rows.append(
-                        {"panel": label, axis: x, "algo": algo, "stage": s.value, "value": v}
-                    )
-                ax.annotate(
-                    ALGO_LABEL[algo].split(" ")[0],
-                    (pos, bottom),
-                    ha="center",
-                    va="bottom",
-                    fontsize=6,
-                    rotation=90,
+                scale = 1.0 / base[x]
+            bottom = 0.0
+            for s in stages:
+                v = st.get(s.value, 0.0) * scale
+                if s is Stage.OTHER:
+                    v += st.get(Stage.DATA.value, 0.0) * scale
+                ax.bar(
+                    pos,
+                    v,
+                    width,
+                    bottom=bottom,
+                    color=STAGE_COLOR[s],
+                    label=_stage_label(s) if (i == 0 and j == 0) else None,
+                    edgecolor="white",
+                    linewidth=0.3,
                 )
+                bottom += v
+                data_rows.append(
+                    {"panel": label, axis: x, "algo": algo, "stage": s.value, "value": v}
+                )
+            ax.annotate(
+                ALGO_LABEL[algo].split(" ")[0],
+                (pos, bottom),
+                ha="center",
+                va="bottom",
+                fontsize=6,
+                rotation=90,
+            )
         ax.set_xticks(range(len(xs)), [_x_label(axis, x) for x in xs])
         ax.set_ylabel("step time normalized to SGD" if normalize else "time per step (ms)")
         ax.set_title(label, fontsize=9)

@@ -16,11 +16,12 @@ DP-SGD-equivalent), and a check that cannot tell it apart would itself be a fail
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from lazydp_bench.algorithms import get_algorithm
+from lazydp_bench.config import LRSchedule, PrivacyConfig, RunConfig
 from lazydp_bench.profiling import NULL_TIMER
 from lazydp_bench.trainer import Session, build_session, plan_run
 
@@ -49,35 +50,39 @@ class Check:
         return "NOT EQUIVALENT (expected)" if not self.passed else "FAIL (not detected)"
 
 
-def _config(algo: str, device: str, steps: int, seed: int, **kw):
-    from dataclasses import replace
-
-    from lazydp_bench.config import LRSchedule, PrivacyConfig, RunConfig
-
-    privacy = PrivacyConfig(
-        clip_norm=kw.pop("clip_norm", 0.05),
-        noise_multiplier=kw.pop("sigma", 1.0),
-        noise_mode=kw.pop("noise_mode", "gaussian"),
-    )
+def tiny_config(
+    algo: str,
+    device: str = "cpu",
+    steps: int = 12,
+    seed: int = 0,
+    sigma: float = 1.0,
+    clip_norm: float = 0.05,
+    noise_mode: str = "gaussian",
+    lr: float = 0.5,
+    lr_decay: float = 0.0,
+    **overrides,
+) -> RunConfig:
+    """fp64 run on the `tiny` workload (pooling 3: bags hold duplicate rows) with an explicit
+    sigma, no warm-up; `overrides` replace any other RunConfig field."""
     base = RunConfig(
         algo=algo,
         workload="tiny",
-        table_size=kw.pop("table_size", None),
+        table_size=None,
         placement="gpu" if device == "cuda" else "cpu",
         iterations=steps,
         warmup=0,
         seed=seed,
-        lr=LRSchedule(0.5, kw.pop("lr_decay", 0.0)),
-        privacy=privacy,
+        lr=LRSchedule(lr, lr_decay),
+        privacy=PrivacyConfig(clip_norm=clip_norm, noise_multiplier=sigma, noise_mode=noise_mode),
         dtype="float64",
         noise_impl="auto",
         host_threads=2,
     )
-    return replace(base, **kw)
+    return replace(base, **overrides)
 
 
 def _session(algo: str, device: str, steps: int, seed: int, **kw) -> Session:
-    return build_session(plan_run(_config(algo, device, steps, seed, **kw)))
+    return build_session(plan_run(tiny_config(algo, device, steps, seed, **kw)))
 
 
 def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -2,11 +2,7 @@
 # Reference runs on the lent H100 in the paper's hybrid placement: 96 GB first, then
 # 960MB/9.6GB (after the hybrid coalescing change). There: OUT=... bash scripts/gpu_ref_hybrid.sh
 set -u
-export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
-B="python3 -m lazydp_bench"
-R="$OUT/ref"
-step() { echo "=== $*"; local t0=$SECONDS; "$@"; echo "=== rc=$? in $((SECONDS - t0)) s"; }
+source "$(dirname "$0")/device_env.sh"
 step $B sweep --algo sgd,dpsgd-f,lazydp --table-size 96GB --placement hybrid --warmup 1 \
   --iterations 5 --max-seconds 40 --out "$R"
 step $B bench noise --placement host --size 4GiB --impl fused --repeats 3 --out "$R"

@@ -2,11 +2,8 @@
 # First look on the lent GPU machine: self-checks, the noise roofline, and a few runs.
 # Usage there: OUT=... bash scripts/gpu_smoke.sh   (writes $OUT/log.txt and $OUT/res/runs.jsonl)
 set -u
-export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
-B="python3 -m lazydp_bench"
+source "$(dirname "$0")/device_env.sh"
 R="$OUT/res"
-step() { echo "=== $*"; local t0=$SECONDS; "$@"; echo "=== rc=$? in $((SECONDS - t0)) s"; }
 step nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 step python3 scripts/gpu_selfcheck.py
 step $B info

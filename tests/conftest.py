@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from lazydp_bench.config import LRSchedule, PrivacyConfig, RunConfig
+from lazydp_bench.config import RunConfig
 from lazydp_bench.trainer import build_session, plan_run
+from lazydp_bench.verify import tiny_config as verify_config
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -23,29 +23,11 @@ def _isolated_workloads(monkeypatch):
 
 
 def tiny_config(algo: str = "sgd", **kw) -> RunConfig:
-    """fp64 config on the tiny workload (pooling 3, duplicate rows in bags) with explicit sigma."""
-    privacy = PrivacyConfig(
-        clip_norm=kw.pop("clip_norm", 0.05),
-        noise_multiplier=kw.pop("noise_multiplier", 1.0),
-        noise_mode=kw.pop("noise_mode", "gaussian"),
-    )
-    base = RunConfig(
-        algo=algo,
-        workload="tiny",
-        table_size=None,
-        placement="cpu",
-        iterations=kw.pop("iterations", 4),
-        warmup=kw.pop("warmup", 0),
-        seed=kw.pop("seed", 0),
-        lr=kw.pop("lr", None)
-        if isinstance(kw.get("lr"), LRSchedule)
-        else LRSchedule(kw.pop("lr", 0.5), kw.pop("lr_decay", 0.0)),
-        privacy=privacy,
-        dtype=kw.pop("dtype", "float64"),
-        noise_impl=kw.pop("noise_impl", "torch"),
-        host_threads=2,
-    )
-    return replace(base, **kw)
+    """verify's tiny fp64 config, on the CPU, 4 steps, the torch noise engine by default."""
+    kw.setdefault("noise_impl", "torch")
+    if "noise_multiplier" in kw:
+        kw["sigma"] = kw.pop("noise_multiplier")
+    return verify_config(algo, "cpu", kw.pop("iterations", 4), kw.pop("seed", 0), **kw)
 
 
 def tiny_session(algo: str = "sgd", **kw):

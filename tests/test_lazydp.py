@@ -2,6 +2,7 @@
 schedules, flush idempotence, and refusal of momentum / weight decay."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -102,6 +103,6 @@ def test_flush_is_idempotent():
 
 @pytest.mark.parametrize(("momentum", "wd"), [(0.9, 0.0), (0.0, 1e-4)])
 def test_refuses_momentum_and_weight_decay(momentum, wd):
-    cfg = tiny_config("lazydp", lr=LRSchedule(0.5, 0.0, momentum, wd))
+    cfg = replace(tiny_config("lazydp"), lr=LRSchedule(0.5, 0.0, momentum, wd))
     with pytest.raises(BenchError, match="DP-SGD-equivalent only for plain SGD"):
         plan_run(cfg)
