@@ -331,9 +331,10 @@ def sweep(
     ),
 ) -> None:
     """Run a grid of points, each in its own process; OOM, crashes and hangs become records."""
+    from lazydp_bench.placement import machine_limits
     from lazydp_bench.presets import expand_preset
     from lazydp_bench.results import ensure_writable
-    from lazydp_bench.sweep import grid_configs, machine_limits, plan_points, run_sweep
+    from lazydp_bench.sweep import grid_configs, plan_points, run_sweep
 
     with user_errors():
         base = RunConfig(

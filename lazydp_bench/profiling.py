@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lazydp_bench.stages import PARENT, TOP_LEVEL, Stage
+from lazydp_bench.stages import PARENT, Stage
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,5 @@ def summarize_stages(per_step: list[dict[str, float]]) -> list[StageSummary]:
         )
     return out
 
-
-__all__ = ["TOP_LEVEL", "StageSummary", "StageTimer", "quantiles", "summarize_stages"]
 
 NULL_TIMER = StageTimer("sync_wall")  # never enabled: for work timed by an enclosing stage

@@ -17,8 +17,6 @@ import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
-import pandas as pd
-
 from lazydp_bench.errors import BenchError
 
 SCHEMA_VERSION = 1
@@ -100,17 +98,3 @@ def load_records(paths: Iterable[Path]) -> list[dict]:
             except json.JSONDecodeError:
                 warnings.warn(f"{path}:{n}: skipping a malformed line", stacklevel=2)
     return records
-
-
-def to_frame(records: list[dict]) -> pd.DataFrame:
-    """One row per record, nested blocks flattened as `block.field` (stages kept as a list)."""
-    rows = []
-    for rec in records:
-        flat = {k: v for k, v in rec.items() if not isinstance(v, dict | list)}
-        for block in ("config", "privacy", "env", "timing", "memory", "energy"):
-            for k, v in (rec.get(block) or {}).items():
-                if not isinstance(v, list | dict):
-                    flat[f"{block}.{k}"] = v
-        flat["stages"] = rec.get("stages") or []
-        rows.append(flat)
-    return pd.DataFrame(rows)

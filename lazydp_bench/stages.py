@@ -50,5 +50,4 @@ _UPDATE_CHILDREN = (
 PARENT: dict[Stage, Stage | None] = {
     s: (Stage.MODEL_UPDATE if s in _UPDATE_CHILDREN else None) for s in Stage
 }
-TOP_LEVEL: tuple[Stage, ...] = tuple(s for s in Stage if PARENT[s] is None)
 UPDATE_CHILDREN: tuple[Stage, ...] = _UPDATE_CHILDREN

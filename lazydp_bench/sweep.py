@@ -26,7 +26,7 @@ from lazydp_bench.algorithms import ALGORITHMS
 from lazydp_bench.config import RunConfig
 from lazydp_bench.env import machine_info
 from lazydp_bench.errors import DoesNotFit
-from lazydp_bench.placement import MemoryLimits, explain_misfit, machine_limits
+from lazydp_bench.placement import MemoryLimits
 from lazydp_bench.results import RUNS_FILE, SCHEMA_VERSION, load_records, new_run_id, utc_now
 from lazydp_bench.trainer import RunPlan, plan_run
 from lazydp_bench.workloads import load_workload
@@ -210,13 +210,3 @@ def run_sweep(
         records.append(record)
         on_done(point, record)
     return records
-
-
-__all__ = [
-    "Point",
-    "explain_misfit",
-    "grid_configs",
-    "machine_limits",
-    "plan_points",
-    "run_sweep",
-]

@@ -165,8 +165,9 @@ def execute(plan: RunPlan, progress: Progress | None = None) -> dict:
         record["status"] = "ok"
     except torch.cuda.OutOfMemoryError as exc:
         record.update(status="oom", error=_first_line(exc))
-    except RuntimeError as exc:
-        oom = "out of memory" in str(exc).lower() or "can't allocate memory" in str(exc).lower()
+    except Exception as exc:  # a failed run is a record, never a lost sweep or a traceback
+        text = str(exc).lower()
+        oom = "out of memory" in text or "can't allocate memory" in text
         record.update(status="oom" if oom else "error", error=_first_line(exc))
         if not oom:
             record["traceback"] = traceback.format_exc(limit=8)
@@ -378,7 +379,3 @@ def _base_record(plan: RunPlan) -> dict:
         "energy": None,
         "noise": None,
     }
-
-
-def run_config(config: RunConfig, progress: Progress | None = None) -> dict:
-    return execute(plan_run(config), progress)
