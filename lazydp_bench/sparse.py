@@ -128,6 +128,31 @@ class SparseOps:
         values = pooled_grad.unsqueeze(2).expand(*rows.shape, dim).reshape(-1, dim)
         return self.coalesce(rows.reshape(-1), values)
 
+    def merge(
+        self, grads: SparseRows, grad_scale: float, rows: torch.Tensor, values: torch.Tensor
+    ) -> SparseRows:
+        """grad_scale * grads plus (rows, values), as one update with unique rows.
+
+        On the device: one padded coalesce of both. On the host both inputs are already
+        unique and `grads.rows` is sorted, so a binary search finds the shared rows: their
+        values are added in place and the rest appended, with no second sort of 2N rows.
+        """
+        if grads.rows.device.type != "cpu":
+            return coalesce(
+                torch.cat([grads.rows, rows]), torch.cat([grads.values * grad_scale, values])
+            )
+        summed = grads.values * grad_scale
+        pos = torch.searchsorted(grads.rows, rows).clamp_(max=grads.rows.numel() - 1)
+        shared = grads.rows[pos] == rows
+        summed.index_add_(0, pos[shared], values[shared])
+        fresh = ~shared
+        out_rows = torch.cat([grads.rows, rows[fresh]])
+        return SparseRows(
+            out_rows,
+            torch.cat([summed, values[fresh]]),
+            torch.ones_like(out_rows, dtype=torch.bool),
+        )
+
     def add_rows(self, table: torch.Tensor, update: SparseRows, alpha: float = 1.0) -> None:
         """table[rows] += alpha * values (rows coalesced; device padding adds zeros)."""
         if table.device.type != "cpu":

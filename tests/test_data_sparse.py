@@ -143,3 +143,24 @@ def test_host_threaded_sparse_ops_equal_device_path():
     b.index_add_(0, rows, values, alpha=-2.0)
     torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     assert torch.equal(ops.unique(rows).rows, dev.rows[:count])
+
+
+def test_host_merge_equals_device_coalesce():
+    from lazydp_bench.sparse import SparseOps
+
+    ops = SparseOps(threads=3)
+    gen = torch.Generator().manual_seed(5)
+    grad_rows = torch.randint(0, 5000, (9000,), generator=gen)
+    grads = ops.coalesce(grad_rows, torch.randn(9000, 4, generator=gen, dtype=torch.float64))
+    queue = ops.unique(torch.randint(0, 5000, (7000,), generator=gen))
+    noise = torch.randn(queue.rows.numel(), 4, generator=gen, dtype=torch.float64)
+    host = ops.merge(grads, -0.5, queue.rows, noise)
+    assert host.rows.unique().numel() == host.rows.numel()  # one update per row
+    shared = int(torch.isin(queue.rows, grads.rows).sum())
+    assert 0 < shared < queue.rows.numel()  # both the in-place and the appended path ran
+    a = torch.zeros(5000, 4, dtype=torch.float64)
+    ops.add_rows(a, host)
+    dev = coalesce(torch.cat([grads.rows, queue.rows]), torch.cat([grads.values * -0.5, noise]))
+    b = torch.zeros(5000, 4, dtype=torch.float64)
+    b.index_add_(0, dev.rows, dev.values)
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

@@ -77,6 +77,13 @@ def device_sparse_path(monkeypatch):
     monkeypatch.setattr(sparse.SparseOps, "unique", lambda self, rows: sparse.unique_rows(rows)[0])
     monkeypatch.setattr(sparse.SparseOps, "coalesce", lambda self, r, v: sparse.coalesce(r, v))
 
+    def merge(self, grads, scale, rows, values):
+        return sparse.coalesce(
+            torch.cat([grads.rows, rows]), torch.cat([grads.values * scale, values])
+        )
+
+    monkeypatch.setattr(sparse.SparseOps, "merge", merge)
+
     def add_rows(self, table, update, alpha=1.0):
         table.index_add_(0, update.rows, update.values, alpha=alpha)
 

@@ -114,10 +114,7 @@ class LazyDP(Algorithm):
             )
             self._add_owed(noise, terms, self.noise_seed(t, STREAM_SPARSE), NULL_TIMER)
         with timer.stage(Stage.NOISY_GRAD):
-            merged = self.ctx.sparse.coalesce(
-                torch.cat([grads.rows, queue.rows]),
-                torch.cat([grads.values * -scale, noise]),
-            )
+            merged = self.ctx.sparse.merge(grads, -scale, queue.rows, noise)
         with timer.stage(Stage.PARAM_UPDATE):
             self.ctx.sparse.add_rows(self.model.table, merged)
         self.update_mlp(t, clipped, timer, noisy=True)
