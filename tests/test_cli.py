@@ -100,6 +100,8 @@ def test_run_several_algorithms_appends_one_record_each(tmp_path):
         (("--table-size", "1GB", "--host-mem-limit", "100MB", "--placement", "cpu"), "host needs"),
         (("--algo", "lazydp", "--momentum", "0.9"), "plain SGD"),
         (("--algo", "sgd", "--clipping", "ghost"), "--clipping applies to private"),
+        (("--placement", "hybrid"), "needs a CUDA GPU"),
+        (("--chunk-size", "1KB"), "chunk bound must be at least 4 KiB"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):

@@ -158,3 +158,29 @@ def test_dry_run_lists_points_and_writes_nothing(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "12 points" in res.stdout and "skip" in res.stdout
     assert not (tmp_path / "none").exists()
+
+
+def test_time_budget_lowers_measured_steps_to_a_floor_of_three(tmp_path):
+    from lazydp_bench.trainer import budget_iterations
+
+    assert budget_iterations(10, None, 0.5) == 10
+    assert budget_iterations(10, 100.0, 0.5) == 10
+    assert budget_iterations(10, 2.0, 0.5) == 4
+    assert budget_iterations(10, 0.1, 0.5) == 3
+    res = cli(
+        "sweep",
+        *TINY,
+        "--algo",
+        "sgd",
+        "--iterations",
+        "50",
+        "--max-seconds",
+        "1e-6",
+        "--out",
+        str(tmp_path),
+    )
+    assert res.returncode == 0, res.stderr
+    (rec,) = records(tmp_path)
+    assert rec["config"]["iterations"] == 50
+    assert rec["config"]["iterations_measured"] == 3
+    assert rec["timing"]["measured_iters"] == 3
