@@ -1,8 +1,10 @@
 """One measured run: validate and plan (no allocation), then init, warm up, measure, flush,
 and return a complete result record.
 
-The measured loop only launches work and records timer marks: no `.item()`, `.cpu()`,
-printing or `time.time()` in it (progress callbacks run between steps).
+The measured loop only launches work and records timer marks: no `.item()`, printing or
+`time.time()` in it (progress callbacks run between steps). The one device-to-host copy is
+hybrid placement's intended PCIe crossing of the coalesced row gradients
+(`SparseOps.bag_row_gradients`); on gpu placement nothing waits for the host.
 """
 
 from __future__ import annotations
