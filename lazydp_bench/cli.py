@@ -29,6 +29,10 @@ console = Console()
 err_console = Console(stderr=True)
 
 ALGO_HELP = "Comma list of algorithms: " + ", ".join(ALGORITHMS)
+CUDA_GRAPH_HELP = (
+    "auto: on gpu placement with --no-breakdown, capture one step as a CUDA graph and replay "
+    "it (launch overhead gone); on: require it; off: eager steps."
+)
 
 
 @contextlib.contextmanager
@@ -132,6 +136,7 @@ def run(
     breakdown: Annotated[
         bool, Opt(help="Time each stage (--no-breakdown: end-to-end only).")
     ] = True,
+    cuda_graph: Annotated[str, Opt(help=CUDA_GRAPH_HELP)] = "auto",
     chunk_size: Annotated[str, Opt(help="Bound on any noise buffer.")] = "256MiB",
     host_threads: Annotated[
         int | None, Opt(help="Threads for host noise/init [default: all cores].")
@@ -175,6 +180,7 @@ def run(
                 clipping=clipping,
                 noise_impl=noise_impl,
                 breakdown=breakdown,
+                cuda_graph=cuda_graph,
                 dtype=dtype,
                 chunk_bytes=parse_size(chunk_size),
                 host_threads=host_threads,
@@ -252,7 +258,9 @@ def verify(
     algo: Annotated[
         str, Opt(help="Algorithms to check against DP-SGD(F).")
     ] = "lazydp,lazydp-noans,eana",
-    device: Annotated[str, Opt(help="cpu or cuda.")] = "cpu",
+    device: Annotated[
+        str, Opt(help="cpu, cuda (gpu placement) or hybrid (table on the host, MLPs on the GPU).")
+    ] = "cpu",
     steps: Annotated[int, Opt(help="Training steps per check.")] = 12,
     seed: Annotated[int, Opt(help="Seed for init, data and noise.")] = 0,
 ) -> None:
@@ -266,10 +274,10 @@ def verify(
         names = split_list(algo)
         for name in names:
             get_algorithm(name)
-        if device not in ("cpu", "cuda"):
-            raise BenchError(f"--device must be cpu or cuda, got {device!r}")
-        if device == "cuda" and not torch.cuda.is_available():
-            raise BenchError("--device cuda needs a CUDA GPU, and none is available")
+        if device not in ("cpu", "cuda", "hybrid"):
+            raise BenchError(f"--device must be cpu, cuda or hybrid, got {device!r}")
+        if device != "cpu" and not torch.cuda.is_available():
+            raise BenchError(f"--device {device} needs a CUDA GPU, and none is available")
         if steps < 2:
             raise BenchError(f"--steps must be at least 2, got {steps}")
     with progress_bar() as bar:
@@ -317,6 +325,7 @@ def sweep(
         str | None, Opt(help="Clipping mode for the private algorithms (SGD keeps none).")
     ] = None,
     breakdown: Annotated[bool, Opt(help="Per-stage timing.")] = True,
+    cuda_graph: Annotated[str, Opt(help=CUDA_GRAPH_HELP)] = "auto",
     host_mem_limit: Annotated[str | None, Opt(help="Host RAM to plan with.")] = None,
     point_timeout: Annotated[
         float, Opt(help="Seconds before a point is killed (timeout).")
@@ -345,6 +354,7 @@ def sweep(
             noise_impl=noise_impl,
             clipping=clipping,
             breakdown=breakdown,
+            cuda_graph=cuda_graph,
             host_mem_limit=parse_size(host_mem_limit) if host_mem_limit else None,
             max_seconds=max_seconds,
         )

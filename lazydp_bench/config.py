@@ -14,6 +14,7 @@ PLACEMENTS = ("auto", "gpu", "hybrid", "cpu")
 NOISE_IMPLS = ("auto", "torch", "fused")
 NOISE_MODES = ("gaussian", "unit", "off")
 DTYPES = ("float32", "float64")
+CUDA_GRAPH_MODES = ("auto", "on", "off")
 DEFAULT_CHUNK_BYTES = 256 * 2**20  # bound on any noise buffer: never table-sized
 
 
@@ -94,6 +95,7 @@ class RunConfig:
     clipping: str | None = None  # None: the algorithm's own mode
     noise_impl: str = "auto"
     breakdown: bool = True
+    cuda_graph: str = "auto"  # auto: replay a captured step when the run allows it
     dtype: str = "float32"
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     host_threads: int | None = None  # None: every core
@@ -114,6 +116,10 @@ class RunConfig:
         if self.noise_impl not in NOISE_IMPLS:
             raise BenchError(
                 f"unknown noise impl {self.noise_impl!r} (valid: {', '.join(NOISE_IMPLS)})"
+            )
+        if self.cuda_graph not in CUDA_GRAPH_MODES:
+            raise BenchError(
+                f"unknown --cuda-graph {self.cuda_graph!r} (valid: {', '.join(CUDA_GRAPH_MODES)})"
             )
         if self.dtype not in DTYPES:
             raise BenchError(f"unknown dtype {self.dtype!r} (valid: {', '.join(DTYPES)})")

@@ -109,12 +109,12 @@ def estimate_need(
     elif clipping == "reweight":
         biggest = max(a * b for a, b in _layer_shapes(wl))
         dense += batch * biggest * elem * 2
-    table_side = table + history + chunk_bytes + sparse
+    table_side = table + chunk_bytes + sparse
     if placement == "gpu":
-        return MemoryNeed(table_side + dense, 0)
-    if placement == "hybrid":
-        return MemoryNeed(dense, table_side)
-    return MemoryNeed(0, table_side + dense)
+        return MemoryNeed(table_side + history + dense, 0)
+    if placement == "hybrid":  # LazyDP's history table sits with its noise work, on the GPU
+        return MemoryNeed(dense + history + sparse, table_side)
+    return MemoryNeed(0, table_side + history + dense)
 
 
 def _layer_shapes(wl: Workload) -> list[tuple[int, int]]:

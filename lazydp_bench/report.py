@@ -44,6 +44,12 @@ def run_table(rec: dict) -> Table:
     return table
 
 
+def _graph_line(timing: dict) -> str:
+    if timing.get("cuda_graph"):
+        return "on: each measured step replays one captured graph"
+    return "off: " + str(timing.get("cuda_graph_blocker") or "not recorded")
+
+
 def _facts(rec: dict) -> list[tuple[str, str]]:
     timing, memory = rec.get("timing") or {}, rec.get("memory") or {}
     energy, privacy = rec.get("energy") or {}, rec.get("privacy") or {}
@@ -54,6 +60,7 @@ def _facts(rec: dict) -> list[tuple[str, str]]:
             "timer",
             str(timing.get("mode")) + ("" if rec["config"]["breakdown"] else ", no breakdown"),
         ),
+        ("CUDA graph", _graph_line(timing)),
         ("table init (s)", _num(timing.get("init_s"), 2)),
         ("peak GPU memory", format_bytes(memory.get("gpu_peak_bytes"))),
         ("peak host memory (RSS)", format_bytes(memory.get("host_peak_bytes"))),

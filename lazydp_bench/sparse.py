@@ -12,12 +12,22 @@ from dataclasses import dataclass
 
 import torch
 
+from lazydp_bench.step_scalars import Scalar
+
 
 @dataclass(frozen=True)
 class SparseRows:
     rows: torch.Tensor  # [N] int64, unique among valid slots, padded with the last row
     values: torch.Tensor | None  # [N, D], zero in padded slots
     valid: torch.Tensor  # [N] bool
+
+
+def scale_arg(x: float | Scalar, device_path: bool) -> float | torch.Tensor:
+    """A scale factor as a code path should read it: a per-step `Scalar` is its device
+    tensor on the device path (what a CUDA graph replays) and its Python value on the host."""
+    if isinstance(x, Scalar):
+        return x.tensor if device_path else x.value
+    return x
 
 
 def unique_rows(rows: torch.Tensor) -> tuple[SparseRows, torch.Tensor]:
@@ -62,12 +72,15 @@ class SparseOps:
     wait for, so exact `torch.unique` is free, but PyTorch's CPU `index_add_` runs on one
     core; here the coalesced rows (unique, sorted) are split into contiguous parts that a
     thread pool updates in parallel (torch releases the GIL), which is race-free because
-    the parts touch disjoint rows.
+    the parts touch disjoint rows. `device_paths_on_host` runs the device code on the host
+    (tests check it there, where no GPU is).
     """
 
-    def __init__(self, threads: int) -> None:
+    def __init__(self, threads: int, device_paths_on_host: bool = False) -> None:
+        self.device_paths_on_host = device_paths_on_host
         self.threads = max(1, threads)
         self._pool = None
+        self._pinned: dict[str, torch.Tensor] = {}
 
     def _map(self, fn, parts: int) -> None:
         if parts == 1:
@@ -79,18 +92,21 @@ class SparseOps:
             self._pool = ThreadPoolExecutor(max_workers=self.threads)
         list(self._pool.map(fn, range(parts)))
 
+    def _device_path(self, tensor: torch.Tensor) -> bool:
+        return tensor.device.type != "cpu" or self.device_paths_on_host
+
     def _parts(self, n: int) -> list[int]:
         parts = max(1, min(self.threads, n // 4096))
         return [n * k // parts for k in range(parts + 1)]
 
     def unique(self, rows: torch.Tensor) -> SparseRows:
-        if rows.device.type != "cpu":
+        if self._device_path(rows):
             return unique_rows(rows)[0]
         uniq = torch.unique(rows.reshape(-1))
         return SparseRows(uniq, None, torch.ones_like(uniq, dtype=torch.bool))
 
     def coalesce(self, rows: torch.Tensor, values: torch.Tensor) -> SparseRows:
-        if rows.device.type != "cpu":
+        if self._device_path(rows):
             return coalesce(rows, values)
         uniq, inverse = torch.unique(rows.reshape(-1), return_inverse=True)
         order = torch.argsort(inverse)
@@ -105,43 +121,68 @@ class SparseOps:
         self._map(add, len(cuts) - 1)
         return SparseRows(uniq, summed, torch.ones_like(uniq, dtype=torch.bool))
 
-    def bag_row_gradients(self, rows: torch.Tensor, pooled_grad: torch.Tensor) -> SparseRows:
-        """Coalesced row gradients on the table's device (where `rows` live).
+    def bag_row_gradients(
+        self, rows: torch.Tensor, pooled_grad: torch.Tensor, out: torch.device
+    ) -> SparseRows:
+        """Coalesced row gradients, delivered on device `out`.
 
-        In hybrid placement the pooled gradient is still on the GPU: the bag rows go there
-        (small), the GPU coalesces exactly, and only unique rows cross PCIe. The copy back
-        synchronizes, as the transfer of the gradient to the host had to anyway.
+        They are computed where the pooled gradient is when that is a GPU (sync-free,
+        padded), else on the host. In hybrid placement the bag rows go to the GPU (small),
+        the GPU coalesces, and only the unique rows cross PCIe when `out` is the host.
         """
-        if rows.device.type == "cpu" and pooled_grad.device.type == "cuda":
-            on_gpu = rows.to(pooled_grad.device, non_blocking=True).reshape(-1)
-            dim = pooled_grad.shape[-1]
-            values = pooled_grad.unsqueeze(2).expand(*rows.shape, dim).reshape(-1, dim)
-            uniq, inverse = torch.unique(on_gpu, return_inverse=True)
-            summed = torch.zeros((uniq.numel(), dim), dtype=values.dtype, device=values.device)
-            summed.index_add_(0, inverse, values)
-            ones = torch.ones(uniq.numel(), dtype=torch.bool)
-            return SparseRows(uniq.cpu(), summed.cpu(), ones)
-        pooled_grad = pooled_grad.to(rows.device)
-        if rows.device.type != "cpu":
-            return bag_row_gradients(rows, pooled_grad)
+        if pooled_grad.device.type != "cpu":
+            on_gpu = rows.to(pooled_grad.device, non_blocking=True)
+            return self.to_device(bag_row_gradients(on_gpu, pooled_grad), out)
         dim = pooled_grad.shape[-1]
         values = pooled_grad.unsqueeze(2).expand(*rows.shape, dim).reshape(-1, dim)
-        return self.coalesce(rows.reshape(-1), values)
+        return self.to_device(self.coalesce(rows.reshape(-1), values), out)
+
+    def to_device(self, update: SparseRows, out: torch.device) -> SparseRows:
+        """`update` on device `out`. GPU -> host ships only the valid prefix, through pinned
+        staging buffers (reused: the result is valid until the next call), and waits for
+        it: the one intended device-to-host copy of a hybrid step."""
+        if update.rows.device.type == out.type:
+            return update
+        if out.type != "cpu":
+            return SparseRows(update.rows.to(out), update.values.to(out), update.valid.to(out))
+        count = int(update.valid.sum())
+        rows = self._staging("rows", update.rows.dtype, (count,))
+        values = self._staging("values", update.values.dtype, (count, update.values.shape[1]))
+        rows.copy_(update.rows[:count], non_blocking=True)
+        values.copy_(update.values[:count], non_blocking=True)
+        torch.cuda.current_stream(update.rows.device).synchronize()
+        return SparseRows(rows, values, torch.ones(count, dtype=torch.bool))
+
+    def _staging(self, name: str, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
+        numel = 1
+        for n in shape:
+            numel *= n
+        buf = self._pinned.get(name)
+        if buf is None or buf.dtype != dtype or buf.numel() < numel:
+            buf = torch.empty(max(numel, 1), dtype=dtype, pin_memory=True)
+            self._pinned[name] = buf
+        return buf[:numel].view(shape)
 
     def merge(
-        self, grads: SparseRows, grad_scale: float, rows: torch.Tensor, values: torch.Tensor
+        self,
+        grads: SparseRows,
+        grad_scale: float | Scalar,
+        rows: torch.Tensor,
+        values: torch.Tensor,
     ) -> SparseRows:
         """grad_scale * grads plus (rows, values), as one update with unique rows.
 
-        On the device: one padded coalesce of both. On the host both inputs are already
-        unique and `grads.rows` is sorted, so a binary search finds the shared rows: their
-        values are added in place and the rest appended, with no second sort of 2N rows.
+        On a GPU: one padded coalesce of both (the scale read from device memory). On the
+        host both inputs are already unique and `grads.rows` is sorted, so a binary search
+        finds the shared rows: their values are added in place and the rest appended, with
+        no second sort of 2N rows.
         """
-        if grads.rows.device.type != "cpu":
-            return coalesce(
-                torch.cat([grads.rows, rows]), torch.cat([grads.values * grad_scale, values])
-            )
-        summed = grads.values * grad_scale
+        device_path = self._device_path(grads.rows)
+        scale = scale_arg(grad_scale, device_path)
+        if device_path:
+            both = torch.cat([grads.values * scale, values])
+            return coalesce(torch.cat([grads.rows, rows]), both)
+        summed = grads.values * scale
         pos = torch.searchsorted(grads.rows, rows).clamp_(max=grads.rows.numel() - 1)
         shared = grads.rows[pos] == rows
         summed.index_add_(0, pos[shared], values[shared])
@@ -153,15 +194,25 @@ class SparseOps:
             torch.ones_like(out_rows, dtype=torch.bool),
         )
 
-    def add_rows(self, table: torch.Tensor, update: SparseRows, alpha: float = 1.0) -> None:
-        """table[rows] += alpha * values (rows coalesced; device padding adds zeros)."""
-        if table.device.type != "cpu":
-            table.index_add_(0, update.rows, update.values, alpha=alpha)
+    def add_rows(
+        self, table: torch.Tensor, update: SparseRows, alpha: float | Scalar = 1.0
+    ) -> None:
+        """table[rows] += alpha * values (rows coalesced; device padding adds zeros).
+
+        On a GPU a per-step scale is read from device memory and applied to
+        `update.values` in place (the update is consumed)."""
+        device_path = self._device_path(table)
+        scale = scale_arg(alpha, device_path)
+        if device_path:
+            if isinstance(scale, torch.Tensor):
+                update.values.mul_(scale)
+                scale = 1.0
+            table.index_add_(0, update.rows, update.values, alpha=scale)
             return
         cuts = self._parts(update.rows.numel())
 
         def add(k: int) -> None:
             lo, hi = cuts[k], cuts[k + 1]
-            table.index_add_(0, update.rows[lo:hi], update.values[lo:hi], alpha=alpha)
+            table.index_add_(0, update.rows[lo:hi], update.values[lo:hi], alpha=scale)
 
         self._map(add, len(cuts) - 1)

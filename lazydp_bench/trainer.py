@@ -29,6 +29,7 @@ from lazydp_bench.data.distributions import Distribution
 from lazydp_bench.energy import EnergyMeter
 from lazydp_bench.env import machine_info
 from lazydp_bench.errors import BenchError
+from lazydp_bench.graph_step import GraphedStep, graph_blocker
 from lazydp_bench.init import init_table
 from lazydp_bench.model import DLRM
 from lazydp_bench.noise import make_engine
@@ -80,6 +81,7 @@ class RunPlan:
     limits: MemoryLimits
     privacy: PrivacyPlan | None
     threads: int
+    graph_blocker: str | None  # why the run cannot replay a captured step; None: it will
 
 
 def resolve_workload(name: str, table_size: str | None, elem_bytes: int = 4) -> Workload:
@@ -138,8 +140,32 @@ def plan_run(
     elif privacy is None:
         privacy = plan_privacy(config.privacy, batch)
     threads = config.host_threads or os.cpu_count() or 1
+    blocker = graph_blocker(
+        config.cuda_graph,
+        placement,
+        algo.graphable,
+        config.breakdown,
+        config.noise_impl,
+        config.privacy.noise_mode,
+        config.warmup,
+        algo.private,
+    )
+    if config.cuda_graph == "on" and blocker is not None:
+        raise BenchError(f"--cuda-graph on: {blocker}")
     return RunPlan(
-        config, algo, clipping, wl, batch, pooling, dist, placement, needs, limits, privacy, threads
+        config,
+        algo,
+        clipping,
+        wl,
+        batch,
+        pooling,
+        dist,
+        placement,
+        needs,
+        limits,
+        privacy,
+        threads,
+        blocker,
     )
 
 
@@ -265,24 +291,39 @@ def _measure(plan: RunPlan, progress: Progress, record: dict) -> None:
     meter = EnergyMeter(use_gpu=cuda is not None)
     meter.measure_idle()
 
+    graphed = GraphedStep(session) if plan.graph_blocker is None else None
+    step = graphed.warm_step if graphed else session.step
     progress.phase(f"{cfg.algo}: warm-up", cfg.warmup)
     last_step_s = None
     for t in range(cfg.warmup):
         t0 = time.perf_counter()
-        session.step(t, timer)
+        step(t, timer)
         _sync(placement.table_device)
         _sync(placement.mlp_device)
         last_step_s = time.perf_counter() - t0
         progress.advance()
     iterations = budget_iterations(cfg.iterations, cfg.max_seconds, last_step_s)
     record["config"]["iterations_measured"] = iterations
+    blocker = plan.graph_blocker
+    if graphed:
+        progress.phase(f"{cfg.algo}: capture CUDA graph", None)
+        try:
+            graphed.capture()
+            step = graphed.step
+        except Exception as exc:  # auto falls back to eager steps and says why
+            if cfg.cuda_graph == "on":
+                raise
+            torch.cuda.synchronize()
+            blocker, step = f"capture failed: {_first_line(exc)}", session.step
+    record["timing"]["cuda_graph"] = blocker is None
+    record["timing"]["cuda_graph_blocker"] = blocker
 
     progress.phase(f"{cfg.algo}: measure", iterations)
     timer.enabled = True
     meter.begin()
     for t in range(cfg.warmup, cfg.warmup + iterations):
         timer.begin_step()
-        session.step(t, timer)
+        step(t, timer)
         timer.end_step()
         progress.advance()
     step_ms, per_step = timer.finish()
@@ -362,6 +403,7 @@ def _base_record(plan: RunPlan) -> dict:
             "noise_impl": cfg.noise_impl,
             "noise_mode": cfg.privacy.noise_mode,
             "breakdown": cfg.breakdown,
+            "cuda_graph": cfg.cuda_graph,
             "dtype": cfg.dtype,
             "chunk_bytes": cfg.chunk_bytes,
             "host_threads": plan.threads,

@@ -63,12 +63,13 @@ def tiny_config(
     **overrides,
 ) -> RunConfig:
     """fp64 run on the `tiny` workload (pooling 3: bags hold duplicate rows) with an explicit
-    sigma, no warm-up; `overrides` replace any other RunConfig field."""
+    sigma, no warm-up; `device` is cpu, cuda (gpu placement) or hybrid; `overrides` replace
+    any other RunConfig field."""
     base = RunConfig(
         algo=algo,
         workload="tiny",
         table_size=None,
-        placement="gpu" if device == "cuda" else "cpu",
+        placement={"cuda": "gpu", "hybrid": "hybrid"}.get(device, "cpu"),
         iterations=steps,
         warmup=0,
         seed=seed,

@@ -56,6 +56,10 @@ def test_run_writes_one_complete_record_with_every_stage(tmp_path):
     assert rec["timing"]["measured_iters"] == 3 and len(rec["timing"]["step_ms_raw"]) == 3
     assert rec["timing"]["mode"] == "sync_wall"
     assert rec["memory"]["history_table_bytes"] == 467 * 4
+    assert rec["memory"]["history_table_device"] == "cpu"
+    assert rec["timing"]["cuda_graph"] is False
+    assert "needs gpu placement" in rec["timing"]["cuda_graph_blocker"]
+    assert rec["config"]["cuda_graph"] == "auto"
     assert rec["timing"]["flush_ms"] is not None
     assert rec["energy"]["gpu_j_per_step"] is None and rec["energy"]["reason"]
     assert rec["env"]["torch"] and "commit" in rec["env"]
@@ -102,6 +106,8 @@ def test_run_several_algorithms_appends_one_record_each(tmp_path):
         (("--algo", "sgd", "--clipping", "ghost"), "--clipping applies to private"),
         (("--placement", "hybrid"), "needs a CUDA GPU"),
         (("--chunk-size", "1KB"), "chunk bound must be at least 4 KiB"),
+        (("--cuda-graph", "always"), "unknown --cuda-graph"),
+        (("--cuda-graph", "on", "--placement", "cpu"), "--cuda-graph on: needs gpu placement"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):

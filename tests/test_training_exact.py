@@ -71,23 +71,14 @@ def test_noise_free_unclipped_dp_equals_sgd(algo):
 
 @pytest.fixture
 def device_sparse_path(monkeypatch):
-    """Route the CPU runs through the sync-free padded functions the GPU path uses."""
+    """Route the CPU runs through the sync-free padded code the GPU path uses, including
+    per-step scales read from tensors."""
     from lazydp_bench import sparse
 
-    monkeypatch.setattr(sparse.SparseOps, "unique", lambda self, rows: sparse.unique_rows(rows)[0])
-    monkeypatch.setattr(sparse.SparseOps, "coalesce", lambda self, r, v: sparse.coalesce(r, v))
-
-    def merge(self, grads, scale, rows, values):
-        return sparse.coalesce(
-            torch.cat([grads.rows, rows]), torch.cat([grads.values * scale, values])
-        )
-
-    monkeypatch.setattr(sparse.SparseOps, "merge", merge)
-
-    def add_rows(self, table, update, alpha=1.0):
-        table.index_add_(0, update.rows, update.values, alpha=alpha)
-
-    monkeypatch.setattr(sparse.SparseOps, "add_rows", add_rows)
+    init = sparse.SparseOps.__init__
+    monkeypatch.setattr(
+        sparse.SparseOps, "__init__", lambda self, threads: init(self, threads, True)
+    )
 
 
 @pytest.mark.usefixtures("device_sparse_path")

@@ -1,5 +1,10 @@
 """The shape every algorithm shares: forward, clipping (which times the backward stages),
-then a model update named after the paper's stages. Subclasses implement `update`."""
+then a model update named after the paper's stages. Subclasses implement `update`.
+
+`step(t, ...)` = `prepare(t)` (step t's lr, noise std, seeds into device memory, see
+`step_scalars.py`) + `run_step(...)`, which reads only device-resident values when it
+runs on a GPU, so a CUDA graph can capture `run_step` once and replay it every step.
+Algorithms that cannot be replayed that way say so with `graphable = False`."""
 
 from __future__ import annotations
 
@@ -12,14 +17,11 @@ from lazydp_bench.clipping import ClipResult, get_clipping
 from lazydp_bench.config import LRSchedule
 from lazydp_bench.data import Batch
 from lazydp_bench.model import DLRM, ForwardState
-from lazydp_bench.noise.base import derive_seed
 from lazydp_bench.noise.registry import EngineSet
 from lazydp_bench.profiling import StageTimer
 from lazydp_bench.sparse import SparseOps, SparseRows
 from lazydp_bench.stages import Stage
-
-# Noise streams: one seed space per purpose so no two draws share randomness.
-STREAM_TABLE, STREAM_MLP, STREAM_SPARSE, STREAM_FLUSH = 0, 1, 2, 3
+from lazydp_bench.step_scalars import Scalar, StepScalars
 
 
 @dataclass
@@ -44,6 +46,7 @@ class Algorithm:
     private: ClassVar[bool] = True
     dp_equivalent: ClassVar[bool | None] = True  # None: not private at all
     history_table: ClassVar[bool] = False  # needs a per-row history table (memory estimate)
+    graphable: ClassVar[bool] = True  # run_step reads every per-step value from the device
 
     def __init__(self, ctx: AlgoContext) -> None:
         self.ctx = ctx
@@ -51,23 +54,38 @@ class Algorithm:
         self.clipping = ctx.clipping or self.default_clipping
         self._clip = get_clipping(self.clipping)
         self.steps_done = 0
+        self.scalars = StepScalars(
+            ctx.lr.lr,
+            ctx.batch_size,
+            ctx.noise_multiplier * ctx.clip_norm,
+            ctx.seed,
+            ctx.total_steps,
+            self.step_devices(),
+            self.model.dtype,
+        )
+
+    def step_devices(self) -> list[torch.device]:
+        """Devices whose kernels read per-step values."""
+        return [self.model.table.device, self.model.mlp_device]
 
     # ----- the step -----------------------------------------------------------------
     def step(self, t: int, batch: Batch, next_batch: Batch, timer: StageTimer) -> None:
+        self.prepare(t)
+        self.run_step(batch, next_batch, timer)
+        self.steps_done = t + 1
+
+    def prepare(self, t: int, fixed_capacity: bool = False) -> None:
+        self.scalars.prepare(t, fixed_capacity)
+
+    def run_step(self, batch: Batch, next_batch: Batch, timer: StageTimer) -> None:
         with timer.stage(Stage.FORWARD):
             fs = self.model.forward(batch)
         clipped = self._clip(self.model, fs, self.ctx.clip_norm, timer)
         with torch.no_grad(), timer.stage(Stage.MODEL_UPDATE):
-            self.update(t, fs, clipped, next_batch, timer)
-        self.steps_done = t + 1
+            self.update(fs, clipped, next_batch, timer)
 
     def update(
-        self,
-        t: int,
-        fs: ForwardState,
-        clipped: ClipResult,
-        next_batch: Batch,
-        timer: StageTimer,
+        self, fs: ForwardState, clipped: ClipResult, next_batch: Batch, timer: StageTimer
     ) -> None:
         raise NotImplementedError
 
@@ -79,40 +97,51 @@ class Algorithm:
         return {"history_table_bytes": None}
 
     # ----- helpers shared by subclasses ----------------------------------------------
-    def lr_over_batch(self, t: int) -> float:
-        return self.ctx.lr.lr(t) / self.ctx.batch_size
+    def scalar(self, name: str, device: torch.device) -> Scalar:
+        """Step t's value of `name` (see step_scalars.FLOAT_FIELDS / INT_FIELDS)."""
+        return self.scalars.get(name, device)
 
     @property
     def noise_std(self) -> float:
         """sigma * C / B: std of one step's noise per element, before the learning rate."""
         return self.ctx.noise_multiplier * self.ctx.clip_norm / self.ctx.batch_size
 
-    def row_gradients(self, fs: ForwardState, clipped: ClipResult, timer) -> SparseRows:
-        """Coalesced row gradients on the table's device. The pooled gradient is still where
-        it was computed; only what must cross to the table's device does (in hybrid, the
-        coalesced rows)."""
+    def row_gradients(
+        self, fs: ForwardState, clipped: ClipResult, timer, on: torch.device | None = None
+    ) -> SparseRows:
+        """Coalesced row gradients on device `on` (default: the table's). They are computed
+        where the pooled gradient is (the GPU, in hybrid) and only what must cross to `on`
+        does: in hybrid, the coalesced rows."""
+        on = self.model.table.device if on is None else on
         with timer.stage(Stage.GRAD_COALESCE):
-            return self.ctx.sparse.bag_row_gradients(fs.rows, clipped.pooled_grad)
+            return self.ctx.sparse.bag_row_gradients(fs.rows, clipped.pooled_grad, on)
 
-    def noise_seed(self, t: int, stream: int) -> int:
-        return derive_seed(self.ctx.seed, t, stream)
-
-    def dense_noise(self, target: torch.Tensor, std: float, seed: int, timer) -> None:
+    def add_noise(
+        self,
+        target: torch.Tensor,
+        std: Scalar | torch.Tensor,
+        seed: Scalar,
+        timer: StageTimer,
+    ) -> None:
+        """target += std * N(0, 1) (or std in unit mode), by the engine of its device."""
         if self.ctx.noise_mode == "off":
             return
         engine = self.ctx.engines.for_device(target.device)
         engine.add_noise(target, std, seed, timer, unit=self.ctx.noise_mode == "unit")
 
-    def update_mlp(self, t: int, clipped: ClipResult, timer: StageTimer, noisy: bool) -> None:
+    def update_mlp(self, clipped: ClipResult, timer: StageTimer, noisy: bool) -> None:
         """MLPs: w -= lr/B * (sum clipped + N(0, sigma^2 C^2)), dense, every step."""
-        scale = self.lr_over_batch(t)
+        device = self.model.mlp_device
         with timer.stage(Stage.NOISY_GRAD if noisy else Stage.PARAM_UPDATE):
-            self.model.flat_params.add_(clipped.mlp_grad, alpha=-scale)
+            alpha = self.scalar("alpha", device)
+            if device.type == "cpu":
+                self.model.flat_params.add_(clipped.mlp_grad, alpha=alpha.value)
+            else:
+                self.model.flat_params.addcmul_(clipped.mlp_grad, alpha.tensor)
         if noisy:
-            seed = self.noise_seed(t, STREAM_MLP)
-            self.dense_noise(
+            self.add_noise(
                 self.model.flat_params,
-                -scale * self.ctx.noise_multiplier * self.ctx.clip_norm,
-                seed,
+                self.scalar("noise_alpha", device),
+                self.scalar("seed_mlp", device),
                 timer,
             )

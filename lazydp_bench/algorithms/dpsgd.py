@@ -8,20 +8,20 @@ whose time is the paper's noise sampling + parameter update (or the fused stage)
 
 from __future__ import annotations
 
-from lazydp_bench.algorithms.base import STREAM_TABLE, Algorithm
+from lazydp_bench.algorithms.base import Algorithm
 from lazydp_bench.algorithms.registry import register
 from lazydp_bench.stages import Stage
 
 
 class DenseDPSGD(Algorithm):
-    def update(self, t, fs, clipped, next_batch, timer) -> None:
-        scale = self.lr_over_batch(t)
+    def update(self, fs, clipped, next_batch, timer) -> None:
         grads = self.row_gradients(fs, clipped, timer)
+        table = self.model.table
         with timer.stage(Stage.NOISY_GRAD):
-            self.ctx.sparse.add_rows(self.model.table, grads, alpha=-scale)
-        std = -scale * self.ctx.noise_multiplier * self.ctx.clip_norm
-        self.dense_noise(self.model.table, std, self.noise_seed(t, STREAM_TABLE), timer)
-        self.update_mlp(t, clipped, timer, noisy=True)
+            self.ctx.sparse.add_rows(table, grads, self.scalar("alpha", table.device))
+        std = self.scalar("noise_alpha", table.device)
+        self.add_noise(table, std, self.scalar("seed_table", table.device), timer)
+        self.update_mlp(clipped, timer, noisy=True)
 
 
 @register

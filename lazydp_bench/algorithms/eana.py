@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from lazydp_bench.algorithms.base import STREAM_SPARSE, Algorithm
+from lazydp_bench.algorithms.base import Algorithm
 from lazydp_bench.algorithms.registry import register
 from lazydp_bench.profiling import NULL_TIMER
 from lazydp_bench.stages import Stage
@@ -21,20 +21,15 @@ class EANA(Algorithm):
     default_clipping = "ghost"
     dp_equivalent = False
 
-    def update(self, t, fs, clipped, next_batch, timer) -> None:
-        scale = self.lr_over_batch(t)
+    def update(self, fs, clipped, next_batch, timer) -> None:
         grads = self.row_gradients(fs, clipped, timer)
+        table = self.model.table
         with timer.stage(Stage.NOISE_SAMPLING):
             noise = torch.zeros_like(grads.values)
             std = grads.valid.to(noise.dtype).mul_(self.noise_std)
-            if self.ctx.noise_mode != "off":
-                engine = self.ctx.engines.for_device(noise.device)
-                unit = self.ctx.noise_mode == "unit"
-                engine.add_noise(
-                    noise, std, self.noise_seed(t, STREAM_SPARSE), NULL_TIMER, unit=unit
-                )
+            self.add_noise(noise, std, self.scalar("seed_sparse", noise.device), NULL_TIMER)
         with timer.stage(Stage.NOISY_GRAD):
             grads.values.add_(noise)
         with timer.stage(Stage.PARAM_UPDATE):
-            self.ctx.sparse.add_rows(self.model.table, grads, alpha=-scale)
-        self.update_mlp(t, clipped, timer, noisy=True)
+            self.ctx.sparse.add_rows(table, grads, self.scalar("alpha", table.device))
+        self.update_mlp(clipped, timer, noisy=True)

@@ -9,6 +9,11 @@ with the gradient into one coalesced sparse update; then HT[r] = t + 1. A prefix
 lr_s^2 keeps a learning-rate schedule exact. `finalize()` flushes every row's pending
 noise (dense, chunked), so the released model is distributed exactly as DP-SGD's.
 
+HT lives where the per-step noise work runs (`work_device`): with the table, except in
+hybrid placement, where the GPU holds HT (0.78 % of the table), draws the queue's noise
+and merges it with the gradient rows it just coalesced, so the host only applies one
+update instead of drawing noise and merging on its cores.
+
 `lazydp-noans` keeps the lazy update but draws each pending step's noise separately, to
 show what aggregation buys. Momentum and weight decay would break the equivalence; the
 tool's SGD has neither, and `LazyDP.check_optimizer` refuses them with the reason.
@@ -20,16 +25,24 @@ import time
 
 import torch
 
-from lazydp_bench.algorithms.base import STREAM_FLUSH, STREAM_SPARSE, AlgoContext, Algorithm
+from lazydp_bench.algorithms.base import AlgoContext, Algorithm
 from lazydp_bench.algorithms.registry import register
 from lazydp_bench.errors import BenchError
-from lazydp_bench.noise.base import derive_seed
-from lazydp_bench.profiling import NULL_TIMER, StageTimer
+from lazydp_bench.profiling import NULL_TIMER
+from lazydp_bench.seeds import derive_seed
 from lazydp_bench.stages import Stage
+from lazydp_bench.step_scalars import STREAM_FLUSH, Scalar
 
 
 def history_dtype(total_steps: int) -> torch.dtype:
     return torch.int32 if total_steps < 2**31 - 1 else torch.int64
+
+
+def work_device(table: torch.device, mlp: torch.device) -> torch.device:
+    """Where the per-step noise work runs: the table's device, except in hybrid placement,
+    where the GPU draws the input queue's noise and merges it with the gradient (both are
+    small) and only the merged update crosses PCIe to the host table."""
+    return mlp if table.type == "cpu" and mlp.type == "cuda" else table
 
 
 class LazyDP(Algorithm):
@@ -39,9 +52,9 @@ class LazyDP(Algorithm):
     def __init__(self, ctx: AlgoContext):
         super().__init__(ctx)
         self.check_optimizer(ctx.lr.momentum, ctx.lr.weight_decay)
-        table = self.model.table
+        self.device = work_device(self.model.table.device, self.model.mlp_device)
         self.history = torch.zeros(
-            table.shape[0], dtype=history_dtype(ctx.total_steps), device=table.device
+            self.model.table.shape[0], dtype=history_dtype(ctx.total_steps), device=self.device
         )
         self._prefix_steps = -1
         self._extend_prefix(ctx.total_steps)
@@ -57,82 +70,90 @@ class LazyDP(Algorithm):
 
     # ----- pending-noise accounting ---------------------------------------------------
     def _extend_prefix(self, steps: int) -> None:
-        """S1[k] = sum_{s<k} lr_s and S2[k] = sum_{s<k} lr_s^2, on the table's device."""
+        """S1[k] = sum_{s<k} lr_s and S2[k] = sum_{s<k} lr_s^2, on the work device."""
         if steps <= self._prefix_steps:
             return
         lrs = torch.tensor([self.ctx.lr.lr(s) for s in range(steps)], dtype=torch.float64)
         zero = torch.zeros(1, dtype=torch.float64)
-        device = self.model.table.device
-        self._s1 = torch.cat([zero, lrs.cumsum(0)]).to(device)
-        self._s2 = torch.cat([zero, lrs.square().cumsum(0)]).to(device)
-        self._lrs = lrs.to(device)
+        self._s1 = torch.cat([zero, lrs.cumsum(0)]).to(self.device)
+        self._s2 = torch.cat([zero, lrs.square().cumsum(0)]).to(self.device)
+        self._lrs = lrs.to(self.device)
         self._prefix_steps = steps
 
-    def pending_terms(self, last: torch.Tensor, upto: int) -> list[torch.Tensor]:
+    def pending_terms(self, last: torch.Tensor, upto: int | Scalar) -> list[torch.Tensor]:
         """Per-row std of each independent draw owed for steps last..upto-1 (>= 0).
 
         With ANS this is one term, (sigma C / B) sqrt(S2[upto] - S2[last]); in unit mode
         the draws are all 1, so the aggregate is the plain sum (sigma C / B)(S1[upto] - S1[last]).
+        `upto` is read from device memory (a graph replays it); only lazydp-noans, which is
+        not graphable, loops over its Python value.
         """
-        self._extend_prefix(upto)
+        if not isinstance(upto, Scalar):
+            upto = Scalar(upto, torch.full((), upto, dtype=torch.int64, device=self.device))
+        self._extend_prefix(int(upto.value))
         last = last.long()
         base = self.noise_std
-        unit = self.ctx.noise_mode == "unit"
         if self.aggregate:
-            if unit:
-                owed = self._s1[upto] - self._s1[last]
-            else:
-                owed = (self._s2[upto] - self._s2[last]).clamp_(min=0).sqrt_()
+            unit = self.ctx.noise_mode == "unit"
+            prefix = self._s1 if unit else self._s2
+            owed = prefix.index_select(0, upto.tensor.view(1)) - prefix.index_select(0, last)
+            if not unit:
+                owed = owed.clamp_(min=0).sqrt_()
             return [(owed * base).to(self.model.dtype)]
-        return [((last <= s) * (self._lrs[s] * base)).to(self.model.dtype) for s in range(upto)]
+        return [
+            ((last <= s) * (self._lrs[s] * base)).to(self.model.dtype)
+            for s in range(int(upto.value))
+        ]
 
-    def _add_owed(
-        self, target: torch.Tensor, terms: list[torch.Tensor], seed: int, timer: StageTimer
-    ) -> None:
+    def _add_owed(self, target: torch.Tensor, terms: list[torch.Tensor], seed: int) -> None:
         """target -= sum_k terms[k] * z_k (z_k independent standard normals, or 1s)."""
-        if self.ctx.noise_mode == "off":
-            return
-        engine = self.ctx.engines.for_device(target.device)
-        unit = self.ctx.noise_mode == "unit"
         for k, std in enumerate(terms):
-            engine.add_noise(target, -std, derive_seed(seed, k), timer, unit=unit)
+            seed_k = seed if len(terms) == 1 else derive_seed(seed, k)
+            self.add_noise(target, -std, seed_k, NULL_TIMER)
 
     # ----- the step -------------------------------------------------------------------
-    def update(self, t, fs, clipped, next_batch, timer) -> None:
-        scale = self.lr_over_batch(t)
-        grads = self.row_gradients(fs, clipped, timer)
+    def update(self, fs, clipped, next_batch, timer) -> None:
+        dev, sparse = self.device, self.ctx.sparse
+        grads = self.row_gradients(fs, clipped, timer, on=dev)
         with timer.stage(Stage.LAZYDP_OVERHEAD):
-            queue = self.ctx.sparse.unique(next_batch.rows)  # input queue: rows read at t + 1
-            last = self.history[queue.rows]
-            self.history.index_fill_(0, queue.rows, t + 1)
-            terms = [std * queue.valid for std in self.pending_terms(last, t + 1)]
+            # input queue: the unique rows step t + 1 reads
+            queue = sparse.unique(next_batch.rows.to(dev, non_blocking=True))
+            last = self.history.index_select(0, queue.rows)
+            t_next = self.scalar("t_next", dev)
+            self.history.scatter_(
+                0, queue.rows, t_next.tensor.to(self.history.dtype).expand_as(queue.rows)
+            )
+            terms = [std * queue.valid for std in self.pending_terms(last, t_next)]
         with timer.stage(Stage.NOISE_SAMPLING):
             noise = torch.zeros(
-                (queue.rows.numel(), self.model.table.shape[1]),
-                dtype=self.model.dtype,
-                device=self.model.table.device,
+                (queue.rows.numel(), self.model.table.shape[1]), dtype=self.model.dtype, device=dev
             )
-            self._add_owed(noise, terms, self.noise_seed(t, STREAM_SPARSE), NULL_TIMER)
+            seed = self.scalar("seed_sparse", dev)
+            self._add_owed(noise, terms, seed if len(terms) == 1 else seed.value)
         with timer.stage(Stage.NOISY_GRAD):
-            merged = self.ctx.sparse.merge(grads, -scale, queue.rows, noise)
+            merged = sparse.merge(grads, self.scalar("alpha", dev), queue.rows, noise)
         with timer.stage(Stage.PARAM_UPDATE):
-            self.ctx.sparse.add_rows(self.model.table, merged)
-        self.update_mlp(t, clipped, timer, noisy=True)
+            sparse.add_rows(self.model.table, sparse.to_device(merged, self.model.table.device))
+        self.update_mlp(clipped, timer, noisy=True)
 
     def flush(self) -> None:
         """Give every row all its pending noise; idempotent (a second flush adds nothing)."""
         table, upto = self.model.table, self.steps_done
-        step = max(1, self.ctx.engines.for_device(table.device).rows_per_chunk(table))
+        engine = self.ctx.engines.for_device(table.device)
+        step = max(1, engine.rows_per_chunk(table))
+        upto_s = Scalar(upto, torch.full((), upto, dtype=torch.int64, device=self.device))
+        # ^ built once: every chunk's terms read the same step count
         for chunk, start in enumerate(range(0, table.shape[0], step)):
             stop = min(table.shape[0], start + step)
-            terms = self.pending_terms(self.history[start:stop], upto)
+            terms = self.pending_terms(self.history[start:stop], upto_s)
+            terms = [std.to(table.device) for std in terms]
             seed = derive_seed(self.ctx.seed, STREAM_FLUSH, upto, chunk)
-            self._add_owed(table[start:stop], terms, seed, NULL_TIMER)
+            self._add_owed(table[start:stop], terms, seed)
             self.history[start:stop] = upto
 
     def finalize(self) -> float:
         """Flush and time it (synchronized wall clock); called at the end of every run."""
-        sync = self.model.table.device.type == "cuda"
+        sync = torch.cuda.is_available()
         if sync:
             torch.cuda.synchronize()
         start = time.perf_counter()
@@ -144,7 +165,10 @@ class LazyDP(Algorithm):
         return self.flush_ms
 
     def record_extras(self) -> dict:
-        return {"history_table_bytes": self.history.numel() * self.history.element_size()}
+        return {
+            "history_table_bytes": self.history.numel() * self.history.element_size(),
+            "history_table_device": str(self.history.device),
+        }
 
 
 @register
@@ -160,3 +184,4 @@ class LazyDPNoAns(LazyDP):
     summary = "LazyDP without aggregation: one draw per pending step (shows what ANS buys)"
     default_clipping = "ghost"
     aggregate = False
+    graphable = False  # the number of draws per row changes with the step

@@ -15,8 +15,9 @@ class SGD(Algorithm):
     private = False
     dp_equivalent = None
 
-    def update(self, t, fs, clipped, next_batch, timer) -> None:
+    def update(self, fs, clipped, next_batch, timer) -> None:
         grads = self.row_gradients(fs, clipped, timer)
+        table = self.model.table
         with timer.stage(Stage.PARAM_UPDATE):
-            self.ctx.sparse.add_rows(self.model.table, grads, alpha=-self.lr_over_batch(t))
-        self.update_mlp(t, clipped, timer, noisy=False)
+            self.ctx.sparse.add_rows(table, grads, self.scalar("alpha", table.device))
+        self.update_mlp(clipped, timer, noisy=False)

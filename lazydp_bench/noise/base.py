@@ -7,61 +7,62 @@ from abc import ABC, abstractmethod
 import torch
 
 from lazydp_bench.profiling import StageTimer
+from lazydp_bench.seeds import derive_seed
+from lazydp_bench.step_scalars import Scalar
 
-_MASK64 = (1 << 64) - 1
+__all__ = ["DenseNoiseEngine", "Scalar", "derive_seed", "scalar_arg"]
 
-
-def _splitmix64(x: int) -> int:
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
+Std = float | torch.Tensor  # a scalar, a 0-dim device tensor, or one std per row
+SeedArg = int | torch.Tensor  # a seed, or a 0-dim int64 tensor on the target's device
 
 
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed from (run seed, step, stream, chunk, ...): reproducible and decorrelated."""
-    h = 0
-    for p in parts:
-        h = _splitmix64(h ^ (int(p) & _MASK64))
-    return h >> 1
+def scalar_arg(x, device: torch.device, reads_device: bool):
+    """A per-step `Scalar` becomes its device tensor for engines that read device memory
+    (what a CUDA graph replays) and its Python value for the others; anything else passes."""
+    if isinstance(x, Scalar):
+        return x.tensor if reads_device and device.type != "cpu" else x.value
+    return x
 
 
 class DenseNoiseEngine(ABC):
     """Adds std * N(0, 1) to every element of a 2-D tensor in place.
 
-    `std` is a scalar or a per-row tensor [rows] on the target's device (LazyDP's flush,
-    where each row owes a different amount of noise). In `unit` mode every standard
-    normal is replaced by 1.0, so accumulated noise can be checked exactly.
+    `std` is a scalar (float, or a per-step `Scalar`) or a per-row tensor [rows] on the
+    target's device (LazyDP, where each row owes a different amount of noise). In `unit`
+    mode every standard normal is replaced by 1.0, so accumulated noise can be checked
+    exactly. `reads_device_scalars` engines take seeds and stds from device memory, so a
+    captured CUDA graph draws fresh noise every replay.
     """
 
     name: str = ""
+    reads_device_scalars: bool = False
 
     def __init__(self, chunk_bytes: int, threads: int) -> None:
         self.chunk_bytes = chunk_bytes
         self.threads = threads
 
-    def add_noise(
-        self,
-        target: torch.Tensor,
-        std: float | torch.Tensor,
-        seed: int,
-        timer: StageTimer,
-        unit: bool = False,
-    ) -> None:
+    def add_noise(self, target: torch.Tensor, std, seed, timer: StageTimer, unit: bool = False):
         target2d = target if target.dim() == 2 else target.view(-1, 1)
+        reads = self.reads_device_scalars
+        std = scalar_arg(std, target.device, reads or unit)
+        seed = scalar_arg(seed, target.device, reads)
         if unit:
             from lazydp_bench.stages import Stage
 
             with timer.stage(Stage.NOISY_UPDATE_FUSED):
-                target2d.add_(std if isinstance(std, float) else std.view(-1, 1))
+                per_row = isinstance(std, torch.Tensor) and std.dim() == 1
+                target2d.add_(std.view(-1, 1) if per_row else std)
             return
         # N(0, 1) is symmetric: only unit mode needs the sign of std.
-        std = abs(std) if isinstance(std, float) else std.abs()
+        if isinstance(std, float):
+            std = abs(std)
+        elif std.dim() == 1:
+            std = std.abs()
         self._add_gaussian(target2d, std, seed, timer)
 
     @abstractmethod
     def _add_gaussian(
-        self, target: torch.Tensor, std: float | torch.Tensor, seed: int, timer: StageTimer
+        self, target: torch.Tensor, std: Std, seed: SeedArg, timer: StageTimer
     ) -> None: ...
 
     @abstractmethod

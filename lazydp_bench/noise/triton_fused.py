@@ -3,14 +3,16 @@ table in place, a single read+write pass (the memory roofline: 2 x bytes / bandw
 
 Each program handles 4 x BLOCK consecutive elements with one `randn4x` call; launches are
 split into row-aligned chunks of at most 2**30 elements so int32 offsets never overflow,
-each chunk with its own seed derived from (seed, chunk).
+each chunk keyed by seed + chunk (Philox keys: independent streams). The seed, and a
+scalar std, are read from device memory, so a captured CUDA graph draws step t's noise on
+every replay instead of the noise of the step it was captured in.
 """
 
 from __future__ import annotations
 
 import torch
 
-from lazydp_bench.noise.base import DenseNoiseEngine, derive_seed
+from lazydp_bench.noise.base import DenseNoiseEngine, SeedArg, Std
 from lazydp_bench.profiling import StageTimer
 from lazydp_bench.stages import Stage
 
@@ -30,9 +32,18 @@ if AVAILABLE:
 
     @triton.jit
     def _noisy_update_kernel(
-        w_ptr, std_ptr, n_elements, cols, seed, scale, PER_ROW: tl.constexpr, BLOCK: tl.constexpr
+        w_ptr,
+        std_ptr,
+        seed_ptr,
+        n_elements,
+        cols,
+        chunk,
+        scale,
+        STD: tl.constexpr,  # 0: scale, 1: scale * std_ptr[0], 2: scale * std_ptr[row]
+        BLOCK: tl.constexpr,
     ):
         pid = tl.program_id(0)
+        seed = tl.load(seed_ptr) + chunk
         offs = tl.arange(0, BLOCK)
         i0 = pid * (4 * BLOCK) + offs
         i1 = i0 + BLOCK
@@ -47,16 +58,19 @@ if AVAILABLE:
         w2 = tl.load(w_ptr + i2, mask=m2)
         w3 = tl.load(w_ptr + i3, mask=m3)
         r0, r1, r2, r3 = tl.randn4x(seed, pid * BLOCK + offs)
-        if PER_ROW:
+        if STD == 2:
             s0 = tl.load(std_ptr + i0 // cols, mask=m0) * scale
             s1 = tl.load(std_ptr + i1 // cols, mask=m1) * scale
             s2 = tl.load(std_ptr + i2 // cols, mask=m2) * scale
             s3 = tl.load(std_ptr + i3 // cols, mask=m3) * scale
         else:
-            s0 = scale
-            s1 = scale
-            s2 = scale
-            s3 = scale
+            if STD == 1:  # noqa: SIM108 (constexpr branch: one variant compiled)
+                s0 = tl.load(std_ptr).to(tl.float32) * scale
+            else:
+                s0 = scale
+            s1 = s0
+            s2 = s0
+            s3 = s0
         tl.store(w_ptr + i0, w0 + (r0 * s0).to(w0.dtype), mask=m0)
         tl.store(w_ptr + i1, w1 + (r1 * s1).to(w1.dtype), mask=m1)
         tl.store(w_ptr + i2, w2 + (r2 * s2).to(w2.dtype), mask=m2)
@@ -65,30 +79,34 @@ if AVAILABLE:
 
 class TritonFusedEngine(DenseNoiseEngine):
     name = "triton-fused"
+    reads_device_scalars = True
 
     def _add_gaussian(
-        self, target: torch.Tensor, std: float | torch.Tensor, seed: int, timer: StageTimer
+        self, target: torch.Tensor, std: Std, seed: SeedArg, timer: StageTimer
     ) -> None:
         if not target.is_contiguous():
             raise ValueError("fused engine needs a contiguous tensor")
         rows, cols = target.shape
         rows_per_launch = max(1, _MAX_LAUNCH_ELEMS // cols)
-        per_row = not isinstance(std, float)
+        if not isinstance(seed, torch.Tensor):
+            seed = torch.full((), seed, dtype=torch.int64, device=target.device)
+        mode = 0 if isinstance(std, float) else (1 if std.dim() == 0 else 2)
         with timer.stage(Stage.NOISY_UPDATE_FUSED):
             for chunk, start in enumerate(range(0, rows, rows_per_launch)):
                 stop = min(rows, start + rows_per_launch)
                 part = target[start:stop]
                 n = part.numel()
-                std_part = std[start:stop] if per_row else part
+                std_arg = std[start:stop] if mode == 2 else (std if mode == 1 else part)
                 grid = (triton.cdiv(n, 4 * BLOCK),)
                 _noisy_update_kernel[grid](
                     part,
-                    std_part,
+                    std_arg,
+                    seed,
                     n,
                     cols,
-                    derive_seed(seed, chunk),
-                    1.0 if per_row else float(std),
-                    PER_ROW=per_row,
+                    chunk,
+                    std if mode == 0 else 1.0,
+                    STD=mode,
                     BLOCK=BLOCK,
                     num_warps=NUM_WARPS,
                 )
@@ -96,5 +114,5 @@ class TritonFusedEngine(DenseNoiseEngine):
     def describe(self, device: torch.device) -> dict[str, str]:
         return {
             "engine": "triton-fused",
-            "rng": "Triton Philox4x32 randn4x, seed per 2^30-element launch from (seed, chunk)",
+            "rng": "Triton Philox4x32 randn4x, key seed + chunk per 2^30-element launch",
         }

@@ -1,0 +1,116 @@
+"""Per-step values (learning rate, noise std, step index, noise seeds) kept in device memory.
+
+A CUDA graph replays the launches it captured with the arguments they had at capture: a
+Python float or int passed to a kernel would freeze step t's learning rate and seed into
+every replay. So every value that changes between steps lives in a tensor at a fixed
+address on each device the step runs on, and `prepare(t)` copies step t's row of a
+precomputed schedule into it (one small device-to-device copy per dtype per device,
+launched before the step, never waiting for the host). Host code and engines that take
+plain arguments read the Python copy (`Scalar.value`); code on a GPU reads `Scalar.tensor`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+
+from lazydp_bench.seeds import derive_seed
+
+# Noise streams: one seed space per purpose so no two draws share randomness.
+STREAM_TABLE, STREAM_MLP, STREAM_SPARSE, STREAM_FLUSH = 0, 1, 2, 3
+
+FLOAT_FIELDS = ("alpha", "noise_alpha")  # -lr_t / B and -lr_t sigma C / B
+INT_FIELDS = ("t_next", "seed_table", "seed_mlp", "seed_sparse")  # t + 1 and seeds of step t
+
+
+@dataclass(frozen=True)
+class Scalar:
+    """One per-step value, as a Python number and as a 0-dim tensor on one device."""
+
+    value: float | int
+    tensor: torch.Tensor
+
+
+def step_values(
+    t: int, lr: Callable[[int], float], batch: int, noise: float, seed: int
+) -> tuple[list[float], list[int]]:
+    """Step t's floats (FLOAT_FIELDS order) and ints (INT_FIELDS order)."""
+    alpha = -lr(t) / batch
+    seeds = [derive_seed(seed, t, s) for s in (STREAM_TABLE, STREAM_MLP, STREAM_SPARSE)]
+    return [alpha, alpha * noise], [t + 1, *seeds]
+
+
+class StepScalars:
+    """The schedule of every step's values on each device, and step t's current values.
+
+    `noise` is sigma * C (the std of one step's summed noise before lr / B).
+    """
+
+    def __init__(
+        self,
+        lr: Callable[[int], float],
+        batch: int,
+        noise: float,
+        seed: int,
+        steps: int,
+        devices: Iterable[torch.device],
+        dtype: torch.dtype,
+    ) -> None:
+        self._args = (lr, batch, noise, seed)
+        self._dtype = dtype
+        self._devices = list(dict.fromkeys(_key(d) for d in devices))
+        self._current = {
+            d: (
+                torch.zeros(len(FLOAT_FIELDS), dtype=dtype, device=d),
+                torch.zeros(len(INT_FIELDS), dtype=torch.int64, device=d),
+            )
+            for d in self._devices
+        }
+        self._build(max(1, steps))
+        self.t: int | None = None
+        self._values: dict[str, float | int] = {}
+
+    @property
+    def capacity(self) -> int:
+        return self._steps
+
+    def _build(self, steps: int) -> None:
+        rows = [step_values(t, *self._args) for t in range(steps)]
+        floats = torch.tensor([r[0] for r in rows], dtype=torch.float64).to(self._dtype)
+        ints = torch.tensor([r[1] for r in rows], dtype=torch.int64)
+        self._schedule = {d: (floats.to(d), ints.to(d)) for d in self._devices}
+        self._steps = steps
+
+    def prepare(self, t: int, fixed_capacity: bool = False) -> None:
+        """Make step t's values current. A graph replay needs `fixed_capacity`: growing the
+        schedule would move nothing the graph reads, but it must never be needed there."""
+        if t >= self._steps:
+            if fixed_capacity:
+                raise RuntimeError(f"step {t} is past the {self._steps} steps planned")
+            self._build(max(t + 1, 2 * self._steps))
+        for d in self._devices:
+            floats, ints = self._schedule[d]
+            cur_f, cur_i = self._current[d]
+            cur_f.copy_(floats[t], non_blocking=True)
+            cur_i.copy_(ints[t], non_blocking=True)
+        fl, it = step_values(t, *self._args)
+        self._values = dict(zip(FLOAT_FIELDS + INT_FIELDS, fl + it, strict=True))
+        self.t = t
+
+    def get(self, name: str, device: torch.device) -> Scalar:
+        if self.t is None:
+            raise RuntimeError("StepScalars.prepare(t) must run before the step reads values")
+        cur_f, cur_i = self._current[_key(device)]
+        if name in FLOAT_FIELDS:
+            return Scalar(self._values[name], cur_f[FLOAT_FIELDS.index(name)])
+        return Scalar(self._values[name], cur_i[INT_FIELDS.index(name)])
+
+
+def _key(device: torch.device | str) -> torch.device:
+    """`cuda` and `cuda:0` name the same device: key both by their index."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device

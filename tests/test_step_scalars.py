@@ -1,0 +1,89 @@
+"""Per-step values in device memory (what a CUDA graph replays) and when graphs are used."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lazydp_bench.config import LRSchedule
+from lazydp_bench.graph_step import graph_blocker
+from lazydp_bench.seeds import derive_seed
+from lazydp_bench.step_scalars import STREAM_MLP, STREAM_SPARSE, STREAM_TABLE, StepScalars
+
+CPU = torch.device("cpu")
+
+
+def _scalars(steps: int = 4) -> tuple[StepScalars, LRSchedule]:
+    lr = LRSchedule(base=0.5, decay=0.25)
+    return StepScalars(lr.lr, 8, 1.5, 42, steps, [CPU, CPU], torch.float64), lr
+
+
+@pytest.mark.parametrize("t", [0, 1, 3])
+def test_prepare_writes_step_t_values_into_fixed_tensors(t):
+    scalars, lr = _scalars()
+    scalars.prepare(0)
+    alpha_tensor = scalars.get("alpha", CPU).tensor
+    scalars.prepare(t)
+    alpha = scalars.get("alpha", CPU)
+    assert alpha.value == pytest.approx(-lr.lr(t) / 8)
+    assert alpha.tensor.item() == pytest.approx(alpha.value)
+    assert alpha.tensor.data_ptr() == alpha_tensor.data_ptr()  # same address every step
+    noise = scalars.get("noise_alpha", CPU)
+    assert noise.tensor.item() == pytest.approx(-lr.lr(t) / 8 * 1.5)
+    assert scalars.get("t_next", CPU).tensor.item() == t + 1
+    for name, stream in (
+        ("seed_table", STREAM_TABLE),
+        ("seed_mlp", STREAM_MLP),
+        ("seed_sparse", STREAM_SPARSE),
+    ):
+        seed = scalars.get(name, CPU)
+        assert seed.value == seed.tensor.item() == derive_seed(42, t, stream)
+
+
+def test_schedule_grows_eagerly_but_not_under_a_graph():
+    scalars, lr = _scalars(steps=2)
+    with pytest.raises(RuntimeError, match="past the 2 steps planned"):
+        scalars.prepare(2, fixed_capacity=True)
+    scalars.prepare(5)
+    assert scalars.capacity >= 6
+    assert scalars.get("alpha", CPU).tensor.item() == pytest.approx(-lr.lr(5) / 8)
+
+
+def test_reading_before_prepare_is_an_error():
+    scalars, _ = _scalars()
+    with pytest.raises(RuntimeError, match="prepare"):
+        scalars.get("alpha", CPU)
+
+
+GOOD = dict(
+    mode="auto",
+    placement="gpu",
+    graphable=True,
+    breakdown=False,
+    noise_impl="fused",
+    noise_mode="gaussian",
+    warmup=3,
+    private=True,
+)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"mode": "off"}, "--cuda-graph off"),
+        ({"placement": "hybrid"}, "needs gpu placement"),
+        ({"graphable": False}, "changes shape"),
+        ({"breakdown": True}, "--no-breakdown"),
+        ({"noise_impl": "torch"}, "torch noise engine"),
+        ({"noise_mode": "unit"}, "unit-noise"),
+        ({"warmup": 1}, "--warmup >= 2"),
+    ],
+)
+def test_graph_blocker_names_the_reason(change, reason):
+    assert reason in graph_blocker(**{**GOOD, **change})
+
+
+def test_graph_blocker_torch_engine_is_fine_for_sgd():
+    blocker = graph_blocker(**{**GOOD, "noise_impl": "torch", "private": False})
+    assert blocker in (None, "no CUDA device")
+    assert blocker == (None if torch.cuda.is_available() else "no CUDA device")
