@@ -2,8 +2,12 @@
 
 `torch.unique` must copy its output size to the host (a device sync). Here the output
 keeps the input's length N: the first `count` slots hold the sorted unique rows, the
-rest repeat the last row with zero values (and `valid` = False), so a following
-`index_add_` adds exact zeros there. No step ever waits for the host.
+rest (`valid` = False) hold the input's duplicate rows with zero values, so a following
+`index_add_` adds exact zeros there, spread over rows that the update touches anyway
+(padding with one repeated row made every padded slot's atomic adds collide on that
+row). No step ever waits for the host.
+
+Row ids below 2**31 are sorted as 32-bit keys (`narrow`): half the radix-sort passes.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from lazydp_bench.step_scalars import Scalar
 
 @dataclass(frozen=True)
 class SparseRows:
-    rows: torch.Tensor  # [N] int64, unique among valid slots, padded with the last row
+    rows: torch.Tensor  # [N] int64, unique among valid slots, padded with duplicate rows
     values: torch.Tensor | None  # [N, D], zero in padded slots
     valid: torch.Tensor  # [N] bool
 
@@ -30,15 +34,17 @@ def scale_arg(x: float | Scalar, device_path: bool) -> float | torch.Tensor:
     return x
 
 
-def unique_rows(rows: torch.Tensor) -> tuple[SparseRows, torch.Tensor]:
-    """Sorted unique rows (padded) and, for each input position, its slot in the output."""
+def unique_rows(rows: torch.Tensor, narrow: bool = False) -> tuple[SparseRows, torch.Tensor]:
+    """Sorted unique rows (padded) and, for each input position, its slot in the output.
+    `narrow`: every id is below 2**31, so the sort may use 32-bit keys."""
     flat = rows.reshape(-1)
     n = flat.numel()
-    sorted_rows, perm = torch.sort(flat)
+    sorted_rows, perm = torch.sort(flat.to(torch.int32) if narrow else flat)
+    sorted_rows = sorted_rows.to(flat.dtype)
     is_new = torch.ones(n, dtype=torch.bool, device=flat.device)
     is_new[1:] = sorted_rows[1:] != sorted_rows[:-1]
     seg_sorted = torch.cumsum(is_new, 0) - 1
-    uniq = sorted_rows[-1:].expand(n).clone()
+    uniq = sorted_rows.clone()  # slots past the unique count keep duplicate rows
     uniq.scatter_(0, seg_sorted, sorted_rows)
     valid = torch.arange(n, device=flat.device) <= seg_sorted[-1]
     slot = torch.empty_like(seg_sorted)
@@ -46,15 +52,17 @@ def unique_rows(rows: torch.Tensor) -> tuple[SparseRows, torch.Tensor]:
     return SparseRows(rows=uniq, values=None, valid=valid), slot
 
 
-def coalesce(rows: torch.Tensor, values: torch.Tensor) -> SparseRows:
+def coalesce(rows: torch.Tensor, values: torch.Tensor, narrow: bool = False) -> SparseRows:
     """Sum the values of duplicate rows: rows [N], values [N, D] -> unique rows, summed values."""
-    uniq, slot = unique_rows(rows)
+    uniq, slot = unique_rows(rows, narrow)
     summed = torch.zeros_like(values)
     summed.index_add_(0, slot, values)
     return SparseRows(rows=uniq.rows, values=summed, valid=uniq.valid)
 
 
-def bag_row_gradients(rows: torch.Tensor, pooled_grad: torch.Tensor) -> SparseRows:
+def bag_row_gradients(
+    rows: torch.Tensor, pooled_grad: torch.Tensor, narrow: bool = False
+) -> SparseRows:
     """Row gradients of sum-pooled bags, coalesced.
 
     rows [B, T, L] global ids, pooled_grad [B, T, D] on the same device: each row of a bag
@@ -62,7 +70,7 @@ def bag_row_gradients(rows: torch.Tensor, pooled_grad: torch.Tensor) -> SparseRo
     """
     _pooling, dim = rows.shape[-1], pooled_grad.shape[-1]
     values = pooled_grad.unsqueeze(2).expand(*rows.shape, dim).reshape(-1, dim)
-    return coalesce(rows.reshape(-1), values)
+    return coalesce(rows.reshape(-1), values, narrow)
 
 
 class SparseOps:
@@ -76,8 +84,11 @@ class SparseOps:
     (tests check it there, where no GPU is).
     """
 
-    def __init__(self, threads: int, device_paths_on_host: bool = False) -> None:
+    def __init__(
+        self, threads: int, device_paths_on_host: bool = False, table_rows: int | None = None
+    ) -> None:
         self.device_paths_on_host = device_paths_on_host
+        self.narrow = table_rows is not None and table_rows <= 2**31
         self.threads = max(1, threads)
         self._pool = None
         self._pinned: dict[str, torch.Tensor] = {}
@@ -101,13 +112,13 @@ class SparseOps:
 
     def unique(self, rows: torch.Tensor) -> SparseRows:
         if self._device_path(rows):
-            return unique_rows(rows)[0]
+            return unique_rows(rows, self.narrow)[0]
         uniq = torch.unique(rows.reshape(-1))
         return SparseRows(uniq, None, torch.ones_like(uniq, dtype=torch.bool))
 
     def coalesce(self, rows: torch.Tensor, values: torch.Tensor) -> SparseRows:
         if self._device_path(rows):
-            return coalesce(rows, values)
+            return coalesce(rows, values, self.narrow)
         uniq, inverse = torch.unique(rows.reshape(-1), return_inverse=True)
         order = torch.argsort(inverse)
         slots = inverse[order]
@@ -132,7 +143,7 @@ class SparseOps:
         """
         if pooled_grad.device.type != "cpu":
             on_gpu = rows.to(pooled_grad.device, non_blocking=True)
-            return self.to_device(bag_row_gradients(on_gpu, pooled_grad), out)
+            return self.to_device(bag_row_gradients(on_gpu, pooled_grad, self.narrow), out)
         dim = pooled_grad.shape[-1]
         values = pooled_grad.unsqueeze(2).expand(*rows.shape, dim).reshape(-1, dim)
         return self.to_device(self.coalesce(rows.reshape(-1), values), out)
@@ -181,7 +192,7 @@ class SparseOps:
         scale = scale_arg(grad_scale, device_path)
         if device_path:
             both = torch.cat([grads.values * scale, values])
-            return coalesce(torch.cat([grads.rows, rows]), both)
+            return coalesce(torch.cat([grads.rows, rows]), both, self.narrow)
         summed = grads.values * scale
         pos = torch.searchsorted(grads.rows, rows).clamp_(max=grads.rows.numel() - 1)
         shared = grads.rows[pos] == rows

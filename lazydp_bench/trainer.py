@@ -264,7 +264,7 @@ def build_session(plan: RunPlan) -> Session:
             noise_multiplier=plan.privacy.noise_multiplier if plan.privacy else 0.0,
             noise_mode=cfg.privacy.noise_mode,
             engines=engines,
-            sparse=SparseOps(plan.threads),
+            sparse=SparseOps(plan.threads, table_rows=plan.workload.total_rows),
             seed=cfg.seed,
             total_steps=cfg.total_steps,
             clipping=plan.clipping,

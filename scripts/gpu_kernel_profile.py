@@ -39,11 +39,14 @@ def profile_case(algo: str, clipping: str | None, size: str) -> None:
     events = [e for e in prof.key_averages() if e.device_time_total > 0]
     kernels = sum(e.count for e in events)
     busy = sum(e.device_time_total for e in events) / 1e3 / STEPS
-    print(f"## {algo}{'[' + clipping + ']' if clipping else ''} {size}: "
-          f"{kernels / STEPS:.0f} GPU ops/step, {busy:.3f} ms GPU busy/step")
+    print(
+        f"## {algo}{'[' + clipping + ']' if clipping else ''} {size}: "
+        f"{kernels / STEPS:.0f} GPU ops/step, {busy:.3f} ms GPU busy/step"
+    )
     events.sort(key=lambda e: -e.device_time_total)
     for e in events[:14]:
-        print(f"  {e.device_time_total / 1e3 / STEPS:7.3f} ms  x{e.count / STEPS:5.1f}  {e.key[:90]}")
+        ms, per_step = e.device_time_total / 1e3 / STEPS, e.count / STEPS
+        print(f"  {ms:7.3f} ms  x{per_step:5.1f}  {e.key[:90]}")
 
 
 if __name__ == "__main__":

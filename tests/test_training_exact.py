@@ -77,7 +77,7 @@ def device_sparse_path(monkeypatch):
 
     init = sparse.SparseOps.__init__
     monkeypatch.setattr(
-        sparse.SparseOps, "__init__", lambda self, threads: init(self, threads, True)
+        sparse.SparseOps, "__init__", lambda self, threads, **kw: init(self, threads, True, **kw)
     )
 
 
