@@ -1,7 +1,9 @@
 """Print the README's headline table (markdown) from stored records.
 
 Usage: python3 scripts/headline.py results/2026-11-23-h100
-Newest record per point; breakdown runs (the sweeps' default) are used for all columns.
+Newest record per point, as the step-time figures pick it (`plots.for_steps`): a CUDA-graph
+replay if there is one, else an eager end-to-end run, else a breakdown run; the `modes`
+column says which (g / e / b for SGD, DP-SGD(F), LazyDP).
 """
 
 from __future__ import annotations
@@ -9,19 +11,20 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from lazydp_bench.plots import figure_frame
+from lazydp_bench.plots import figure_frame, for_steps
 from lazydp_bench.results import load_records
 from lazydp_bench.units import format_bytes
 
 
 def main(paths: list[str]) -> None:
     df = figure_frame(load_records([Path(p) for p in paths]))
-    df = df[(df["workload"] == "mlperf-dlrm") & df["breakdown"] & (df["batch_size"] == 2048)]
+    df = df[(df["workload"] == "mlperf-dlrm") & (df["batch_size"] == 2048)]
+    df = for_steps(df[(df["pooling"] == 1) & (df["distribution"] == "uniform")])
     print(
-        "| placement | table | SGD ms | DP-SGD(F) ms | LazyDP ms | LazyDP-BK ms | "
+        "| placement | table | modes | SGD ms | DP-SGD(F) ms | LazyDP ms | LazyDP-BK ms | "
         "LazyDP vs DP-SGD(F) | LazyDP / SGD | J/step SGD / DP-SGD(F) / LazyDP |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for (placement, size), part in sorted(df.groupby(["placement", "table_bytes"])):
         get = {a: part[part["algo"] == a].iloc[0] for a in set(part["algo"])}
         if not {"sgd", "dpsgd-f", "lazydp"} <= set(get):
@@ -36,10 +39,16 @@ def main(paths: list[str]) -> None:
             else "n/a"
             for a in ("sgd", "dpsgd-f", "lazydp")
         )
+        modes = "/".join(_mode(get[a]) for a in ("sgd", "dpsgd-f", "lazydp"))
         print(
-            f"| {placement} | {format_bytes(size)} | {s:.1f} | {f:.1f} | {lz:.1f} | {bk_text} | "
+            f"| {placement} | {format_bytes(size)} | {modes} | {s:.1f} | {f:.1f} | {lz:.1f} | "
+            f"{bk_text} | "
             f"{f / lz:.1f}x | {lz / s:.2f} | {energy} |"
         )
+
+
+def _mode(row) -> str:
+    return "g" if row["cuda_graph"] else ("b" if row["breakdown"] else "e")
 
 
 if __name__ == "__main__":
