@@ -3,8 +3,9 @@ and return a complete result record.
 
 The measured loop only launches work and records timer marks: no `.item()`, printing or
 `time.time()` in it (progress callbacks run between steps). The one device-to-host copy is
-hybrid placement's intended PCIe crossing of the coalesced row gradients
-(`SparseOps.bag_row_gradients`); on gpu placement nothing waits for the host.
+hybrid placement's intended PCIe crossing of one coalesced row update (`SparseOps.to_device`);
+on gpu placement nothing waits for the host, and with `--no-breakdown` each measured step
+replays one captured CUDA graph (`graph_step.py`).
 """
 
 from __future__ import annotations
