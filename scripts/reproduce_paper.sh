@@ -9,6 +9,9 @@
 #   roofline  bench noise on the GPU and the host (Fig. 6)
 #   small     Fig. 3/5 grid at 96MB..9.6GB in gpu and hybrid, plus lazydp, dpsgd-bk, eana
 #   gpu-max   sgd, dpsgd-f, lazydp at the largest GPU-resident size (GPU_MAX, default 48GB)
+#   graphs    end-to-end gpu step times (CUDA-graph replays): 96MB/9.6GB/GPU_MAX, LazyDP-BK,
+#             and Fig. 10/11/12's batch sizes at GPU_MAX
+#   sens-gpu  Fig. 13(b-d) and 14 at 9.6GB on the GPU (graph replays)
 #   large     Fig. 10/11/12 and 14 at 96GB hybrid, batch 1024/2048/4096 (--max-seconds 40)
 #   sens      Fig. 13(b) pooling and 13(d) locality at 9.6GB hybrid; 13(c) RMC1-3 hybrid
 #   big       Fig. 13(a) 24/48/96/192GB hybrid (192GB needs ~180 GiB of host RAM)
@@ -31,6 +34,17 @@ for part in "$@"; do
       sweep --algo lazydp --clipping bookkeeping --table-size 96MB,9.6GB --placement gpu ;;
     gpu-max)
       sweep --algo sgd,dpsgd-f,lazydp --table-size "$GPU_MAX" --placement gpu ;;
+    graphs)
+      sweep --algo sgd,dpsgd-f,lazydp --table-size "96MB,9.6GB,$GPU_MAX" --placement gpu \
+        --no-breakdown --iterations 50 --warmup 5
+      sweep --algo lazydp --clipping bookkeeping --table-size "96MB,9.6GB,$GPU_MAX" \
+        --placement gpu --no-breakdown --iterations 50 --warmup 5
+      sweep --preset fig10 --table-size "$GPU_MAX" --placement gpu --no-breakdown ;;
+    sens-gpu)
+      for fig in fig13b fig13d fig14; do
+        sweep --preset $fig --table-size 9.6GB --placement gpu --no-breakdown
+      done
+      sweep --preset fig13c --table-size 9.6GB --placement gpu --no-breakdown ;;
     large)
       sweep --preset fig10 --placement hybrid --warmup 1 --iterations 5 --max-seconds 40
       sweep --preset fig14 --placement hybrid --warmup 1 --iterations 5 --max-seconds 40 ;;
