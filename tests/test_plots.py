@@ -154,3 +154,43 @@ def test_all_figures_listed():
         "fig14",
         "noise-roofline",
     ]
+
+
+def _variant(rec: dict, **changes) -> dict:
+    """A copy of a record with config/timing fields changed (a newer run of another mode)."""
+    out = json.loads(json.dumps(rec))
+    for key, value in changes.items():
+        part, field = key.split("__")
+        out[part][field] = value
+    out["created_utc"] = "2026-11-20T00:00:00+00:00"  # OLDER than the fixture's records
+    return out
+
+
+def test_step_figures_prefer_graph_replays_even_when_older(records):
+    base = [r for r in records if r.get("kind") is None]
+    sgd = next(r for r in base if r["config"]["algo"] == "sgd")
+    eager = _variant(sgd, config__breakdown=False, timing__step_median_ms=111.0)
+    eager["created_utc"] = "2026-11-30T00:00:00+00:00"  # newest
+    graph = _variant(sgd, config__breakdown=False, timing__cuda_graph=True)
+    graph["timing"]["step_median_ms"] = 0.5
+    res = make_figure("fig13a", [*records, eager, graph])
+    plt.close(res.figure)
+    placement, size = sgd["config"]["placement"], sgd["config"]["table_bytes"]
+    rows = res.data[(res.data["algo"] == "sgd") & (res.data["table_bytes"] == size)]
+    rows = rows[rows["panel"].str.endswith(placement)]
+    assert rows["value"].tolist() == [0.5]
+
+
+def test_sensitivity_figure_uses_the_size_whose_runs_vary_the_axis(records):
+    base = [r for r in records if r.get("kind") is None and r["config"]["placement"] == "gpu"]
+    small = min(r["config"]["table_bytes"] for r in base)
+    extra = [
+        _variant(r, config__pooling=10, timing__step_median_ms=r["timing"]["step_median_ms"] * 2)
+        for r in base
+        if r["config"]["table_bytes"] == small
+    ]
+    res = make_figure("fig13b", [*records, *extra])
+    assert res.figure is not None
+    plt.close(res.figure)
+    gpu = res.data[res.data["panel"].str.endswith("gpu")]
+    assert sorted(gpu["pooling"].unique()) == [1, 10]
