@@ -26,14 +26,6 @@ class SparseRows:
     valid: torch.Tensor  # [N] bool
 
 
-def scale_arg(x: float | Scalar, device_path: bool) -> float | torch.Tensor:
-    """A scale factor as a code path should read it: a per-step `Scalar` is its device
-    tensor on the device path (what a CUDA graph replays) and its Python value on the host."""
-    if isinstance(x, Scalar):
-        return x.tensor if device_path else x.value
-    return x
-
-
 def unique_rows(rows: torch.Tensor, narrow: bool = False) -> tuple[SparseRows, torch.Tensor]:
     """Sorted unique rows (padded) and, for each input position, its slot in the output.
     `narrow`: every id is below 2**31, so the sort may use 32-bit keys."""
@@ -189,7 +181,7 @@ class SparseOps:
         no second sort of 2N rows.
         """
         device_path = self._device_path(grads.rows)
-        scale = scale_arg(grad_scale, device_path)
+        scale = Scalar.resolve(grad_scale, device_path)
         if device_path:
             both = torch.cat([grads.values * scale, values])
             return coalesce(torch.cat([grads.rows, rows]), both, self.narrow)
@@ -213,7 +205,7 @@ class SparseOps:
         On a GPU a per-step scale is read from device memory and applied to
         `update.values` in place (the update is consumed)."""
         device_path = self._device_path(table)
-        scale = scale_arg(alpha, device_path)
+        scale = Scalar.resolve(alpha, device_path)
         if device_path:
             if isinstance(scale, torch.Tensor):
                 update.values.mul_(scale)

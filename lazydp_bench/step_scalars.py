@@ -32,6 +32,14 @@ class Scalar:
     value: float | int
     tensor: torch.Tensor
 
+    @staticmethod
+    def resolve(x, use_tensor: bool):
+        """A `Scalar` as code reads it: its device tensor where that code may be replayed by
+        a CUDA graph (`use_tensor`), its Python value elsewhere; anything else passes."""
+        if isinstance(x, Scalar):
+            return x.tensor if use_tensor else x.value
+        return x
+
 
 def step_values(
     t: int, lr: Callable[[int], float], batch: int, noise: float, seed: int

@@ -133,11 +133,11 @@ class Algorithm:
         """MLPs: w -= lr/B * (sum clipped + N(0, sigma^2 C^2)), dense, every step."""
         device = self.model.mlp_device
         with timer.stage(Stage.NOISY_GRAD if noisy else Stage.PARAM_UPDATE):
-            alpha = self.scalar("alpha", device)
-            if device.type == "cpu":
-                self.model.flat_params.add_(clipped.mlp_grad, alpha=alpha.value)
+            alpha = Scalar.resolve(self.scalar("alpha", device), device.type != "cpu")
+            if isinstance(alpha, float):
+                self.model.flat_params.add_(clipped.mlp_grad, alpha=alpha)
             else:
-                self.model.flat_params.addcmul_(clipped.mlp_grad, alpha.tensor)
+                self.model.flat_params.addcmul_(clipped.mlp_grad, alpha)
         if noisy:
             self.add_noise(
                 self.model.flat_params,

@@ -105,11 +105,17 @@ class LazyDP(Algorithm):
             for s in range(int(upto.value))
         ]
 
-    def _add_owed(self, target: torch.Tensor, terms: list[torch.Tensor], seed: int) -> None:
-        """target -= sum_k terms[k] * z_k (z_k independent standard normals, or 1s)."""
+    def _add_owed(
+        self, target: torch.Tensor, terms: list[torch.Tensor], seed: int | Scalar
+    ) -> None:
+        """target -= sum_k terms[k] * z_k (z_k independent standard normals, or 1s). One
+        term (ANS) uses `seed` as given, so a graph replay reads it from device memory."""
+        if len(terms) == 1:
+            self.add_noise(target, -terms[0], seed, NULL_TIMER)
+            return
+        base = Scalar.resolve(seed, use_tensor=False)
         for k, std in enumerate(terms):
-            seed_k = seed if len(terms) == 1 else derive_seed(seed, k)
-            self.add_noise(target, -std, seed_k, NULL_TIMER)
+            self.add_noise(target, -std, derive_seed(base, k), NULL_TIMER)
 
     # ----- the step -------------------------------------------------------------------
     def update(self, fs, clipped, next_batch, timer) -> None:
@@ -128,8 +134,7 @@ class LazyDP(Algorithm):
             noise = torch.zeros(
                 (queue.rows.numel(), self.model.table.shape[1]), dtype=self.model.dtype, device=dev
             )
-            seed = self.scalar("seed_sparse", dev)
-            self._add_owed(noise, terms, seed if len(terms) == 1 else seed.value)
+            self._add_owed(noise, terms, self.scalar("seed_sparse", dev))
         with timer.stage(Stage.NOISY_GRAD):
             merged = sparse.merge(grads, self.scalar("alpha", dev), queue.rows, noise)
         with timer.stage(Stage.PARAM_UPDATE):
@@ -141,11 +146,9 @@ class LazyDP(Algorithm):
         table, upto = self.model.table, self.steps_done
         engine = self.ctx.engines.for_device(table.device)
         step = max(1, engine.rows_per_chunk(table))
-        upto_s = Scalar(upto, torch.full((), upto, dtype=torch.int64, device=self.device))
-        # ^ built once: every chunk's terms read the same step count
         for chunk, start in enumerate(range(0, table.shape[0], step)):
             stop = min(table.shape[0], start + step)
-            terms = self.pending_terms(self.history[start:stop], upto_s)
+            terms = self.pending_terms(self.history[start:stop], upto)
             terms = [std.to(table.device) for std in terms]
             seed = derive_seed(self.ctx.seed, STREAM_FLUSH, upto, chunk)
             self._add_owed(table[start:stop], terms, seed)

@@ -10,18 +10,10 @@ from lazydp_bench.profiling import StageTimer
 from lazydp_bench.seeds import derive_seed
 from lazydp_bench.step_scalars import Scalar
 
-__all__ = ["DenseNoiseEngine", "Scalar", "derive_seed", "scalar_arg"]
+__all__ = ["DenseNoiseEngine", "Scalar", "derive_seed"]
 
 Std = float | torch.Tensor  # a scalar, a 0-dim device tensor, or one std per row
 SeedArg = int | torch.Tensor  # a seed, or a 0-dim int64 tensor on the target's device
-
-
-def scalar_arg(x, device: torch.device, reads_device: bool):
-    """A per-step `Scalar` becomes its device tensor for engines that read device memory
-    (what a CUDA graph replays) and its Python value for the others; anything else passes."""
-    if isinstance(x, Scalar):
-        return x.tensor if reads_device and device.type != "cpu" else x.value
-    return x
 
 
 class DenseNoiseEngine(ABC):
@@ -44,8 +36,9 @@ class DenseNoiseEngine(ABC):
     def add_noise(self, target: torch.Tensor, std, seed, timer: StageTimer, unit: bool = False):
         target2d = target if target.dim() == 2 else target.view(-1, 1)
         reads = self.reads_device_scalars
-        std = scalar_arg(std, target.device, reads or unit)
-        seed = scalar_arg(seed, target.device, reads)
+        on_device = target.device.type != "cpu"
+        std = Scalar.resolve(std, on_device and (reads or unit))
+        seed = Scalar.resolve(seed, on_device and reads)
         if unit:
             from lazydp_bench.stages import Stage
 
