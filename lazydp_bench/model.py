@@ -61,8 +61,11 @@ class DLRM:
         gen = torch.Generator(device="cpu").manual_seed(seed + 7)
         self.flat_params, self.layers = _build_mlps(workload, mlp_device, dtype, gen)
         self.num_bottom = len(workload.bottom_mlp)
-        li, lj = torch.tril_indices(workload.num_tables + 1, workload.num_tables + 1, -1)
-        self._tril = (li.to(mlp_device), lj.to(mlp_device))
+        n = workload.num_tables + 1
+        li, lj = torch.tril_indices(n, n, -1)
+        # flat positions of the pairs in an [n, n] block: index_select's backward is a
+        # scatter-add; advanced indexing's backward is a sort-based index_put
+        self._pairs = (li * n + lj).to(mlp_device)
 
     def layer_views(self, flat: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(weight, bias) views of a flat buffer laid out like the MLP parameters."""
@@ -94,7 +97,8 @@ class DLRM:
         outputs: list[torch.Tensor] = []
         x = self._mlp(batch.dense, self.layers[: self.num_bottom], inputs, outputs)
         features = torch.cat([x.unsqueeze(1), pooled], dim=1)
-        dots = torch.bmm(features, features.transpose(1, 2))[:, self._tril[0], self._tril[1]]
+        gram = torch.bmm(features, features.transpose(1, 2))
+        dots = gram.flatten(1).index_select(1, self._pairs)
         top_in = torch.cat([x, dots], dim=1)
         logit = self._mlp(top_in, self.layers[self.num_bottom :], inputs, outputs).squeeze(1)
         return ForwardState(
