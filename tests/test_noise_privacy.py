@@ -45,6 +45,45 @@ def test_one_dp_step_noise_has_the_right_mean_and_std():
     assert abs(mlp.std().item() / sd - 1) < 5 / math.sqrt(2 * mlp.numel())
 
 
+def test_eana_noise_on_read_rows_has_the_dp_sgd_std():
+    """EANA adds one step's DP-SGD noise, std lr sigma C / B, to exactly the rows read."""
+    kw = dict(table_size="x20", noise_multiplier=2.0, clip_norm=0.3, lr=0.5, batch_size=256)
+    noisy = tiny_session("eana", **kw)
+    clean = tiny_session("eana", noise_mode="off", **kw)
+    read = torch.zeros(noisy.model.table.shape[0], dtype=torch.bool)
+    read[noisy.source.peek().rows.reshape(-1)] = True
+    noisy.step(0, NULL_TIMER)
+    clean.step(0, NULL_TIMER)
+    diff = noisy.model.table - clean.model.table
+    assert torch.all(diff[~read] == 0)
+    got = diff[read].flatten()
+    n, sd = got.numel(), 0.5 * 2.0 * 0.3 / 256
+    assert n > 2_000
+    assert abs(got.std().item() / sd - 1) < 5 / math.sqrt(2 * n)
+
+
+@pytest.mark.parametrize("name", ENGINES)
+def test_add_noise_rows_touches_each_listed_row_once(name):
+    """table[rows[k]] += std[k] z_k; a padded slot (std 0) repeats a listed row and adds
+    nothing. Unit mode checks the amounts exactly, real noise the per-row std."""
+    engine = ENGINES[name](2**16, 2)
+    rows = torch.tensor([5, 2, 9, 2, 5])
+    std = torch.tensor([0.5, -1.0, 2.0, 0.0, 0.0], dtype=torch.float64)
+    base = torch.randn(12, 4000, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    unit = base.clone()
+    engine.add_noise_rows(unit, rows, std, 7, NULL_TIMER, unit=True)
+    want = base.clone()
+    want[[5, 2, 9]] += torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64).view(-1, 1)
+    assert torch.equal(unit, want)
+    noisy = base.clone()
+    engine.add_noise_rows(noisy, rows, std, 7, NULL_TIMER)
+    untouched = [r for r in range(12) if r not in (5, 2, 9)]
+    assert torch.equal(noisy[untouched], base[untouched])
+    for row, sd in ((5, 0.5), (2, 1.0), (9, 2.0)):
+        got = (noisy[row] - base[row]).std().item()
+        assert abs(got / sd - 1) < 5 / math.sqrt(2 * 4000)
+
+
 def test_torch_and_host_engines_agree_in_distribution():
     n = 200_000
     a, b = torch.zeros(n // 8, 8), torch.zeros(n // 8, 8)

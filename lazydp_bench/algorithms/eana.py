@@ -6,8 +6,6 @@ say so (`privacy.dp_equivalent: false`) and no epsilon is reported for it.
 
 from __future__ import annotations
 
-import torch
-
 from lazydp_bench.algorithms.base import Algorithm
 from lazydp_bench.algorithms.registry import register
 from lazydp_bench.profiling import NULL_TIMER
@@ -22,14 +20,16 @@ class EANA(Algorithm):
     dp_equivalent = False
 
     def update(self, fs, clipped, next_batch, timer) -> None:
+        """table[rows] -= lr/B * (clipped gradient sum + N(0, sigma^2 C^2)) on the rows read
+        this step: the noise is drawn straight into the coalesced gradient rows (padded
+        slots get none), then one sparse update applies both."""
         grads = self.row_gradients(fs, clipped, timer)
         table = self.model.table
-        with timer.stage(Stage.NOISE_SAMPLING):
-            noise = torch.zeros_like(grads.values)
-            std = grads.valid.to(noise.dtype).mul_(self.noise_std)
-            self.add_noise(noise, std, self.scalar("seed_sparse", noise.device), NULL_TIMER)
-        with timer.stage(Stage.NOISY_GRAD):
-            grads.values.add_(noise)
+        sum_std = self.ctx.noise_multiplier * self.ctx.clip_norm  # noise of a SUM of grads
+        with timer.stage(Stage.NOISE_SAMPLING):  # drawn and added in one engine call
+            std = grads.valid.to(grads.values.dtype).mul_(sum_std)
+            seed = self.scalar("seed_sparse", grads.values.device)
+            self.add_noise(grads.values, std, seed, NULL_TIMER)
         with timer.stage(Stage.PARAM_UPDATE):
             self.ctx.sparse.add_rows(table, grads, self.scalar("alpha", table.device))
         self.update_mlp(clipped, timer, noisy=True)
