@@ -95,7 +95,8 @@ class SparseOps:
             self._pool = ThreadPoolExecutor(max_workers=self.threads)
         list(self._pool.map(fn, range(parts)))
 
-    def _device_path(self, tensor: torch.Tensor) -> bool:
+    def device_path(self, tensor: torch.Tensor) -> bool:
+        """Whether work on `tensor` takes the sync-free device code (GPU, or forced)."""
         return tensor.device.type != "cpu" or self.device_paths_on_host
 
     def _parts(self, n: int) -> list[int]:
@@ -103,13 +104,13 @@ class SparseOps:
         return [n * k // parts for k in range(parts + 1)]
 
     def unique(self, rows: torch.Tensor) -> SparseRows:
-        if self._device_path(rows):
+        if self.device_path(rows):
             return unique_rows(rows, self.narrow)[0]
         uniq = torch.unique(rows.reshape(-1))
         return SparseRows(uniq, None, torch.ones_like(uniq, dtype=torch.bool))
 
     def coalesce(self, rows: torch.Tensor, values: torch.Tensor) -> SparseRows:
-        if self._device_path(rows):
+        if self.device_path(rows):
             return coalesce(rows, values, self.narrow)
         uniq, inverse = torch.unique(rows.reshape(-1), return_inverse=True)
         order = torch.argsort(inverse)
@@ -180,7 +181,7 @@ class SparseOps:
         finds the shared rows: their values are added in place and the rest appended, with
         no second sort of 2N rows.
         """
-        device_path = self._device_path(grads.rows)
+        device_path = self.device_path(grads.rows)
         scale = Scalar.resolve(grad_scale, device_path)
         if device_path:
             both = torch.cat([grads.values * scale, values])
@@ -204,7 +205,7 @@ class SparseOps:
 
         On a GPU a per-step scale is read from device memory and applied to
         `update.values` in place (the update is consumed)."""
-        device_path = self._device_path(table)
+        device_path = self.device_path(table)
         scale = Scalar.resolve(alpha, device_path)
         if device_path:
             if isinstance(scale, torch.Tensor):

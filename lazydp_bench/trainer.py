@@ -353,8 +353,9 @@ def _fill_measurements(record, plan, step_ms, per_step, energy, flush_ms, algo) 
         [s.to_dict() for s in summarize_stages(per_step)] if plan.config.breakdown else []
     )
     record["energy"] = energy
+    for section, fields in algo.record_extras().items():
+        record[section].update(fields)
     memory = record["memory"]
-    memory.update(algo.record_extras())
     memory["host_peak_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     if torch.cuda.is_available():
         memory["gpu_peak_bytes"] = torch.cuda.max_memory_allocated()

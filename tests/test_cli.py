@@ -57,6 +57,7 @@ def test_run_writes_one_complete_record_with_every_stage(tmp_path):
     assert rec["timing"]["mode"] == "sync_wall"
     assert rec["memory"]["history_table_bytes"] == 467 * 4
     assert rec["memory"]["history_table_device"] == "cpu"
+    assert rec["config"]["noise_update"] == "merged"  # the host's threaded merge
     assert rec["timing"]["cuda_graph"] is False
     assert "needs gpu placement" in rec["timing"]["cuda_graph_blocker"]
     assert rec["config"]["cuda_graph"] == "auto"

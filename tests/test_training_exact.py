@@ -82,11 +82,27 @@ def device_sparse_path(monkeypatch):
 
 
 @pytest.mark.usefixtures("device_sparse_path")
-def test_device_sparse_path_sgd_and_lazydp():
+def test_device_sparse_path_sgd():
     test_sparse_sgd_equals_dense_autograd_sgd()
-    from lazydp_bench.verify import check_unit_noise
 
+
+@pytest.mark.usefixtures("device_sparse_path")
+@pytest.mark.parametrize("in_place", [True, False])
+def test_device_sparse_path_lazydp_in_place_and_merged(monkeypatch, in_place):
+    """Both LazyDP updates of the device path: noise rows straight into the table (gpu
+    placement) and merged with the gradient into one update (hybrid), against DP-SGD(F)."""
+    from lazydp_bench.algorithms import lazydp
+    from lazydp_bench.sparse import SparseOps
+    from lazydp_bench.verify import check_gaussian, check_unit_noise
+
+    device_ops = SparseOps(1)  # the fixture routes it through the device path
+    assert lazydp.updates_in_place(torch.zeros(2, 2), torch.device("cpu"), device_ops)
+    monkeypatch.setattr(lazydp, "updates_in_place", lambda *_: in_place)
+    session = tiny_session("lazydp")
+    assert session.algo.in_place is in_place
     check = check_unit_noise("lazydp", "cpu", 8, 0, 0.3)
+    assert check.passed, check.detail
+    check = check_gaussian("lazydp", "cpu", 8, 1, 0.3)
     assert check.passed, check.detail
 
 

@@ -93,8 +93,9 @@ class Algorithm:
         """Work owed at the end of training (LazyDP's flush); returns its ms or None."""
         return None
 
-    def record_extras(self) -> dict:
-        return {"history_table_bytes": None}
+    def record_extras(self) -> dict[str, dict]:
+        """Algorithm-specific fields, by record section ("memory", "config")."""
+        return {"memory": {"history_table_bytes": None}}
 
     # ----- helpers shared by subclasses ----------------------------------------------
     def scalar(self, name: str, device: torch.device) -> Scalar:

@@ -45,6 +45,14 @@ def work_device(table: torch.device, mlp: torch.device) -> torch.device:
     return mlp if table.type == "cpu" and mlp.type == "cuda" else table
 
 
+def updates_in_place(table: torch.Tensor, work: torch.device, sparse) -> bool:
+    """Whether the queue's noise goes straight into the table rows (the table is on the
+    device doing the noise work, and that device takes the sync-free path) instead of
+    being merged with the gradient into one update (hybrid: one PCIe crossing; host: the
+    threaded merge)."""
+    return table.device == work and sparse.device_path(table)
+
+
 class LazyDP(Algorithm):
     history_table = True
     aggregate = True
@@ -53,6 +61,7 @@ class LazyDP(Algorithm):
         super().__init__(ctx)
         self.check_optimizer(ctx.lr.momentum, ctx.lr.weight_decay)
         self.device = work_device(self.model.table.device, self.model.mlp_device)
+        self.in_place = updates_in_place(self.model.table, self.device, ctx.sparse)
         self.history = torch.zeros(
             self.model.table.shape[0], dtype=history_dtype(ctx.total_steps), device=self.device
         )
@@ -105,41 +114,80 @@ class LazyDP(Algorithm):
             for s in range(int(upto.value))
         ]
 
-    def _add_owed(
-        self, target: torch.Tensor, terms: list[torch.Tensor], seed: int | Scalar
-    ) -> None:
-        """target -= sum_k terms[k] * z_k (z_k independent standard normals, or 1s). One
-        term (ANS) uses `seed` as given, so a graph replay reads it from device memory."""
+    def _add_owed(self, terms: list[torch.Tensor], seed: int | Scalar, add) -> None:
+        """Owe-paying: add(-std_k, seed_k) for each independent draw k; `add` applies
+        `-std_k * z_k` somewhere. One term (ANS) uses `seed` as given, so a graph replay
+        reads it from device memory."""
+        if self.ctx.noise_mode == "off":
+            return
         if len(terms) == 1:
-            self.add_noise(target, -terms[0], seed, NULL_TIMER)
+            add(-terms[0], seed)
             return
         base = Scalar.resolve(seed, use_tensor=False)
         for k, std in enumerate(terms):
-            self.add_noise(target, -std, derive_seed(base, k), NULL_TIMER)
+            add(-std, derive_seed(base, k))
+
+    def _add_owed_dense(
+        self, target: torch.Tensor, terms: list[torch.Tensor], seed: int | Scalar
+    ) -> None:
+        """target[k] -= sum_j terms[j][k] * z (z independent standard normals, or 1s)."""
+        self._add_owed(terms, seed, lambda std, s: self.add_noise(target, std, s, NULL_TIMER))
 
     # ----- the step -------------------------------------------------------------------
     def update(self, fs, clipped, next_batch, timer) -> None:
-        dev, sparse = self.device, self.ctx.sparse
-        grads = self.row_gradients(fs, clipped, timer, on=dev)
+        if self.in_place:
+            self._update_in_place(fs, clipped, next_batch, timer)
+        else:
+            self._update_merged(fs, clipped, next_batch, timer)
+        self.update_mlp(clipped, timer, noisy=True)
+
+    def _advance_queue(self, next_batch, timer) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The input queue (unique rows step t + 1 reads), the std of each draw they owe
+        (0 in padded slots), and HT[queue] = t + 1."""
+        dev = self.device
         with timer.stage(Stage.LAZYDP_OVERHEAD):
-            # input queue: the unique rows step t + 1 reads
-            queue = sparse.unique(next_batch.rows.to(dev, non_blocking=True))
+            queue = self.ctx.sparse.unique(next_batch.rows.to(dev, non_blocking=True))
             last = self.history.index_select(0, queue.rows)
             t_next = self.scalar("t_next", dev)
             self.history.scatter_(
                 0, queue.rows, t_next.tensor.to(self.history.dtype).expand_as(queue.rows)
             )
             terms = [std * queue.valid for std in self.pending_terms(last, t_next)]
+        return queue.rows, terms
+
+    def _update_in_place(self, fs, clipped, next_batch, timer) -> None:
+        """Table on the device that does the noise work: the gradient rows and the queue's
+        noise rows go into the table as two updates; merging them first would cost a
+        second sort and scatter of 2N rows that the table update does anyway."""
+        table = self.model.table
+        grads = self.row_gradients(fs, clipped, timer)
+        rows, terms = self._advance_queue(next_batch, timer)
+        with timer.stage(Stage.PARAM_UPDATE):
+            self.ctx.sparse.add_rows(table, grads, self.scalar("alpha", table.device))
+        engine = self.ctx.engines.for_device(table.device)
+        unit = self.ctx.noise_mode == "unit"
+        with timer.stage(Stage.NOISE_SAMPLING):
+            self._add_owed(
+                terms,
+                self.scalar("seed_sparse", table.device),
+                lambda std, s: engine.add_noise_rows(table, rows, std, s, timer, unit),
+            )
+
+    def _update_merged(self, fs, clipped, next_batch, timer) -> None:
+        """Hybrid (and host) placement: the queue's noise rows are merged with the gradient
+        into one coalesced update, so one update crosses PCIe and the host applies it."""
+        dev, sparse = self.device, self.ctx.sparse
+        grads = self.row_gradients(fs, clipped, timer, on=dev)
+        rows, terms = self._advance_queue(next_batch, timer)
         with timer.stage(Stage.NOISE_SAMPLING):
             noise = torch.zeros(
-                (queue.rows.numel(), self.model.table.shape[1]), dtype=self.model.dtype, device=dev
+                (rows.numel(), self.model.table.shape[1]), dtype=self.model.dtype, device=dev
             )
-            self._add_owed(noise, terms, self.scalar("seed_sparse", dev))
+            self._add_owed_dense(noise, terms, self.scalar("seed_sparse", dev))
         with timer.stage(Stage.NOISY_GRAD):
-            merged = sparse.merge(grads, self.scalar("alpha", dev), queue.rows, noise)
+            merged = sparse.merge(grads, self.scalar("alpha", dev), rows, noise)
         with timer.stage(Stage.PARAM_UPDATE):
             sparse.add_rows(self.model.table, sparse.to_device(merged, self.model.table.device))
-        self.update_mlp(clipped, timer, noisy=True)
 
     def flush(self) -> None:
         """Give every row all its pending noise; idempotent (a second flush adds nothing)."""
@@ -151,7 +199,7 @@ class LazyDP(Algorithm):
             terms = self.pending_terms(self.history[start:stop], upto)
             terms = [std.to(table.device) for std in terms]
             seed = derive_seed(self.ctx.seed, STREAM_FLUSH, upto, chunk)
-            self._add_owed(table[start:stop], terms, seed)
+            self._add_owed_dense(table[start:stop], terms, seed)
             self.history[start:stop] = upto
 
     def finalize(self) -> float:
@@ -169,8 +217,11 @@ class LazyDP(Algorithm):
 
     def record_extras(self) -> dict:
         return {
-            "history_table_bytes": self.history.numel() * self.history.element_size(),
-            "history_table_device": str(self.history.device),
+            "memory": {
+                "history_table_bytes": self.history.numel() * self.history.element_size(),
+                "history_table_device": str(self.history.device),
+            },
+            "config": {"noise_update": "in-place" if self.in_place else "merged"},
         }
 
 

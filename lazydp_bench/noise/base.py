@@ -53,6 +53,26 @@ class DenseNoiseEngine(ABC):
             std = std.abs()
         self._add_gaussian(target2d, std, seed, timer)
 
+    def add_noise_rows(
+        self,
+        table: torch.Tensor,
+        rows: torch.Tensor,
+        std: torch.Tensor,
+        seed,
+        timer: StageTimer,
+        unit: bool = False,
+    ) -> None:
+        """table[rows[k]] += std[k] * z_k for every slot k with std[k] != 0 (those rows must be
+        unique; slots with std 0 are padding and add nothing).
+
+        The noise is the one `add_noise` would draw into a zero [len(rows), D] buffer with the
+        same seed, so engines that fuse this (no buffer, draw and add in one pass over the
+        rows) can be checked against this reference bitwise.
+        """
+        noise = torch.zeros((rows.numel(), table.shape[1]), dtype=table.dtype, device=table.device)
+        self.add_noise(noise, std, seed, timer, unit)
+        table.index_add_(0, rows, noise)
+
     @abstractmethod
     def _add_gaussian(
         self, target: torch.Tensor, std: Std, seed: SeedArg, timer: StageTimer

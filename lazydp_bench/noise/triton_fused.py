@@ -15,6 +15,7 @@ import torch
 from lazydp_bench.noise.base import DenseNoiseEngine, SeedArg, Std
 from lazydp_bench.profiling import StageTimer
 from lazydp_bench.stages import Stage
+from lazydp_bench.step_scalars import Scalar
 
 try:  # Triton exists only where CUDA does; the engine registry checks `AVAILABLE`.
     import triton
@@ -76,6 +77,48 @@ if AVAILABLE:
         tl.store(w_ptr + i2, w2 + (r2 * s2).to(w2.dtype), mask=m2)
         tl.store(w_ptr + i3, w3 + (r3 * s3).to(w3.dtype), mask=m3)
 
+    @triton.jit
+    def _add_to_rows(w_ptr, rows_ptr, std_ptr, i, z, n_elements, cols):
+        """Element i of the [slots, cols] noise block, z * std[slot], added to its table row.
+        Slots with std 0 (padding, whose rows repeat valid ones) are not touched at all."""
+        mask = i < n_elements
+        slot = i // cols
+        s = tl.load(std_ptr + slot, mask=mask, other=0.0)
+        mask = mask & (s != 0)
+        row = tl.load(rows_ptr + slot, mask=mask, other=0).to(tl.int64)
+        ptr = w_ptr + row * cols + i % cols
+        w = tl.load(ptr, mask=mask)
+        tl.store(ptr, w + (z * s).to(w.dtype), mask=mask)
+
+    @triton.jit
+    def _noisy_rows_kernel(
+        w_ptr,
+        rows_ptr,
+        std_ptr,
+        seed_ptr,
+        n_elements,
+        cols,
+        chunk,
+        UNIT: tl.constexpr,
+        BLOCK: tl.constexpr,
+    ):
+        """`_noisy_update_kernel`'s element layout and Philox counters over a virtual
+        [slots, cols] block whose rows live at table rows rows_ptr[slot]."""
+        pid = tl.program_id(0)
+        offs = tl.arange(0, BLOCK)
+        i0 = pid * (4 * BLOCK) + offs
+        if UNIT:
+            r0 = tl.full((BLOCK,), 1.0, tl.float32)
+            r1 = r0
+            r2 = r0
+            r3 = r0
+        else:
+            r0, r1, r2, r3 = tl.randn4x(tl.load(seed_ptr) + chunk, pid * BLOCK + offs)
+        _add_to_rows(w_ptr, rows_ptr, std_ptr, i0, r0, n_elements, cols)
+        _add_to_rows(w_ptr, rows_ptr, std_ptr, i0 + BLOCK, r1, n_elements, cols)
+        _add_to_rows(w_ptr, rows_ptr, std_ptr, i0 + 2 * BLOCK, r2, n_elements, cols)
+        _add_to_rows(w_ptr, rows_ptr, std_ptr, i0 + 3 * BLOCK, r3, n_elements, cols)
+
 
 class TritonFusedEngine(DenseNoiseEngine):
     name = "triton-fused"
@@ -107,6 +150,43 @@ class TritonFusedEngine(DenseNoiseEngine):
                     chunk,
                     std if mode == 0 else 1.0,
                     STD=mode,
+                    BLOCK=BLOCK,
+                    num_warps=NUM_WARPS,
+                )
+
+    def add_noise_rows(
+        self,
+        table: torch.Tensor,
+        rows: torch.Tensor,
+        std: torch.Tensor,
+        seed,
+        timer: StageTimer,
+        unit: bool = False,
+    ) -> None:
+        """One pass over the rows: draw in registers, add to the table row in place (no
+        [slots, D] buffer, no index_add); the same numbers as the base class's reference."""
+        if table.device.type != "cuda" or not table.is_contiguous():
+            super().add_noise_rows(table, rows, std, seed, timer, unit)
+            return
+        seed = Scalar.resolve(seed, use_tensor=True)
+        if not isinstance(seed, torch.Tensor):
+            seed = torch.full((), seed, dtype=torch.int64, device=table.device)
+        std = std if unit else std.abs()
+        cols = table.shape[1]
+        slots_per_launch = max(1, _MAX_LAUNCH_ELEMS // cols)
+        with timer.stage(Stage.NOISY_UPDATE_FUSED):
+            for chunk, start in enumerate(range(0, rows.numel(), slots_per_launch)):
+                stop = min(rows.numel(), start + slots_per_launch)
+                n = (stop - start) * cols
+                _noisy_rows_kernel[(triton.cdiv(n, 4 * BLOCK),)](
+                    table,
+                    rows[start:stop],
+                    std[start:stop],
+                    seed,
+                    n,
+                    cols,
+                    chunk,
+                    UNIT=unit,
                     BLOCK=BLOCK,
                     num_warps=NUM_WARPS,
                 )
