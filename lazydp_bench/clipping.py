@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from lazydp_bench.errors import BenchError
+from lazydp_bench.ghost_norms import add_linear_sq_norms
 from lazydp_bench.model import DLRM, ForwardState
 from lazydp_bench.profiling import StageTimer
 from lazydp_bench.sparse import coalesce
@@ -98,8 +99,7 @@ def _ghost_sq_norms(
 ) -> torch.Tensor:
     sq = torch.zeros(d_pooled.shape[0], dtype=d_pooled.dtype, device=d_pooled.device)
     for a, d in zip(fs.inputs, deltas, strict=True):
-        d_sq = d.square().sum(1)
-        sq += a.square().sum(1) * d_sq + d_sq
+        add_linear_sq_norms(sq, a, d)
     m2 = bag_sum_sq_multiplicity(fs.rows).to(d_pooled.device, non_blocking=True)
     return sq + (d_pooled.square().sum(-1) * m2).sum(-1)
 
