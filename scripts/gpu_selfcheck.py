@@ -1,7 +1,9 @@
 """GPU-only checks the CPU tests cannot make: the Triton noise kernel's statistics, its
-per-row scaling and reproducibility, seeds and stds read from device memory, and that a
-CUDA-graph replay of the step trains the same model as eager steps (with noise on and a
-decaying lr, so a value frozen at capture would show), per algorithm.
+per-row scaling and reproducibility, seeds and stds read from device memory, the fused
+row-noise kernel against the engine's reference (bitwise, padded slots and a table past
+2**31 elements included), the Triton ghost norms against torch, and that a CUDA-graph
+replay of the step trains the same model as eager steps (with noise on and a decaying lr,
+so a value frozen at capture would show), per algorithm.
 
 Run on the GPU machine: PYTHONPATH=$PWD python3 scripts/gpu_selfcheck.py
 Prints one PASS/FAIL line per check; exit code 1 on any failure.
@@ -15,7 +17,9 @@ import sys
 import torch
 
 from lazydp_bench.config import LRSchedule, PrivacyConfig, RunConfig
+from lazydp_bench.ghost_norms import add_linear_sq_norms
 from lazydp_bench.graph_step import GraphedStep
+from lazydp_bench.noise.base import DenseNoiseEngine
 from lazydp_bench.noise.triton_fused import TritonFusedEngine
 from lazydp_bench.profiling import NULL_TIMER
 from lazydp_bench.step_scalars import Scalar
@@ -62,9 +66,57 @@ def main() -> int:
     seed = torch.full((), 123, dtype=torch.int64, device=dev)
     eng.add_noise(v, Scalar(2.0, two), Scalar(123, seed), NULL_TIMER)
     ok &= check("seed and std from device memory", bool(torch.equal(v, x)), "== float args")
+    ok &= check_rows_kernel(eng, dev)
+    ok &= check_ghost_norms(dev)
     for algo, clipping in GRAPH_CASES:
         ok &= check_graph_equals_eager(algo, clipping)
     return 0 if ok else 1
+
+
+def check_rows_kernel(eng: TritonFusedEngine, dev: torch.device) -> bool:
+    """add_noise_rows (one fused pass into the table rows) == the base class's reference
+    (noise drawn into a [slots, D] buffer by the dense kernel, then index_add), bitwise;
+    rows past 2**31 elements exercise 64-bit offsets; padded slots (std 0) repeat rows."""
+    ok = True
+    big = torch.zeros(17_000_000, 128, device=dev)  # 2.2e9 elements
+    slots = 300_000
+    rows = torch.randperm(big.shape[0], device=dev)[:slots]
+    rows[-1] = big.shape[0] - 1
+    pad = 1000
+    all_rows = torch.cat([rows, rows[:pad]])
+    std = torch.cat([torch.rand(slots, device=dev) + 0.1, torch.zeros(pad, device=dev)])
+    std[::2] *= -1  # the sign only matters in unit mode
+    seed = Scalar(5, torch.full((), 5, dtype=torch.int64, device=dev))
+    local_rows = torch.cat([torch.arange(slots, device=dev), torch.arange(pad, device=dev)])
+    for unit in (False, True):
+        big[rows] = 1.0
+        eng.add_noise_rows(big, all_rows, std, seed, NULL_TIMER, unit)
+        ref = torch.ones(slots, 128, device=dev)
+        DenseNoiseEngine.add_noise_rows(eng, ref, local_rows, std, seed, NULL_TIMER, unit)
+        same = torch.equal(big[rows], ref)
+        touched = int((big != 0).any(1).sum().item())
+        ok &= check(
+            f"fused row noise == reference ({'unit' if unit else 'gaussian'})",
+            same and touched == slots,
+            f"bitwise {same}, rows touched {touched} of {slots}",
+        )
+    del big
+    return ok
+
+
+def check_ghost_norms(dev: torch.device) -> bool:
+    gen = torch.Generator(device=dev).manual_seed(0)
+    ok = True
+    for cols_in, cols_out in ((13, 512), (479, 1024), (256, 1)):
+        a = torch.randn(2048, cols_in, device=dev, generator=gen)
+        d = torch.randn(2048, cols_out, device=dev, generator=gen)
+        got = torch.ones(2048, device=dev)
+        add_linear_sq_norms(got, a, d)
+        d_sq = d.double().square().sum(1)
+        want = 1 + a.double().square().sum(1) * d_sq + d_sq
+        err = ((got.double() - want).abs() / want).max().item()
+        ok &= check(f"triton ghost norms {cols_in}x{cols_out}", err < 1e-5, f"max rel {err:.1e}")
+    return ok
 
 
 def _graph_config(algo: str, clipping: str | None) -> RunConfig:
