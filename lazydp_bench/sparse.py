@@ -44,16 +44,25 @@ def unique_rows(rows: torch.Tensor, narrow: bool = False) -> tuple[SparseRows, t
     return SparseRows(rows=uniq, values=None, valid=valid), slot
 
 
-def coalesce(rows: torch.Tensor, values: torch.Tensor, narrow: bool = False) -> SparseRows:
-    """Sum the values of duplicate rows: rows [N], values [N, D] -> unique rows, summed values."""
-    uniq, slot = unique_rows(rows, narrow)
+def coalesce(
+    rows: torch.Tensor,
+    values: torch.Tensor,
+    narrow: bool = False,
+    known: tuple[SparseRows, torch.Tensor] | None = None,
+) -> SparseRows:
+    """Sum the values of duplicate rows: rows [N], values [N, D] -> unique rows, summed values.
+    `known`: `unique_rows(rows)` already computed (no second sort)."""
+    uniq, slot = known if known is not None else unique_rows(rows, narrow)
     summed = torch.zeros_like(values)
     summed.index_add_(0, slot, values)
     return SparseRows(rows=uniq.rows, values=summed, valid=uniq.valid)
 
 
 def bag_row_gradients(
-    rows: torch.Tensor, pooled_grad: torch.Tensor, narrow: bool = False
+    rows: torch.Tensor,
+    pooled_grad: torch.Tensor,
+    narrow: bool = False,
+    known: tuple[SparseRows, torch.Tensor] | None = None,
 ) -> SparseRows:
     """Row gradients of sum-pooled bags, coalesced.
 
@@ -62,7 +71,41 @@ def bag_row_gradients(
     """
     _pooling, dim = rows.shape[-1], pooled_grad.shape[-1]
     values = pooled_grad.unsqueeze(2).expand(*rows.shape, dim).reshape(-1, dim)
-    return coalesce(rows.reshape(-1), values, narrow)
+    return coalesce(rows.reshape(-1), values, narrow, known)
+
+
+class CarriedUnique:
+    """The unique rows (and slots) of the next batch, computed in step t as LazyDP's input
+    queue and reused by step t + 1's gradient coalescing, which needs exactly those: one
+    sort per step instead of two. The step contract already makes `next_batch` the batch
+    of step t + 1 (LazyDP's history table relies on it).
+
+    `put` only notes the new queue; `commit`, once this step's gradient rows (which may
+    be the held buffers) are consumed, copies it into fixed buffers, so a CUDA graph
+    replay reads what the previous replay wrote."""
+
+    def __init__(self) -> None:
+        self._held: tuple[torch.Tensor, ...] | None = None
+        self._pending: tuple[torch.Tensor, ...] | None = None
+
+    def put(self, uniq: SparseRows, slot: torch.Tensor) -> None:
+        self._pending = (uniq.rows, uniq.valid, slot)
+
+    def commit(self) -> None:
+        if self._pending is None:
+            return
+        if self._held is None:
+            self._held = tuple(x.clone() for x in self._pending)
+        else:
+            for dst, src in zip(self._held, self._pending, strict=True):
+                dst.copy_(src)
+        self._pending = None
+
+    def get(self) -> tuple[SparseRows, torch.Tensor] | None:
+        if self._held is None:
+            return None
+        rows, valid, slot = self._held
+        return SparseRows(rows, None, valid), slot
 
 
 class SparseOps:
@@ -103,9 +146,14 @@ class SparseOps:
         parts = max(1, min(self.threads, n // 4096))
         return [n * k // parts for k in range(parts + 1)]
 
-    def unique(self, rows: torch.Tensor) -> SparseRows:
+    def unique(self, rows: torch.Tensor, carry: CarriedUnique | None = None) -> SparseRows:
+        """Unique rows (padded on the device path, where `carry` keeps them and their slots
+        for the next step's `bag_row_gradients`)."""
         if self.device_path(rows):
-            return unique_rows(rows, self.narrow)[0]
+            uniq, slot = unique_rows(rows, self.narrow)
+            if carry is not None:
+                carry.put(uniq, slot)
+            return uniq
         uniq = torch.unique(rows.reshape(-1))
         return SparseRows(uniq, None, torch.ones_like(uniq, dtype=torch.bool))
 
@@ -126,17 +174,23 @@ class SparseOps:
         return SparseRows(uniq, summed, torch.ones_like(uniq, dtype=torch.bool))
 
     def bag_row_gradients(
-        self, rows: torch.Tensor, pooled_grad: torch.Tensor, out: torch.device
+        self,
+        rows: torch.Tensor,
+        pooled_grad: torch.Tensor,
+        out: torch.device,
+        carried: CarriedUnique | None = None,
     ) -> SparseRows:
         """Coalesced row gradients, delivered on device `out`.
 
         They are computed where the pooled gradient is when that is a GPU (sync-free,
         padded), else on the host. In hybrid placement the bag rows go to the GPU (small),
         the GPU coalesces, and only the unique rows cross PCIe when `out` is the host.
+        `carried`: these rows' unique rows and slots, if an earlier step computed them.
         """
-        if pooled_grad.device.type != "cpu":
-            on_gpu = rows.to(pooled_grad.device, non_blocking=True)
-            return self.to_device(bag_row_gradients(on_gpu, pooled_grad, self.narrow), out)
+        if self.device_path(pooled_grad):
+            rows = rows.to(pooled_grad.device, non_blocking=True)
+            known = carried.get() if carried is not None else None
+            return self.to_device(bag_row_gradients(rows, pooled_grad, self.narrow, known), out)
         dim = pooled_grad.shape[-1]
         values = pooled_grad.unsqueeze(2).expand(*rows.shape, dim).reshape(-1, dim)
         return self.to_device(self.coalesce(rows.reshape(-1), values), out)

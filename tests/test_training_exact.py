@@ -108,3 +108,22 @@ def test_device_sparse_path_lazydp_in_place_and_merged(monkeypatch, in_place):
 
 def test_all_clipping_modes_registered():
     assert set(CLIPPING_MODES) == {"none", "materialize", "reweight", "ghost", "bookkeeping"}
+
+
+@pytest.mark.usefixtures("device_sparse_path")
+def test_lazydp_sorts_each_batch_once(monkeypatch):
+    """The input queue's unique rows of batch t+1 are carried to step t+1's gradient
+    coalescing: after step 0, one sort per step (and the carried rows are the next batch's)."""
+    from lazydp_bench import sparse
+
+    calls = []
+    real = sparse.unique_rows
+    monkeypatch.setattr(sparse, "unique_rows", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    session = tiny_session("lazydp", iterations=4)
+    for t in range(4):
+        calls.clear()
+        session.step(t, NULL_TIMER)
+        assert len(calls) == (2 if t == 0 else 1)
+        held, _slot = session.algo.carry.get()
+        want = session.source.peek().rows.unique()
+        assert torch.equal(held.rows[held.valid], want)

@@ -19,7 +19,7 @@ from lazydp_bench.data import Batch
 from lazydp_bench.model import DLRM, ForwardState
 from lazydp_bench.noise.registry import EngineSet
 from lazydp_bench.profiling import StageTimer
-from lazydp_bench.sparse import SparseOps, SparseRows
+from lazydp_bench.sparse import CarriedUnique, SparseOps, SparseRows
 from lazydp_bench.stages import Stage
 from lazydp_bench.step_scalars import Scalar, StepScalars
 
@@ -108,14 +108,19 @@ class Algorithm:
         return self.ctx.noise_multiplier * self.ctx.clip_norm / self.ctx.batch_size
 
     def row_gradients(
-        self, fs: ForwardState, clipped: ClipResult, timer, on: torch.device | None = None
+        self,
+        fs: ForwardState,
+        clipped: ClipResult,
+        timer,
+        on: torch.device | None = None,
+        carried: CarriedUnique | None = None,
     ) -> SparseRows:
         """Coalesced row gradients on device `on` (default: the table's). They are computed
         where the pooled gradient is (the GPU, in hybrid) and only what must cross to `on`
-        does: in hybrid, the coalesced rows."""
+        does: in hybrid, the coalesced rows. `carried`: see `sparse.CarriedUnique`."""
         on = self.model.table.device if on is None else on
         with timer.stage(Stage.GRAD_COALESCE):
-            return self.ctx.sparse.bag_row_gradients(fs.rows, clipped.pooled_grad, on)
+            return self.ctx.sparse.bag_row_gradients(fs.rows, clipped.pooled_grad, on, carried)
 
     def add_noise(
         self,

@@ -30,6 +30,7 @@ from lazydp_bench.algorithms.registry import register
 from lazydp_bench.errors import BenchError
 from lazydp_bench.profiling import NULL_TIMER
 from lazydp_bench.seeds import derive_seed
+from lazydp_bench.sparse import CarriedUnique
 from lazydp_bench.stages import Stage
 from lazydp_bench.step_scalars import STREAM_FLUSH, Scalar
 
@@ -62,6 +63,8 @@ class LazyDP(Algorithm):
         self.check_optimizer(ctx.lr.momentum, ctx.lr.weight_decay)
         self.device = work_device(self.model.table.device, self.model.mlp_device)
         self.in_place = updates_in_place(self.model.table, self.device, ctx.sparse)
+        # the queue's sort, reused by the next step's gradient coalescing (same rows)
+        self.carry = CarriedUnique()
         self.history = torch.zeros(
             self.model.table.shape[0], dtype=history_dtype(ctx.total_steps), device=self.device
         )
@@ -139,6 +142,8 @@ class LazyDP(Algorithm):
             self._update_in_place(fs, clipped, next_batch, timer)
         else:
             self._update_merged(fs, clipped, next_batch, timer)
+        with timer.stage(Stage.LAZYDP_OVERHEAD):
+            self.carry.commit()
         self.update_mlp(clipped, timer, noisy=True)
 
     def _advance_queue(self, next_batch, timer) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -146,7 +151,7 @@ class LazyDP(Algorithm):
         (0 in padded slots), and HT[queue] = t + 1."""
         dev = self.device
         with timer.stage(Stage.LAZYDP_OVERHEAD):
-            queue = self.ctx.sparse.unique(next_batch.rows.to(dev, non_blocking=True))
+            queue = self.ctx.sparse.unique(next_batch.rows.to(dev, non_blocking=True), self.carry)
             last = self.history.index_select(0, queue.rows)
             t_next = self.scalar("t_next", dev)
             self.history.scatter_(
@@ -160,7 +165,7 @@ class LazyDP(Algorithm):
         noise rows go into the table as two updates; merging them first would cost a
         second sort and scatter of 2N rows that the table update does anyway."""
         table = self.model.table
-        grads = self.row_gradients(fs, clipped, timer)
+        grads = self.row_gradients(fs, clipped, timer, carried=self.carry)
         rows, terms = self._advance_queue(next_batch, timer)
         with timer.stage(Stage.PARAM_UPDATE):
             self.ctx.sparse.add_rows(table, grads, self.scalar("alpha", table.device))
@@ -177,7 +182,7 @@ class LazyDP(Algorithm):
         """Hybrid (and host) placement: the queue's noise rows are merged with the gradient
         into one coalesced update, so one update crosses PCIe and the host applies it."""
         dev, sparse = self.device, self.ctx.sparse
-        grads = self.row_gradients(fs, clipped, timer, on=dev)
+        grads = self.row_gradients(fs, clipped, timer, on=dev, carried=self.carry)
         rows, terms = self._advance_queue(next_batch, timer)
         with timer.stage(Stage.NOISE_SAMPLING):
             noise = torch.zeros(
