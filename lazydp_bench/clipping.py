@@ -100,8 +100,10 @@ def _ghost_sq_norms(
     sq = torch.zeros(d_pooled.shape[0], dtype=d_pooled.dtype, device=d_pooled.device)
     for a, d in zip(fs.inputs, deltas, strict=True):
         add_linear_sq_norms(sq, a, d)
-    m2 = bag_sum_sq_multiplicity(fs.rows).to(d_pooled.device, non_blocking=True)
-    return sq + (d_pooled.square().sum(-1) * m2).sum(-1)
+    bags = d_pooled.square().sum(-1)
+    if fs.rows.shape[-1] > 1:  # with pooling 1 every multiplicity is 1
+        bags *= bag_sum_sq_multiplicity(fs.rows).to(d_pooled.device, non_blocking=True)
+    return sq.add_(bags.sum(-1))
 
 
 def _materialized_embedding_sq_norms(
