@@ -1,6 +1,6 @@
 """Where a gpu-placement step's GPU time goes: torch.profiler over eager steps (the same
 kernels a graph replays), per algorithm: kernels per step, GPU busy ms per step, and the
-top kernels. Usage: PYTHONPATH=$PWD python3 scripts/gpu_kernel_profile.py [SIZE]"""
+top kernels. Usage: PYTHONPATH=$PWD python3 scripts/gpu_kernel_profile.py [SIZE [TOP]]"""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ CASES = [("sgd", None), ("lazydp", "bookkeeping"), ("lazydp", None), ("dpsgd-f",
 STEPS = 10
 
 
-def profile_case(algo: str, clipping: str | None, size: str) -> None:
+def profile_case(algo: str, clipping: str | None, size: str, top: int) -> None:
     cfg = RunConfig(
         algo=algo,
         table_size=size,
@@ -44,12 +44,13 @@ def profile_case(algo: str, clipping: str | None, size: str) -> None:
         f"{kernels / STEPS:.0f} GPU ops/step, {busy:.3f} ms GPU busy/step"
     )
     events.sort(key=lambda e: -e.device_time_total)
-    for e in events[:14]:
+    for e in events[:top]:
         ms, per_step = e.device_time_total / 1e3 / STEPS, e.count / STEPS
         print(f"  {ms:7.3f} ms  x{per_step:5.1f}  {e.key[:90]}")
 
 
 if __name__ == "__main__":
     size = sys.argv[1] if len(sys.argv) > 1 else "96MB"
+    top = int(sys.argv[2]) if len(sys.argv) > 2 else 14
     for algo, clipping in CASES:
-        profile_case(algo, clipping, size)
+        profile_case(algo, clipping, size, top)

@@ -1,6 +1,6 @@
 """GPU-only checks the CPU tests cannot make: the Triton noise kernel's statistics, its
 per-row scaling and reproducibility, seeds and stds read from device memory, the fused
-row-noise kernel against the engine's reference (bitwise, padded slots and a table past
+row-noise kernel against the engine's reference (same draws, padded slots and a table past
 2**31 elements included), the Triton ghost norms against torch, and that a CUDA-graph
 replay of the step trains the same model as eager steps (with noise on and a decaying lr,
 so a value frozen at capture would show), per algorithm.
@@ -75,7 +75,8 @@ def main() -> int:
 
 def check_rows_kernel(eng: TritonFusedEngine, dev: torch.device) -> bool:
     """add_noise_rows (one fused pass into the table rows) == the base class's reference
-    (noise drawn into a [slots, D] buffer by the dense kernel, then index_add), bitwise;
+    (noise drawn into a [slots, D] buffer by the dense kernel, then index_add), the same
+    draws up to rounding;
     rows past 2**31 elements exercise 64-bit offsets; padded slots (std 0) repeat rows."""
     ok = True
     big = torch.zeros(17_000_000, 128, device=dev)  # 2.2e9 elements
@@ -93,12 +94,13 @@ def check_rows_kernel(eng: TritonFusedEngine, dev: torch.device) -> bool:
         eng.add_noise_rows(big, all_rows, std, seed, NULL_TIMER, unit)
         ref = torch.ones(slots, 128, device=dev)
         DenseNoiseEngine.add_noise_rows(eng, ref, local_rows, std, seed, NULL_TIMER, unit)
-        same = torch.equal(big[rows], ref)
+        err = (big[rows] - ref).abs().max().item()
         touched = int((big != 0).any(1).sum().item())
         ok &= check(
             f"fused row noise == reference ({'unit' if unit else 'gaussian'})",
-            same and touched == slots,
-            f"bitwise {same}, rows touched {touched} of {slots}",
+            err <= 1e-6 and touched == slots,
+            f"max |diff| {err:.1e} (w + z*s fused to one FMA: rounding only; other draws "
+            f"would differ by ~1), rows touched {touched} of {slots}",
         )
     del big
     return ok

@@ -67,7 +67,7 @@ class DenseNoiseEngine(ABC):
 
         The noise is the one `add_noise` would draw into a zero [len(rows), D] buffer with the
         same seed, so engines that fuse this (no buffer, draw and add in one pass over the
-        rows) can be checked against this reference bitwise.
+        rows) can be checked against this reference (equal up to rounding).
         """
         noise = torch.zeros((rows.numel(), table.shape[1]), dtype=table.dtype, device=table.device)
         self.add_noise(noise, std, seed, timer, unit)

@@ -164,7 +164,7 @@ class TritonFusedEngine(DenseNoiseEngine):
         unit: bool = False,
     ) -> None:
         """One pass over the rows: draw in registers, add to the table row in place (no
-        [slots, D] buffer, no index_add); the same numbers as the base class's reference."""
+        [slots, D] buffer, no index_add); the base class's draws, equal up to rounding (FMA)."""
         if table.device.type != "cuda" or not table.is_contiguous():
             super().add_noise_rows(table, rows, std, seed, timer, unit)
             return
