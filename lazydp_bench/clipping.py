@@ -192,6 +192,20 @@ def clip_ghost(model: DLRM, fs: ForwardState, clip_norm: float, timer: StageTime
     return ClipResult(mlp_grad, pooled_grad, sq.sqrt())
 
 
+def _clipped_layer_grad(
+    gw: torch.Tensor, gb: torch.Tensor, a: torch.Tensor, d: torch.Tensor, c: torch.Tensor
+) -> None:
+    """gw = sum_i c_i d_i a_i^T, gb = sum_i c_i d_i. The factors scale the narrower of a and
+    d (a row-broadcast multiply does not vectorize, so its width is what costs)."""
+    if a.shape[1] < d.shape[1]:
+        torch.mm(d.t(), a * c.view(-1, 1), out=gw)
+        torch.mv(d.t(), c, out=gb)
+        return
+    scaled = d * c.view(-1, 1)
+    torch.mm(scaled.t(), a, out=gw)
+    torch.sum(scaled, 0, out=gb)
+
+
 @register_clipping("bookkeeping")
 @torch.no_grad()  # norms and sums are not differentiated; the graph was built by forward
 def clip_bookkeeping(
@@ -204,8 +218,6 @@ def clip_bookkeeping(
     with timer.stage(Stage.BACKWARD_PER_BATCH):
         mlp_grad = torch.empty_like(model.flat_params)
         for (gw, gb), a, d in zip(model.layer_views(mlp_grad), fs.inputs, deltas, strict=True):
-            scaled = d * c.view(-1, 1)
-            torch.mm(scaled.t(), a, out=gw)
-            torch.sum(scaled, 0, out=gb)
+            _clipped_layer_grad(gw, gb, a, d, c)
         pooled_grad = d_pooled * c.view(-1, 1, 1)
     return ClipResult(mlp_grad, pooled_grad, sq.sqrt())
