@@ -96,6 +96,7 @@ def figure_frame(records: list[dict]) -> pd.DataFrame:
                 "batch_size": c.get("batch_size"),
                 "pooling": c.get("pooling"),
                 "distribution": c.get("distribution"),
+                "noise_impl": "torch" if c.get("noise_impl") == "torch" else "fused",
                 "status": r.get("status"),
                 "step_ms": t.get("step_median_ms"),
                 "throughput": t.get("throughput_samples_per_s"),
@@ -124,6 +125,7 @@ POINT_KEY = [
     "batch_size",
     "pooling",
     "distribution",
+    "noise_impl",
     "machine",
 ]
 
@@ -459,6 +461,22 @@ def fig5(df: pd.DataFrame) -> FigureResult:
     )
 
 
+def fig5_torch(df: pd.DataFrame) -> FigureResult:
+    """Fig. 5 with the torch noise engine (`--noise-impl torch`): noise sampling and the
+    parameter update as separate passes, as the paper measured them (the fused engines
+    draw and add in one pass, `noisy_update_fused`)."""
+    part = _one_batch(_select(_mlperf(df), ["dpsgd-f"]))
+    return _stacked(
+        "fig5-torch",
+        part,
+        "table_bytes",
+        None,
+        list(UPDATE_CHILDREN),
+        "Fig. 5, torch noise engine: DP-SGD(F) model update (ms per step)",
+        normalize=False,
+    )
+
+
 def _one_batch(df: pd.DataFrame) -> pd.DataFrame:
     """The paper's batch 2048 where measured, else the most common batch size."""
     if df.empty:
@@ -526,7 +544,11 @@ def fig11(df: pd.DataFrame) -> FigureResult:
 
 
 def fig12(df: pd.DataFrame) -> FigureResult:
+    """Energy per step. A run too short for the NVML counter (under ~50 ms) has none, so
+    each point takes the preferred run (`for_steps`) among those that measured energy."""
     part = _largest(_select(_mlperf(df), MAIN_ALGOS))
+    if not part.empty:
+        part = part[part["gpu_j_per_step"].notna() | (part["status"] != "ok")]
 
     def energy(r: pd.Series) -> float | None:
         return r["gpu_j_per_step"] if pd.notna(r["gpu_j_per_step"]) else None
@@ -645,6 +667,7 @@ def noise_roofline(bench: pd.DataFrame) -> FigureResult:
 FIGURES: dict[str, Callable[[pd.DataFrame], FigureResult]] = {
     "fig3": fig3,
     "fig5": fig5,
+    "fig5-torch": fig5_torch,
     "fig10": fig10,
     "fig11": fig11,
     "fig12": fig12,
@@ -658,6 +681,12 @@ ALL_FIGURES = [*FIGURES, "noise-roofline"]
 
 
 def make_figure(name: str, records: list[dict]) -> FigureResult:
+    """Figures compare algorithms under the default (fused) noise engines; `fig5-torch`
+    draws only the `--noise-impl torch` runs."""
     if name == "noise-roofline":
         return noise_roofline(bench_frame(records))
-    return FIGURES[name](figure_frame(records))
+    df = figure_frame(records)
+    if not df.empty:
+        engine = "torch" if name == "fig5-torch" else "fused"
+        df = df[df["noise_impl"] == engine]
+    return FIGURES[name](df)

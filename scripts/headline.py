@@ -19,6 +19,7 @@ from lazydp_bench.units import format_bytes
 def main(paths: list[str]) -> None:
     df = figure_frame(load_records([Path(p) for p in paths]))
     df = df[(df["workload"] == "mlperf-dlrm") & (df["batch_size"] == 2048)]
+    df = df[df["noise_impl"] == "fused"]  # --noise-impl torch runs are Fig. 5's alone
     df = for_steps(df[(df["pooling"] == 1) & (df["distribution"] == "uniform")])
     print(
         "| placement | table | modes | SGD ms | DP-SGD(F) ms | LazyDP ms | LazyDP-BK ms | "

@@ -50,7 +50,7 @@ def test_each_figure_renders_with_expected_groups(records, tmp_path, name, panel
 
 
 def test_figures_with_nothing_to_draw_are_skipped_with_a_reason(records):
-    for name in ("fig13b", "fig13c", "fig13d"):
+    for name in ("fig13b", "fig13c", "fig13d", "fig5-torch"):
         res = make_figure(name, records)
         assert res.figure is None and res.notes
 
@@ -144,6 +144,7 @@ def test_all_figures_listed():
     assert ALL_FIGURES == [
         "fig3",
         "fig5",
+        "fig5-torch",
         "fig10",
         "fig11",
         "fig12",
@@ -194,3 +195,40 @@ def test_sensitivity_figure_uses_the_size_whose_runs_vary_the_axis(records):
     plt.close(res.figure)
     gpu = res.data[res.data["panel"].str.endswith("gpu")]
     assert sorted(gpu["pooling"].unique()) == [1, 10]
+
+
+def test_torch_engine_runs_only_feed_fig5_torch(records):
+    """A newer --noise-impl torch run of a point must not replace the fused-engine run in
+    the comparison figures; fig5-torch draws it (and only it)."""
+    base = [r for r in records if r.get("kind") is None]
+    dp = next(r for r in base if r["config"]["algo"] == "dpsgd-f")
+    torch_run = _variant(dp, config__noise_impl="torch", timing__step_median_ms=999.0)
+    torch_run["created_utc"] = "2026-11-30T00:00:00+00:00"  # newest
+    size, placement = dp["config"]["table_bytes"], dp["config"]["placement"]
+
+    def values(name):
+        res = make_figure(name, [*records, torch_run])
+        plt.close(res.figure)
+        rows = res.data[(res.data["algo"] == "dpsgd-f") & (res.data["table_bytes"] == size)]
+        return rows[rows["panel"].str.endswith(placement)]
+
+    assert values("fig13a")["value"].tolist() == [dp["timing"]["step_median_ms"]]
+    assert not values("fig5-torch").empty  # with the fixture alone it has nothing to draw
+
+
+def test_energy_figure_skips_runs_too_short_for_the_counter(records):
+    """A newer graph replay without energy (window under the NVML update period) must not
+    blank the point: fig12 takes the run that measured energy."""
+    base = [r for r in records if r.get("kind") is None]
+    before = make_figure("fig12", records)
+    plt.close(before.figure)
+    short = []
+    for r in base:
+        v = _variant(r, config__breakdown=False, timing__cuda_graph=True)
+        v["energy"]["gpu_j_per_step"] = None
+        v["created_utc"] = "2026-11-30T00:00:00+00:00"
+        short.append(v)
+    after = make_figure("fig12", [*records, *short])
+    plt.close(after.figure)
+    assert not before.data.empty
+    assert after.data["value"].tolist() == before.data["value"].tolist()
