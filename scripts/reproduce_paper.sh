@@ -9,8 +9,12 @@
 #   roofline  bench noise on the GPU and the host (Fig. 6)
 #   small     Fig. 3/5 grid at 96MB..9.6GB in gpu and hybrid, plus lazydp, dpsgd-bk, eana
 #   gpu-max   sgd, dpsgd-f, lazydp at the largest GPU-resident size (GPU_MAX, default 48GB)
-#   graphs    end-to-end gpu step times (CUDA-graph replays): 96MB/9.6GB/GPU_MAX, LazyDP-BK,
-#             and Fig. 10/11/12's batch sizes at GPU_MAX
+#   graphs    end-to-end gpu step times (CUDA-graph replays, 600 steps: long enough for
+#             the energy counter): 96MB/9.6GB/GPU_MAX, LazyDP-BK, and Fig. 10/11/12's
+#             batch sizes at GPU_MAX
+#   torch     Fig. 5 with the torch noise engine (fig5-torch): gpu 96MB/9.6GB, hybrid
+#             96MB/960MB
+#   h200      on nvidia-h200 (139 GiB): the 96GB model in GPU memory, Fig. 10/11/12
 #   sens-gpu  Fig. 13(b-d) and 14 at 9.6GB on the GPU (graph replays)
 #   large     Fig. 10/11/12 and 14 at 96GB hybrid, batch 1024/2048/4096 (--max-seconds 40)
 #   sens      Fig. 13(b) pooling and 13(d) locality at 9.6GB hybrid; 13(c) RMC1-3 hybrid
@@ -36,10 +40,20 @@ for part in "$@"; do
       sweep --algo sgd,dpsgd-f,lazydp --table-size "$GPU_MAX" --placement gpu ;;
     graphs)
       sweep --algo sgd,dpsgd-f,lazydp --table-size "96MB,9.6GB,$GPU_MAX" --placement gpu \
-        --no-breakdown --iterations 50 --warmup 5
+        --no-breakdown --iterations 600 --warmup 5
       sweep --algo lazydp --clipping bookkeeping --table-size "96MB,9.6GB,$GPU_MAX" \
-        --placement gpu --no-breakdown --iterations 50 --warmup 5
-      sweep --preset fig10 --table-size "$GPU_MAX" --placement gpu --no-breakdown ;;
+        --placement gpu --no-breakdown --iterations 600 --warmup 5
+      sweep --preset fig10 --table-size "$GPU_MAX" --placement gpu --no-breakdown \
+        --iterations 600 --warmup 5 ;;
+    torch)
+      sweep --algo sgd,dpsgd-f --noise-impl torch --table-size 96MB,9.6GB --placement gpu \
+        --warmup 1 --iterations 5
+      sweep --algo sgd,dpsgd-f --noise-impl torch --table-size 96MB,960MB --placement hybrid \
+        --warmup 1 --iterations 5 ;;
+    h200)
+      sweep --preset fig10 --table-size 96GB --placement gpu --no-breakdown \
+        --iterations 600 --warmup 5
+      sweep --preset fig10 --table-size 96GB --placement gpu --iterations 20 --warmup 3 ;;
     sens-gpu)
       for fig in fig13b fig13d fig14; do
         sweep --preset $fig --table-size 9.6GB --placement gpu --no-breakdown
