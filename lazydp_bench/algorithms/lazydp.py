@@ -4,15 +4,17 @@ A row's value only matters when it is read, so the noise DP-SGD would add to it 
 step is owed, not written: the HistoryTable HT[r] counts the steps whose noise row r has
 received. In step t, once the clipped gradient is ready, the rows the NEXT batch reads
 (the input queue, from the batch source's look-ahead) receive the noise of steps
-HT[r] .. t in ONE draw per element, N(0, (sigma C / B)^2 * sum_s lr_s^2) (ANS), merged
-with the gradient into one coalesced sparse update; then HT[r] = t + 1. A prefix sum of
-lr_s^2 keeps a learning-rate schedule exact. `finalize()` flushes every row's pending
-noise (dense, chunked), so the released model is distributed exactly as DP-SGD's.
+HT[r] .. t in ONE draw per element, N(0, (sigma C / B)^2 * sum_s lr_s^2) (ANS); then
+HT[r] = t + 1. A prefix sum of lr_s^2 keeps a learning-rate schedule exact. `finalize()`
+flushes every row's pending noise (dense, chunked), so the released model is distributed
+exactly as DP-SGD's.
 
 HT lives where the per-step noise work runs (`work_device`): with the table, except in
 hybrid placement, where the GPU holds HT (0.78 % of the table), draws the queue's noise
-and merges it with the gradient rows it just coalesced, so the host only applies one
-update instead of drawing noise and merging on its cores.
+and merges it with the gradient rows it just coalesced into one update (the paper's
+merge), so the host only applies that update. When the table is on the work device
+(gpu placement) the noise goes straight into the table rows instead (`in_place`): the
+merge would sort and scatter 2N rows only to scatter them into the table again.
 
 `lazydp-noans` keeps the lazy update but draws each pending step's noise separately, to
 show what aggregation buys. Momentum and weight decay would break the equivalence; the
@@ -118,9 +120,9 @@ class LazyDP(Algorithm):
         ]
 
     def _add_owed(self, terms: list[torch.Tensor], seed: int | Scalar, add) -> None:
-        """Owe-paying: add(-std_k, seed_k) for each independent draw k; `add` applies
-        `-std_k * z_k` somewhere. One term (ANS) uses `seed` as given, so a graph replay
-        reads it from device memory."""
+        """Pay the owed noise: add(-std_k, seed_k) for each independent draw k, where `add`
+        applies -std_k * z_k to its target. One term (ANS) uses `seed` as given, so a graph
+        replay reads it from device memory."""
         if self.ctx.noise_mode == "off":
             return
         if len(terms) == 1:
