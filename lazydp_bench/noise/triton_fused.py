@@ -120,6 +120,13 @@ if AVAILABLE:
         _add_to_rows(w_ptr, rows_ptr, std_ptr, i0 + 3 * BLOCK, r3, n_elements, cols)
 
 
+def _seed_tensor(seed: SeedArg, device: torch.device) -> torch.Tensor:
+    """The kernels read their seed from device memory (graph replays update it there)."""
+    if isinstance(seed, torch.Tensor):
+        return seed
+    return torch.full((), seed, dtype=torch.int64, device=device)
+
+
 class TritonFusedEngine(DenseNoiseEngine):
     name = "triton-fused"
     reads_device_scalars = True
@@ -131,8 +138,7 @@ class TritonFusedEngine(DenseNoiseEngine):
             raise ValueError("fused engine needs a contiguous tensor")
         rows, cols = target.shape
         rows_per_launch = max(1, _MAX_LAUNCH_ELEMS // cols)
-        if not isinstance(seed, torch.Tensor):
-            seed = torch.full((), seed, dtype=torch.int64, device=target.device)
+        seed = _seed_tensor(seed, target.device)
         mode = 0 if isinstance(std, float) else (1 if std.dim() == 0 else 2)
         with timer.stage(Stage.NOISY_UPDATE_FUSED):
             for chunk, start in enumerate(range(0, rows, rows_per_launch)):
@@ -168,9 +174,7 @@ class TritonFusedEngine(DenseNoiseEngine):
         if table.device.type != "cuda" or not table.is_contiguous():
             super().add_noise_rows(table, rows, std, seed, timer, unit)
             return
-        seed = Scalar.resolve(seed, use_tensor=True)
-        if not isinstance(seed, torch.Tensor):
-            seed = torch.full((), seed, dtype=torch.int64, device=table.device)
+        seed = _seed_tensor(Scalar.resolve(seed, use_tensor=True), table.device)
         std = std if unit else std.abs()
         cols = table.shape[1]
         slots_per_launch = max(1, _MAX_LAUNCH_ELEMS // cols)
