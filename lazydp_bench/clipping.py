@@ -25,21 +25,24 @@ from dataclasses import dataclass
 
 import torch
 
+from lazydp_bench.clip_kernels import EPS, add_linear_sq_norms, finish_clip, scale_rows
 from lazydp_bench.errors import BenchError
-from lazydp_bench.ghost_norms import add_linear_sq_norms
 from lazydp_bench.model import DLRM, ForwardState
 from lazydp_bench.profiling import StageTimer
 from lazydp_bench.sparse import coalesce
 from lazydp_bench.stages import Stage
-
-EPS = 1e-6
 
 
 @dataclass
 class ClipResult:
     mlp_grad: torch.Tensor  # [P] flat, sum over examples of clipped per-example gradients
     pooled_grad: torch.Tensor  # [B, T, D] on the MLP device
-    norms: torch.Tensor | None  # [B] per-example gradient norms before clipping
+    sq_norms: torch.Tensor | None  # [B] squared per-example gradient norms before clipping
+
+    @property
+    def norms(self) -> torch.Tensor | None:
+        """Per-example norms, computed on demand (the step itself does not need them)."""
+        return None if self.sq_norms is None else self.sq_norms.sqrt()
 
 
 ClipFn = Callable[[DLRM, ForwardState, float, StageTimer], ClipResult]
@@ -94,16 +97,23 @@ def _activation_grads(fs: ForwardState, retain: bool) -> tuple[list[torch.Tensor
     return list(grads[:-1]), grads[-1]
 
 
-def _ghost_sq_norms(
-    fs: ForwardState, deltas: list[torch.Tensor], d_pooled: torch.Tensor
-) -> torch.Tensor:
+def _ghost_clip(
+    fs: ForwardState,
+    deltas: list[torch.Tensor],
+    d_pooled: torch.Tensor,
+    clip_norm: float,
+    scale_pooled: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Ghost norms of every layer and bag -> (squared norms, clip factors, and with
+    `scale_pooled` the clipped pooled gradient), in one kernel per layer plus one."""
     sq = torch.zeros(d_pooled.shape[0], dtype=d_pooled.dtype, device=d_pooled.device)
     for a, d in zip(fs.inputs, deltas, strict=True):
         add_linear_sq_norms(sq, a, d)
-    bags = d_pooled.square().sum(-1)
-    if fs.rows.shape[-1] > 1:  # with pooling 1 every multiplicity is 1
-        bags *= bag_sum_sq_multiplicity(fs.rows).to(d_pooled.device, non_blocking=True)
-    return sq.add_(bags.sum(-1))
+    mult = None  # with pooling 1 every multiplicity is 1
+    if fs.rows.shape[-1] > 1:
+        mult = bag_sum_sq_multiplicity(fs.rows).to(d_pooled.device, non_blocking=True)
+    c, pooled_grad = finish_clip(sq, d_pooled, mult, clip_norm, scale_pooled)
+    return sq, c, pooled_grad
 
 
 def _materialized_embedding_sq_norms(
@@ -163,7 +173,7 @@ def clip_materialize(
             torch.mv(g.flatten(1).t(), c, out=gw.view(-1))
             torch.mv(d.t(), c, out=gb)
         pooled_grad = d_pooled * c.view(-1, 1, 1)
-    return ClipResult(mlp_grad, pooled_grad, sq.sqrt())
+    return ClipResult(mlp_grad, pooled_grad, sq)
 
 
 @register_clipping("reweight")
@@ -177,7 +187,7 @@ def clip_reweight(model: DLRM, fs: ForwardState, clip_norm: float, timer: StageT
         c = clip_factors(sq, clip_norm)
     with timer.stage(Stage.BACKWARD_PER_BATCH):
         mlp_grad, pooled_grad = _reweighted_backward(model, fs, c)
-    return ClipResult(mlp_grad, pooled_grad, sq.sqrt())
+    return ClipResult(mlp_grad, pooled_grad, sq)
 
 
 @register_clipping("ghost")
@@ -185,23 +195,22 @@ def clip_reweight(model: DLRM, fs: ForwardState, clip_norm: float, timer: StageT
 def clip_ghost(model: DLRM, fs: ForwardState, clip_norm: float, timer: StageTimer) -> ClipResult:
     with timer.stage(Stage.BACKWARD_PER_EXAMPLE):
         deltas, d_pooled = _activation_grads(fs, retain=True)
-        sq = _ghost_sq_norms(fs, deltas, d_pooled)
-        c = clip_factors(sq, clip_norm)
+        sq, c, _ = _ghost_clip(fs, deltas, d_pooled, clip_norm, scale_pooled=False)
     with timer.stage(Stage.BACKWARD_PER_BATCH):
         mlp_grad, pooled_grad = _reweighted_backward(model, fs, c)
-    return ClipResult(mlp_grad, pooled_grad, sq.sqrt())
+    return ClipResult(mlp_grad, pooled_grad, sq)
 
 
 def _clipped_layer_grad(
     gw: torch.Tensor, gb: torch.Tensor, a: torch.Tensor, d: torch.Tensor, c: torch.Tensor
 ) -> None:
     """gw = sum_i c_i d_i a_i^T, gb = sum_i c_i d_i. The factors scale the narrower of a and
-    d (a row-broadcast multiply does not vectorize, so its width is what costs)."""
+    d (the scaling pass is what the factors cost)."""
     if a.shape[1] < d.shape[1]:
-        torch.mm(d.t(), a * c.view(-1, 1), out=gw)
+        torch.mm(d.t(), scale_rows(a, c), out=gw)
         torch.mv(d.t(), c, out=gb)
         return
-    scaled = d * c.view(-1, 1)
+    scaled = scale_rows(d, c)
     torch.mm(scaled.t(), a, out=gw)
     torch.sum(scaled, 0, out=gb)
 
@@ -213,11 +222,10 @@ def clip_bookkeeping(
 ) -> ClipResult:
     with timer.stage(Stage.BACKWARD_PER_EXAMPLE):
         deltas, d_pooled = _activation_grads(fs, retain=False)
-        sq = _ghost_sq_norms(fs, deltas, d_pooled)
-        c = clip_factors(sq, clip_norm)
+        # the clipped pooled gradient comes out of the norm pass (one read of d_pooled)
+        sq, c, pooled_grad = _ghost_clip(fs, deltas, d_pooled, clip_norm, scale_pooled=True)
     with timer.stage(Stage.BACKWARD_PER_BATCH):
         mlp_grad = torch.empty_like(model.flat_params)
         for (gw, gb), a, d in zip(model.layer_views(mlp_grad), fs.inputs, deltas, strict=True):
             _clipped_layer_grad(gw, gb, a, d, c)
-        pooled_grad = d_pooled * c.view(-1, 1, 1)
-    return ClipResult(mlp_grad, pooled_grad, sq.sqrt())
+    return ClipResult(mlp_grad, pooled_grad, sq)

@@ -108,6 +108,27 @@ class CarriedUnique:
         return SparseRows(rows, None, valid), slot
 
 
+class ShippedRows:
+    """A row update on its way to another device (`SparseOps.ship_async`)."""
+
+    def __init__(self, source, host: tuple[torch.Tensor, torch.Tensor] | None, done) -> None:
+        self._source, self._host, self._done = source, host, done
+
+    def wait(self) -> SparseRows:
+        """The update's valid slots (a prefix: padding comes last) on the destination;
+        waits for the copy only."""
+        if self._host is None:  # nothing crossed a device boundary
+            update = self._source
+            count = int(update.valid.sum())
+            return SparseRows(update.rows[:count], update.values[:count], update.valid[:count])
+        event, pinned_count = self._done
+        event.synchronize()
+        count = int(pinned_count)
+        self._source = None  # the copy is done: the device buffers may go
+        rows, values = self._host
+        return SparseRows(rows[:count], values[:count], torch.ones(count, dtype=torch.bool))
+
+
 class SparseOps:
     """Sparse coalescing and row updates, picked per device.
 
@@ -127,6 +148,7 @@ class SparseOps:
         self.threads = max(1, threads)
         self._pool = None
         self._pinned: dict[str, torch.Tensor] = {}
+        self._side: torch.cuda.Stream | None = None  # for ship_async's copies
 
     def _map(self, fn, parts: int) -> None:
         if parts == 1:
@@ -210,6 +232,31 @@ class SparseOps:
         values.copy_(update.values[:count], non_blocking=True)
         torch.cuda.current_stream(update.rows.device).synchronize()
         return SparseRows(rows, values, torch.ones(count, dtype=torch.bool))
+
+    def ship_async(self, update: SparseRows, out: torch.device, tag: str) -> ShippedRows:
+        """Start moving a padded device update to `out` without waiting: on a GPU, a side
+        stream copies all slots and the valid count into pinned buffers named by `tag`
+        (reused by the next call with that tag, so wait on this one first) while the main
+        stream goes on computing. `ShippedRows.wait()` returns the valid prefix on `out`."""
+        if update.rows.device.type != "cuda" or out.type != "cpu":
+            return ShippedRows(update, None, None)
+        main = torch.cuda.current_stream(update.rows.device)
+        count = update.valid.sum()
+        if self._side is None:
+            self._side = torch.cuda.Stream(update.rows.device)
+        side = self._side
+        side.wait_stream(main)
+        rows = self._staging(f"{tag}_rows", update.rows.dtype, tuple(update.rows.shape))
+        values = self._staging(f"{tag}_values", update.values.dtype, tuple(update.values.shape))
+        pinned_count = self._staging(f"{tag}_count", count.dtype, ())
+        with torch.cuda.stream(side):
+            rows.copy_(update.rows, non_blocking=True)
+            values.copy_(update.values, non_blocking=True)
+            pinned_count.copy_(count, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record(side)
+        # the device tensors stay referenced (by the handle) until the copy is waited on
+        return ShippedRows((update, count), (rows, values), (done, pinned_count))
 
     def _staging(self, name: str, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
         numel = 1

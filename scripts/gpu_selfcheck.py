@@ -1,7 +1,9 @@
 """GPU-only checks the CPU tests cannot make: the Triton noise kernel's statistics, its
 per-row scaling and reproducibility, seeds and stds read from device memory, the fused
 row-noise kernel against the engine's reference (same draws, padded slots and a table past
-2**31 elements included), the Triton ghost norms against torch, and that a CUDA-graph
+2**31 elements included), the Triton clipping kernels (ghost norms, clip factors with the
+scaled pooled gradient, row scaling) and LazyDP's fused owed-noise/history kernel against
+torch, and that a CUDA-graph
 replay of the step trains the same model as eager steps (with noise on and a decaying lr,
 so a value frozen at capture would show), per algorithm.
 
@@ -16,11 +18,12 @@ import sys
 
 import torch
 
+from lazydp_bench.clip_kernels import add_linear_sq_norms, finish_clip, scale_rows
 from lazydp_bench.config import LRSchedule, PrivacyConfig, RunConfig
-from lazydp_bench.ghost_norms import add_linear_sq_norms
 from lazydp_bench.graph_step import GraphedStep
 from lazydp_bench.noise.base import DenseNoiseEngine
 from lazydp_bench.noise.triton_fused import TritonFusedEngine
+from lazydp_bench.owed_noise import owed_std, owed_std_torch
 from lazydp_bench.profiling import NULL_TIMER
 from lazydp_bench.step_scalars import Scalar
 from lazydp_bench.trainer import build_session, plan_run
@@ -68,6 +71,8 @@ def main() -> int:
     ok &= check("seed and std from device memory", bool(torch.equal(v, x)), "== float args")
     ok &= check_rows_kernel(eng, dev)
     ok &= check_ghost_norms(dev)
+    ok &= check_finish_and_scale(dev)
+    ok &= check_owed_std(dev)
     for algo, clipping in GRAPH_CASES:
         ok &= check_graph_equals_eager(algo, clipping)
     return 0 if ok else 1
@@ -118,6 +123,67 @@ def check_ghost_norms(dev: torch.device) -> bool:
         want = 1 + a.double().square().sum(1) * d_sq + d_sq
         err = ((got.double() - want).abs() / want).max().item()
         ok &= check(f"triton ghost norms {cols_in}x{cols_out}", err < 1e-5, f"max rel {err:.1e}")
+    return ok
+
+
+def check_finish_and_scale(dev: torch.device) -> bool:
+    """finish_clip (bag norms + clip factors + scaled pooled gradient in one kernel) and
+    scale_rows against the torch path in fp64 (the same functions on fp64 tensors)."""
+    gen = torch.Generator(device=dev).manual_seed(1)
+    ok = True
+    d_pooled = torch.randn(2048, 26, 128, device=dev, generator=gen) * 0.05
+    layers = torch.rand(2048, device=dev, generator=gen) * 2
+    for scale in (True, False):
+        sq = layers.clone()
+        c, pooled = finish_clip(sq, d_pooled, None, 3.0, scale)
+        sq64 = layers.double()
+        c64, pooled64 = finish_clip(sq64, d_pooled.double(), None, 3.0, True)
+        err_sq = ((sq.double() - sq64).abs() / sq64).max().item()
+        err_c = ((c.double() - c64).abs() / c64).max().item()
+        err_p = (pooled.double() - pooled64).abs().max().item() if scale else 0.0
+        clipped = (c64 < 1).float().mean().item()
+        ok &= check(
+            f"triton finish_clip (scale pooled: {scale})",
+            max(err_sq, err_c) < 1e-5
+            and err_p < 1e-6
+            and 0 < clipped < 1
+            and (pooled is None) != scale,
+            f"rel sq {err_sq:.1e}, rel c {err_c:.1e}, pooled {err_p:.1e}; clipped {clipped:.0%}",
+        )
+    for cols in (1, 13, 479, 1024):
+        x = torch.randn(2048, cols + 3, device=dev, generator=gen)[:, :cols]  # strided rows
+        c = torch.rand(2048, device=dev, generator=gen)
+        got = scale_rows(x, c)
+        err = (got - x * c.view(-1, 1)).abs().max().item()
+        ok &= check(f"triton scale_rows 2048x{cols}", err == 0 and got.is_contiguous(), f"{err}")
+    return ok
+
+
+def check_owed_std(dev: torch.device) -> bool:
+    """The fused owed-noise kernel against its torch path: same std per slot (0 on padded
+    slots), same history afterwards; int32 and int64 history, unit and gaussian."""
+    gen = torch.Generator(device=dev).manual_seed(2)
+    ok = True
+    steps, n_rows, slots = 50, 1_000_000, 60_000
+    lrs = torch.rand(steps, dtype=torch.float64) + 0.5
+    zero = torch.zeros(1, dtype=torch.float64)
+    for hist_dtype in (torch.int32, torch.int64):
+        for unit in (False, True):
+            prefix = torch.cat([zero, (lrs if unit else lrs.square()).cumsum(0)]).to(dev)
+            hist = torch.randint(0, 30, (n_rows,), device=dev, generator=gen).to(hist_dtype)
+            uniq = torch.randperm(n_rows, device=dev, generator=gen)[:slots].sort().values
+            rows = torch.cat([uniq, uniq[:500]])  # padded slots repeat valid rows
+            valid = torch.arange(rows.numel(), device=dev) < slots
+            upto = torch.full((), 31, dtype=torch.int64, device=dev)
+            h_ref = hist.clone()
+            want = owed_std_torch(h_ref, rows, valid, upto, prefix, 4e-5, unit, torch.float32)
+            got = owed_std(hist, rows, valid, upto, prefix, 4e-5, unit, torch.float32)
+            err = ((got - want).abs() / want.abs().clamp(min=1e-30)).max().item()
+            ok &= check(
+                f"fused owed std ({hist_dtype}, {'unit' if unit else 'gaussian'})",
+                err < 1e-6 and torch.equal(hist, h_ref) and bool((got[slots:] == 0).all()),
+                f"max rel {err:.1e}, history equal {torch.equal(hist, h_ref)}",
+            )
     return ok
 
 

@@ -87,23 +87,42 @@ def test_device_sparse_path_sgd():
 
 
 @pytest.mark.usefixtures("device_sparse_path")
-@pytest.mark.parametrize("in_place", [True, False])
-def test_device_sparse_path_lazydp_in_place_and_merged(monkeypatch, in_place):
-    """Both LazyDP updates of the device path: noise rows straight into the table (gpu
-    placement) and merged with the gradient into one update (hybrid), against DP-SGD(F)."""
+@pytest.mark.parametrize("mode", ["in-place", "ahead", "merged"])
+def test_device_sparse_path_lazydp_noise_update_modes(monkeypatch, mode):
+    """Every way LazyDP's queue noise reaches the table, through the device path, against
+    DP-SGD(F): straight into the table rows (gpu placement), ahead of the backward by a
+    background thread (hybrid), merged with the gradient into one update (host)."""
     from lazydp_bench.algorithms import lazydp
     from lazydp_bench.sparse import SparseOps
     from lazydp_bench.verify import check_gaussian, check_unit_noise
 
     device_ops = SparseOps(1)  # the fixture routes it through the device path
-    assert lazydp.updates_in_place(torch.zeros(2, 2), torch.device("cpu"), device_ops)
-    monkeypatch.setattr(lazydp, "updates_in_place", lambda *_: in_place)
+    assert lazydp.noise_update_mode(torch.zeros(2, 2), torch.device("cpu"), device_ops) == (
+        "in-place"
+    )
+    monkeypatch.setattr(lazydp, "noise_update_mode", lambda *_: mode)
     session = tiny_session("lazydp")
-    assert session.algo.in_place is in_place
+    assert session.algo.noise_update == mode
     check = check_unit_noise("lazydp", "cpu", 8, 0, 0.3)
     assert check.passed, check.detail
     check = check_gaussian("lazydp", "cpu", 8, 1, 0.3)
     assert check.passed, check.detail
+
+
+def test_ahead_mode_applies_the_queue_noise_before_the_gradient(monkeypatch):
+    """`ahead` starts the queue's noise after the forward pass and joins it before the
+    gradient rows are added: after every step nothing is pending."""
+    from lazydp_bench.algorithms import lazydp
+
+    monkeypatch.setattr(lazydp, "noise_update_mode", lambda *_: "ahead")
+    session = tiny_session("lazydp", iterations=3)
+    started = []
+    real = session.algo._start_ahead
+    monkeypatch.setattr(session.algo, "_start_ahead", lambda *a: started.append(1) or real(*a))
+    for t in range(3):
+        session.step(t, NULL_TIMER)
+        assert session.algo._ahead is None
+    assert len(started) == 3  # once per step, from after_lookup
 
 
 def test_all_clipping_modes_registered():

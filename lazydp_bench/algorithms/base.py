@@ -80,9 +80,16 @@ class Algorithm:
     def run_step(self, batch: Batch, next_batch: Batch, timer: StageTimer) -> None:
         with timer.stage(Stage.FORWARD):
             fs = self.model.forward(batch)
+        with torch.no_grad():
+            self.after_lookup(next_batch, timer)
         clipped = self._clip(self.model, fs, self.ctx.clip_norm, timer)
         with torch.no_grad(), timer.stage(Stage.MODEL_UPDATE):
             self.update(fs, clipped, next_batch, timer)
+
+    def after_lookup(self, next_batch: Batch, timer: StageTimer) -> None:
+        """Update work that may start once the forward pass has read the step's rows, before
+        the backward: none by default (LazyDP in hybrid placement starts the input queue's
+        noise here, so it reaches the host table while the GPU computes)."""
 
     def update(
         self, fs: ForwardState, clipped: ClipResult, next_batch: Batch, timer: StageTimer

@@ -10,11 +10,17 @@ flushes every row's pending noise (dense, chunked), so the released model is dis
 exactly as DP-SGD's.
 
 HT lives where the per-step noise work runs (`work_device`): with the table, except in
-hybrid placement, where the GPU holds HT (0.78 % of the table), draws the queue's noise
-and merges it with the gradient rows it just coalesced into one update (the paper's
-merge), so the host only applies that update. When the table is on the work device
-(gpu placement) the noise goes straight into the table rows instead (`in_place`): the
-merge would sort and scatter 2N rows only to scatter them into the table again.
+hybrid placement, where the GPU holds HT (0.78 % of the table) and draws the queue's
+noise. How the noise reaches the table (`noise_update_mode`, in every record):
+- `in-place` (gpu placement): straight into the table rows by one fused kernel; merging
+  it with the gradient first would sort and scatter 2N rows only to scatter them again;
+- `ahead` (hybrid): the queue's noise does not depend on the gradient, so it is drawn
+  right after the forward pass has read the step's rows, copied to the host on a side
+  stream and added to the host table by a background thread while the GPU computes the
+  backward; the update then waits for it and adds the gradient rows, as SGD does. The
+  paper merges noise and gradient into one update instead, which ships and applies 2N
+  rows after the backward, on the critical path;
+- `merged` (cpu placement): the paper's merge, one host update (threaded).
 
 `lazydp-noans` keeps the lazy update but draws each pending step's noise separately, to
 show what aggregation buys. Momentum and weight decay would break the equivalence; the
@@ -24,15 +30,17 @@ tool's SGD has neither, and `LazyDP.check_optimizer` refuses them with the reaso
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
 from lazydp_bench.algorithms.base import AlgoContext, Algorithm
 from lazydp_bench.algorithms.registry import register
 from lazydp_bench.errors import BenchError
+from lazydp_bench.owed_noise import owed_std, owed_sum
 from lazydp_bench.profiling import NULL_TIMER
 from lazydp_bench.seeds import derive_seed
-from lazydp_bench.sparse import CarriedUnique
+from lazydp_bench.sparse import CarriedUnique, SparseRows
 from lazydp_bench.stages import Stage
 from lazydp_bench.step_scalars import STREAM_FLUSH, Scalar
 
@@ -48,12 +56,13 @@ def work_device(table: torch.device, mlp: torch.device) -> torch.device:
     return mlp if table.type == "cpu" and mlp.type == "cuda" else table
 
 
-def updates_in_place(table: torch.Tensor, work: torch.device, sparse) -> bool:
-    """Whether the queue's noise goes straight into the table rows (the table is on the
-    device doing the noise work, and that device takes the sync-free path) instead of
-    being merged with the gradient into one update (hybrid: one PCIe crossing; host: the
-    threaded merge)."""
-    return table.device == work and sparse.device_path(table)
+def noise_update_mode(table: torch.Tensor, work: torch.device, sparse) -> str:
+    """How the input queue's noise reaches the table (see the module docstring)."""
+    if table.device == work and sparse.device_path(table):
+        return "in-place"
+    if table.device.type == "cpu" and work.type == "cuda":
+        return "ahead"
+    return "merged"
 
 
 class LazyDP(Algorithm):
@@ -64,7 +73,14 @@ class LazyDP(Algorithm):
         super().__init__(ctx)
         self.check_optimizer(ctx.lr.momentum, ctx.lr.weight_decay)
         self.device = work_device(self.model.table.device, self.model.mlp_device)
-        self.in_place = updates_in_place(self.model.table, self.device, ctx.sparse)
+        self.noise_update = noise_update_mode(self.model.table, self.device, ctx.sparse)
+        self._update = {
+            "in-place": self._update_in_place,
+            "ahead": self._update_ahead,
+            "merged": self._update_merged,
+        }[self.noise_update]
+        self._ahead: Future | None = None  # `ahead`: the queue's noise on its way to the table
+        self._applier: ThreadPoolExecutor | None = None
         # the queue's sort, reused by the next step's gradient coalescing (same rows)
         self.carry = CarriedUnique()
         self.history = torch.zeros(
@@ -109,15 +125,17 @@ class LazyDP(Algorithm):
         base = self.noise_std
         if self.aggregate:
             unit = self.ctx.noise_mode == "unit"
-            prefix = self._s1 if unit else self._s2
-            owed = prefix.index_select(0, upto.tensor.view(1)) - prefix.index_select(0, last)
-            if not unit:
-                owed = owed.clamp_(min=0).sqrt_()
-            return [(owed * base).to(self.model.dtype)]
+            return [
+                (owed_sum(self._prefix(unit), last, upto.tensor, unit) * base).to(self.model.dtype)
+            ]
         return [
             ((last <= s) * (self._lrs[s] * base)).to(self.model.dtype)
             for s in range(int(upto.value))
         ]
+
+    def _prefix(self, unit: bool) -> torch.Tensor:
+        """What ANS sums over the pending steps: lr (unit draws add up) or lr^2 (variances)."""
+        return self._s1 if unit else self._s2
 
     def _add_owed(self, terms: list[torch.Tensor], seed: int | Scalar, add) -> None:
         """Pay the owed noise: add(-std_k, seed_k) for each independent draw k, where `add`
@@ -140,27 +158,38 @@ class LazyDP(Algorithm):
 
     # ----- the step -------------------------------------------------------------------
     def update(self, fs, clipped, next_batch, timer) -> None:
-        if self.in_place:
-            self._update_in_place(fs, clipped, next_batch, timer)
-        else:
-            self._update_merged(fs, clipped, next_batch, timer)
+        self._update(fs, clipped, next_batch, timer)
         with timer.stage(Stage.LAZYDP_OVERHEAD):
             self.carry.commit()
         self.update_mlp(clipped, timer, noisy=True)
 
-    def _advance_queue(self, next_batch, timer) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _advance_queue(self, next_batch, timer) -> tuple[SparseRows, list[torch.Tensor]]:
         """The input queue (unique rows step t + 1 reads), the std of each draw they owe
-        (0 in padded slots), and HT[queue] = t + 1."""
+        (0 in padded slots), and HT[queue] = t + 1 (with ANS: one fused pass)."""
         dev = self.device
         with timer.stage(Stage.LAZYDP_OVERHEAD):
             queue = self.ctx.sparse.unique(next_batch.rows.to(dev, non_blocking=True), self.carry)
-            last = self.history.index_select(0, queue.rows)
             t_next = self.scalar("t_next", dev)
+            if self.aggregate:
+                self._extend_prefix(int(t_next.value))
+                unit = self.ctx.noise_mode == "unit"
+                std = owed_std(
+                    self.history,
+                    queue.rows,
+                    queue.valid,
+                    t_next.tensor,
+                    self._prefix(unit),
+                    self.noise_std,
+                    unit,
+                    self.model.dtype,
+                )
+                return queue, [std]
+            last = self.history.index_select(0, queue.rows)
             self.history.scatter_(
                 0, queue.rows, t_next.tensor.to(self.history.dtype).expand_as(queue.rows)
             )
             terms = [std * queue.valid for std in self.pending_terms(last, t_next)]
-        return queue.rows, terms
+        return queue, terms
 
     def _update_in_place(self, fs, clipped, next_batch, timer) -> None:
         """Table on the device that does the noise work: the gradient rows and the queue's
@@ -168,7 +197,8 @@ class LazyDP(Algorithm):
         second sort and scatter of 2N rows that the table update does anyway."""
         table = self.model.table
         grads = self.row_gradients(fs, clipped, timer, carried=self.carry)
-        rows, terms = self._advance_queue(next_batch, timer)
+        queue, terms = self._advance_queue(next_batch, timer)
+        rows = queue.rows
         with timer.stage(Stage.PARAM_UPDATE):
             self.ctx.sparse.add_rows(table, grads, self.scalar("alpha", table.device))
         engine = self.ctx.engines.for_device(table.device)
@@ -180,24 +210,64 @@ class LazyDP(Algorithm):
                 lambda std, s: engine.add_noise_rows(table, rows, std, s, timer, unit),
             )
 
-    def _update_merged(self, fs, clipped, next_batch, timer) -> None:
-        """Hybrid (and host) placement: the queue's noise rows are merged with the gradient
-        into one coalesced update, so one update crosses PCIe and the host applies it."""
-        dev, sparse = self.device, self.ctx.sparse
-        grads = self.row_gradients(fs, clipped, timer, on=dev, carried=self.carry)
-        rows, terms = self._advance_queue(next_batch, timer)
+    def _queue_noise(self, next_batch, timer) -> SparseRows:
+        """The input queue's owed noise as a (padded) row update on the work device."""
+        dev = self.device
+        queue, terms = self._advance_queue(next_batch, timer)
         with timer.stage(Stage.NOISE_SAMPLING):
             noise = torch.zeros(
-                (rows.numel(), self.model.table.shape[1]), dtype=self.model.dtype, device=dev
+                (queue.rows.numel(), self.model.table.shape[1]), dtype=self.model.dtype, device=dev
             )
             self._add_owed_dense(noise, terms, self.scalar("seed_sparse", dev))
+        return SparseRows(queue.rows, noise, queue.valid)
+
+    def _update_merged(self, fs, clipped, next_batch, timer) -> None:
+        """Host placement: the queue's noise rows are merged with the gradient into one
+        coalesced update (the paper's merge), which the host applies."""
+        dev, sparse = self.device, self.ctx.sparse
+        grads = self.row_gradients(fs, clipped, timer, on=dev, carried=self.carry)
+        noise = self._queue_noise(next_batch, timer)
         with timer.stage(Stage.NOISY_GRAD):
-            merged = sparse.merge(grads, self.scalar("alpha", dev), rows, noise)
+            merged = sparse.merge(grads, self.scalar("alpha", dev), noise.rows, noise.values)
         with timer.stage(Stage.PARAM_UPDATE):
             sparse.add_rows(self.model.table, sparse.to_device(merged, self.model.table.device))
 
+    def after_lookup(self, next_batch, timer) -> None:
+        """`ahead`: step t's rows have been read, so the queue's noise for steps up to t can
+        go into the table now (no row of batch t + 1 is read before the update ends)."""
+        if self.noise_update == "ahead":
+            with timer.stage(Stage.MODEL_UPDATE):
+                self._start_ahead(next_batch, timer)
+
+    def _start_ahead(self, next_batch, timer) -> None:
+        sparse, table = self.ctx.sparse, self.model.table
+        noise = self._queue_noise(next_batch, timer)
+        with timer.stage(Stage.PARAM_UPDATE):
+            shipped = sparse.ship_async(noise, table.device, "queue_noise")
+            if self._applier is None:
+                self._applier = ThreadPoolExecutor(max_workers=1)
+            self._ahead = self._applier.submit(lambda: sparse.add_rows(table, shipped.wait()))
+
+    def _join_ahead(self) -> None:
+        """Wait until the queue's noise is in the table (re-raises what the thread raised)."""
+        if self._ahead is not None:
+            ahead, self._ahead = self._ahead, None
+            ahead.result()
+
+    def _update_ahead(self, fs, clipped, next_batch, timer) -> None:
+        """Hybrid: the gradient rows, as SGD ships and applies them, after the queue's noise
+        (started by `after_lookup`) has landed: both threads would touch shared rows."""
+        if self._ahead is None:  # a caller that skipped `after_lookup`
+            self._start_ahead(next_batch, timer)
+        table = self.model.table
+        grads = self.row_gradients(fs, clipped, timer, carried=self.carry)
+        with timer.stage(Stage.PARAM_UPDATE):
+            self._join_ahead()
+            self.ctx.sparse.add_rows(table, grads, self.scalar("alpha", table.device))
+
     def flush(self) -> None:
         """Give every row all its pending noise; idempotent (a second flush adds nothing)."""
+        self._join_ahead()
         table, upto = self.model.table, self.steps_done
         engine = self.ctx.engines.for_device(table.device)
         step = max(1, engine.rows_per_chunk(table))
@@ -228,7 +298,7 @@ class LazyDP(Algorithm):
                 "history_table_bytes": self.history.numel() * self.history.element_size(),
                 "history_table_device": str(self.history.device),
             },
-            "config": {"noise_update": "in-place" if self.in_place else "merged"},
+            "config": {"noise_update": self.noise_update},
         }
 
 

@@ -1,0 +1,161 @@
+"""The per-example clipping arithmetic, fused into few GPU kernels.
+
+On the GPU the clipping of a DLRM is launch-bound: its tensors are [B, width] blocks that
+take the GPU microseconds, and torch spends several kernels on each step of the math.
+Here, with Triton (fp32 on a GPU), each function is one kernel; anywhere else (fp64 in
+tests and verify, the host) it is the torch code written next to it, which the GPU
+self-check compares the kernels with.
+
+- `add_linear_sq_norms`: ghost norm of a Linear layer, ||a_i||^2 ||d_i||^2 + ||d_i||^2
+  (seven torch kernels -> one);
+- `finish_clip`: adds the embedding bags' norm, turns the norms into clip factors and,
+  for book-keeping, scales the pooled gradient by them, in one pass over the pooled
+  gradient (torch: square, two sums, add, sqrt, add, divide, clamp, multiply);
+- `scale_rows`: c_i * x_i. torch's row-broadcast multiply takes the non-vectorized
+  elementwise path; this kernel loads contiguous row blocks.
+"""
+
+from __future__ import annotations
+
+import torch
+
+try:  # Triton exists only where CUDA does
+    import triton
+    import triton.language as tl
+
+    AVAILABLE = True
+except ImportError:  # pragma: no cover - CPU-only machines
+    AVAILABLE = False
+
+EPS = 1e-6  # c_i = min(1, C / (||g_i|| + EPS))
+BLOCK = 256
+SCALE_ROWS, SCALE_COLS = 16, 128
+
+if AVAILABLE:
+
+    @triton.jit
+    def _row_sq(ptr, row, stride, cols, BLOCK: tl.constexpr):
+        acc = tl.zeros((BLOCK,), tl.float32)
+        for start in range(0, cols, BLOCK):
+            offs = start + tl.arange(0, BLOCK)
+            x = tl.load(ptr + row * stride + offs, mask=offs < cols, other=0.0).to(tl.float32)
+            acc += x * x
+        return tl.sum(acc, 0)
+
+    @triton.jit
+    def _ghost_layer_kernel(
+        a_ptr, d_ptr, sq_ptr, a_cols, d_cols, a_stride, d_stride, BLOCK: tl.constexpr
+    ):
+        row = tl.program_id(0).to(tl.int64)
+        a2 = _row_sq(a_ptr, row, a_stride, a_cols, BLOCK)
+        d2 = _row_sq(d_ptr, row, d_stride, d_cols, BLOCK)
+        ptr = sq_ptr + row
+        tl.store(ptr, tl.load(ptr) + (a2 * d2 + d2).to(sq_ptr.dtype.element_ty))
+
+    @triton.jit
+    def _finish_kernel(
+        sq_ptr,
+        g_ptr,
+        c_ptr,
+        out_ptr,
+        cols,
+        clip_norm,
+        eps,
+        NORM: tl.constexpr,
+        SCALE: tl.constexpr,
+        BLOCK: tl.constexpr,
+    ):
+        row = tl.program_id(0).to(tl.int64)
+        sq = tl.load(sq_ptr + row)
+        if NORM:
+            sq += _row_sq(g_ptr, row, cols, cols, BLOCK)
+            tl.store(sq_ptr + row, sq)
+        c = tl.minimum(clip_norm / (tl.sqrt(sq) + eps), 1.0)
+        tl.store(c_ptr + row, c)
+        if SCALE:
+            for start in range(0, cols, BLOCK):
+                offs = start + tl.arange(0, BLOCK)
+                mask = offs < cols
+                x = tl.load(g_ptr + row * cols + offs, mask=mask)
+                tl.store(out_ptr + row * cols + offs, x * c, mask=mask)
+
+    @triton.jit
+    def _scale_rows_kernel(
+        x_ptr, c_ptr, out_ptr, rows, cols, stride, BR: tl.constexpr, BC: tl.constexpr
+    ):
+        r = tl.program_id(0) * BR + tl.arange(0, BR)
+        k = tl.program_id(1) * BC + tl.arange(0, BC)
+        rmask = r < rows
+        mask = rmask[:, None] & (k[None, :] < cols)
+        c = tl.load(c_ptr + r, mask=rmask, other=0.0)
+        x = tl.load(x_ptr + r[:, None].to(tl.int64) * stride + k[None, :], mask=mask)
+        tl.store(out_ptr + r[:, None].to(tl.int64) * cols + k[None, :], x * c[:, None], mask=mask)
+
+
+def _on_triton(*tensors: torch.Tensor) -> bool:
+    """fp32 CUDA tensors whose rows are contiguous (what the kernels index)."""
+    return AVAILABLE and all(
+        t.device.type == "cuda" and t.dtype == torch.float32 and t.stride(-1) == 1 for t in tensors
+    )
+
+
+def add_linear_sq_norms(sq: torch.Tensor, a: torch.Tensor, d: torch.Tensor) -> None:
+    """sq[i] += ||a_i||^2 ||d_i||^2 + ||d_i||^2 for a [B, in], d [B, out], sq [B]
+    (fp32 accumulation on the GPU, as torch's reductions)."""
+    if _on_triton(sq, a, d) and sq.is_contiguous():
+        _ghost_layer_kernel[(a.shape[0],)](
+            a, d, sq, a.shape[1], d.shape[1], a.stride(0), d.stride(0), BLOCK=BLOCK, num_warps=4
+        )
+        return
+    d_sq = d.square().sum(1)
+    sq += a.square().sum(1) * d_sq + d_sq
+
+
+def finish_clip(
+    sq: torch.Tensor,
+    d_pooled: torch.Tensor,
+    multiplicity: torch.Tensor | None,
+    clip_norm: float,
+    scale_pooled: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Complete the squared norms with the bags' part, sq[i] += sum_t ||d_it||^2 * m_it
+    (m: sum of squared row multiplicities per bag; None when pooling is 1), and return the
+    clip factors c and, if `scale_pooled`, c_i * d_pooled_i (the book-keeping pooled
+    gradient). `sq` is updated in place."""
+    triton_path = _on_triton(sq, d_pooled) and d_pooled.is_contiguous() and sq.is_contiguous()
+    if multiplicity is not None:  # per-bag weights: torch adds this part
+        sq.add_((d_pooled.square().sum(-1) * multiplicity).sum(-1))
+    if triton_path:
+        c = torch.empty_like(sq)
+        out = torch.empty_like(d_pooled) if scale_pooled else d_pooled
+        _finish_kernel[(d_pooled.shape[0],)](
+            sq,
+            d_pooled,
+            c,
+            out,
+            d_pooled[0].numel(),
+            float(clip_norm),
+            EPS,
+            NORM=multiplicity is None,
+            SCALE=scale_pooled,
+            BLOCK=1024,
+            num_warps=4,
+        )
+        return c, out if scale_pooled else None
+    if multiplicity is None:
+        sq.add_(d_pooled.square().sum(-1).sum(-1))
+    c = (clip_norm / (sq.sqrt() + EPS)).clamp(max=1.0)
+    return c, d_pooled * c.view(-1, *([1] * (d_pooled.dim() - 1))) if scale_pooled else None
+
+
+def scale_rows(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """c_i * x_i for x [B, n], c [B], as a new contiguous tensor."""
+    if _on_triton(x, c) and x.dim() == 2 and c.is_contiguous():
+        rows, cols = x.shape
+        out = torch.empty((rows, cols), dtype=x.dtype, device=x.device)
+        grid = (triton.cdiv(rows, SCALE_ROWS), triton.cdiv(cols, SCALE_COLS))
+        _scale_rows_kernel[grid](
+            x, c, out, rows, cols, x.stride(0), BR=SCALE_ROWS, BC=SCALE_COLS, num_warps=4
+        )
+        return out
+    return x * c.view(-1, 1)
