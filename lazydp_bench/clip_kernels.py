@@ -99,6 +99,11 @@ def _on_triton(*tensors: torch.Tensor) -> bool:
     )
 
 
+def clip_factors(sq_norms: torch.Tensor, clip_norm: float) -> torch.Tensor:
+    """c_i = min(1, C / (||g_i|| + EPS)) from squared norms (torch; `finish_clip` fuses it)."""
+    return (clip_norm / (sq_norms.sqrt() + EPS)).clamp(max=1.0)
+
+
 def add_linear_sq_norms(sq: torch.Tensor, a: torch.Tensor, d: torch.Tensor) -> None:
     """sq[i] += ||a_i||^2 ||d_i||^2 + ||d_i||^2 for a [B, in], d [B, out], sq [B]
     (fp32 accumulation on the GPU, as torch's reductions)."""
@@ -144,7 +149,7 @@ def finish_clip(
         return c, out if scale_pooled else None
     if multiplicity is None:
         sq.add_(d_pooled.square().sum(-1).sum(-1))
-    c = (clip_norm / (sq.sqrt() + EPS)).clamp(max=1.0)
+    c = clip_factors(sq, clip_norm)
     return c, d_pooled * c.view(-1, *([1] * (d_pooled.dim() - 1))) if scale_pooled else None
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lazydp_bench.clip_kernels import EPS, add_linear_sq_norms, finish_clip, scale_rows
+from lazydp_bench.clip_kernels import add_linear_sq_norms, clip_factors, finish_clip, scale_rows
 from lazydp_bench.errors import BenchError
 from lazydp_bench.model import DLRM, ForwardState
 from lazydp_bench.profiling import StageTimer
@@ -64,10 +64,6 @@ def get_clipping(name: str) -> ClipFn:
         valid = ", ".join(CLIPPING_MODES)
         raise BenchError(f"unknown clipping mode {name!r} (valid: {valid})")
     return CLIPPING_MODES[name]
-
-
-def clip_factors(sq_norms: torch.Tensor, clip_norm: float) -> torch.Tensor:
-    return (clip_norm / (sq_norms.sqrt() + EPS)).clamp(max=1.0)
 
 
 def flatten(grads: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tensor:

@@ -64,11 +64,13 @@ def owed_std(
     base: float,
     unit: bool,
     dtype: torch.dtype,
+    fused: bool = True,
 ) -> torch.Tensor:
     """Per-slot std (dtype) of the one draw each queue row owes for steps HT[r]..upto-1,
     and HT[rows] = upto. `upto` is a 0-dim int64 device tensor (a graph replay reads
-    it); `prefix` is S1 (unit) or S2, fp64, on the history's device."""
-    if AVAILABLE and history.device.type == "cuda":
+    it); `prefix` is S1 (unit) or S2, fp64, on the history's device. `fused=False` takes
+    the torch path (the host's, and the GPU self-check's reference)."""
+    if fused and AVAILABLE and history.device.type == "cuda":
         n = rows.numel()
         std = torch.empty(n, dtype=dtype, device=history.device)
         _owed_std_kernel[(triton.cdiv(n, BLOCK),)](
@@ -85,20 +87,6 @@ def owed_std(
             num_warps=4,
         )
         return std
-    return owed_std_torch(history, rows, valid, upto, prefix, base, unit, dtype)
-
-
-def owed_std_torch(
-    history: torch.Tensor,
-    rows: torch.Tensor,
-    valid: torch.Tensor,
-    upto: torch.Tensor,
-    prefix: torch.Tensor,
-    base: float,
-    unit: bool,
-    dtype: torch.dtype,
-) -> torch.Tensor:
-    """`owed_std` in torch kernels (the host's path, and the GPU self-check's reference)."""
     last = history.index_select(0, rows)
     history.scatter_(0, rows, upto.to(history.dtype).expand_as(rows))
     return (owed_sum(prefix, last, upto, unit) * base).to(dtype) * valid

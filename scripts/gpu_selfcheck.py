@@ -23,7 +23,7 @@ from lazydp_bench.config import LRSchedule, PrivacyConfig, RunConfig
 from lazydp_bench.graph_step import GraphedStep
 from lazydp_bench.noise.base import DenseNoiseEngine
 from lazydp_bench.noise.triton_fused import TritonFusedEngine
-from lazydp_bench.owed_noise import owed_std, owed_std_torch
+from lazydp_bench.owed_noise import owed_std
 from lazydp_bench.profiling import NULL_TIMER
 from lazydp_bench.step_scalars import Scalar
 from lazydp_bench.trainer import build_session, plan_run
@@ -176,7 +176,7 @@ def check_owed_std(dev: torch.device) -> bool:
             valid = torch.arange(rows.numel(), device=dev) < slots
             upto = torch.full((), 31, dtype=torch.int64, device=dev)
             h_ref = hist.clone()
-            want = owed_std_torch(h_ref, rows, valid, upto, prefix, 4e-5, unit, torch.float32)
+            want = owed_std(h_ref, rows, valid, upto, prefix, 4e-5, unit, torch.float32, False)
             got = owed_std(hist, rows, valid, upto, prefix, 4e-5, unit, torch.float32)
             err = ((got - want).abs() / want.abs().clamp(min=1e-30)).max().item()
             ok &= check(
