@@ -8,6 +8,14 @@ seeds) from device memory (`step_scalars.py`). So it is captured once after the 
 warm-up and replayed; per step only the data (drawn eagerly into fixed input buffers, the
 `data` stage) and step t's scalars are written before the replay.
 
+In `hybrid` placement the graph holds the step's GPU work; the host does the rest around
+it. Before the replay it looks the batch's bags up in the host table into a pinned buffer
+(the graph's first node copies it to the GPU); the graph copies every row update into
+pinned memory; after the replay the host runs the table work the capture recorded
+(`host_work.py`), each piece waiting for its own copy. The batch's rows live on the GPU
+in graph steps (the host keeps its copy for the lookup), so coalescing, clipping and
+LazyDP's queue need no host transfer inside the graph.
+
 Stage breakdowns need a timer mark between kernels, which a replay cannot give, so graphs
 are used only with `--no-breakdown`; `graph_blocker` says why a run stays eager.
 """
@@ -37,7 +45,7 @@ def graph_blocker(
     if mode == "off":
         return "--cuda-graph off"
     reasons = [
-        (placement != "gpu", "needs gpu placement (host work cannot be captured)"),
+        (placement == "cpu", "cpu placement runs no GPU work"),
         (not graphable, "the algorithm's step changes shape with the step index"),
         (breakdown, "stage breakdown needs eager steps (use --no-breakdown)"),
         (private and noise_impl == "torch", "the torch noise engine takes seeds as arguments"),
@@ -52,21 +60,24 @@ def graph_blocker(
     return None
 
 
-def _clone(batch: Batch) -> Batch:
-    return Batch(dense=batch.dense.clone(), labels=batch.labels.clone(), rows=batch.rows.clone())
+def _clone(batch: Batch, rows_device: torch.device) -> Batch:
+    rows = batch.rows.to(rows_device, copy=True)
+    return Batch(dense=batch.dense.clone(), labels=batch.labels.clone(), rows=rows)
 
 
 def _copy_into(dst: Batch, src: Batch) -> None:
     dst.dense.copy_(src.dense)
     dst.labels.copy_(src.labels)
-    dst.rows.copy_(src.rows)
+    dst.rows.copy_(src.rows, non_blocking=True)
 
 
 class GraphedStep:
     """Eager warm-up steps on a side stream, one capture, then replays of the same step.
 
-    Inputs live in fixed buffers (`current`, `upcoming`: the batch and its look-ahead);
-    outputs are the model's own tensors, updated in place.
+    Inputs live in fixed buffers (`current`, `upcoming`: the batch and its look-ahead, rows
+    on the MLP device; `pooled`: the host lookup of a hybrid step, pinned); outputs are the
+    model's own tensors, updated in place. Warm-up steps defer their host work exactly as
+    the capture records it, so the capture finds every pinned buffer already allocated.
     """
 
     def __init__(self, session) -> None:
@@ -74,17 +85,34 @@ class GraphedStep:
         self.graph: torch.cuda.CUDAGraph | None = None
         self.current: Batch | None = None
         self.upcoming: Batch | None = None
+        self.host_rows: torch.Tensor | None = None  # hybrid: the batch's rows, for the lookup
+        self.pooled: torch.Tensor | None = None  # hybrid: pinned lookup output
+        self.hybrid = session.model.table.device.type == "cpu"
+        self.host = session.algo.ctx.sparse.host
         self._side = torch.cuda.Stream()
 
     def _load_inputs(self, timer: StageTimer) -> None:
-        source = self.session.source
+        source, mlp = self.session.source, self.session.model.mlp_device
         with timer.stage(Stage.DATA):
             batch, upcoming = source.advance(), source.peek()
+            self.host_rows = batch.rows
             if self.current is None:
-                self.current, self.upcoming = _clone(batch), _clone(upcoming)
+                self.current, self.upcoming = _clone(batch, mlp), _clone(upcoming, mlp)
             else:
                 _copy_into(self.current, batch)
                 _copy_into(self.upcoming, upcoming)
+
+    def _lookup(self, timer: StageTimer) -> torch.Tensor | None:
+        """Hybrid: the batch's bags from the host table into the pinned buffer."""
+        if not self.hybrid:
+            return None
+        with timer.stage(Stage.FORWARD):
+            if self.pooled is None:
+                rows = self.host_rows
+                shape = (*rows.shape[:2], self.session.model.table.shape[1])
+                dtype = self.session.model.table.dtype
+                self.pooled = torch.empty(shape, dtype=dtype, pin_memory=True)
+            return self.session.model.lookup(self.host_rows, out=self.pooled)
 
     def warm_step(self, t: int, timer: StageTimer) -> None:
         """An eager step through the same buffers, on the side stream as capture needs."""
@@ -93,7 +121,10 @@ class GraphedStep:
         with torch.cuda.stream(self._side):
             self._load_inputs(timer)
             algo.prepare(t)
-            algo.run_step(self.current, self.upcoming, timer)
+            pooled = self._lookup(timer)
+            with self.host.record():
+                algo.run_step(self.current, self.upcoming, timer, pooled)
+            self.host.run_recorded()
         torch.cuda.current_stream().wait_stream(self._side)
         algo.steps_done = t + 1
 
@@ -103,8 +134,10 @@ class GraphedStep:
             raise RuntimeError("capture needs at least one eager warm-up step first")
         torch.cuda.synchronize()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self.session.algo.run_step(self.current, self.upcoming, NULL_TIMER)
+        sparse = self.session.algo.ctx.sparse
+        with self.host.record(), torch.cuda.graph(graph):
+            self.session.algo.run_step(self.current, self.upcoming, NULL_TIMER, self.pooled)
+            sparse.join_copies(torch.cuda.current_stream())
         torch.cuda.synchronize()
         self.graph = graph
 
@@ -114,5 +147,7 @@ class GraphedStep:
         algo = self.session.algo
         self._load_inputs(timer)
         algo.prepare(t, fixed_capacity=True)
+        self._lookup(timer)
         self.graph.replay()
+        self.host.run_recorded()
         algo.steps_done = t + 1

@@ -83,15 +83,23 @@ class DLRM:
         """MLP parameters in flat-buffer order (weight, bias per layer)."""
         return [p for layer in self.layers for p in (layer.weight, layer.bias)]
 
-    def lookup(self, rows: torch.Tensor) -> torch.Tensor:
-        """Sum-pooled bags [B, T, D] in ONE embedding_bag call, on the table's device."""
+    def lookup(self, rows: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Sum-pooled bags [B, T, D] in ONE embedding_bag call, on the table's device.
+        `out` (e.g. a pinned buffer): written in place; with pooling 1 the gather writes
+        straight into it."""
         b, t, pooling = rows.shape
         with torch.no_grad():
+            if out is not None and pooling == 1:
+                torch.index_select(self.table, 0, rows.view(-1), out=out.view(b * t, -1))
+                return out
             pooled = F.embedding_bag(rows.view(b * t, pooling), self.table, mode="sum")
+            if out is not None:
+                return out.copy_(pooled.view_as(out))
         return pooled.view(b, t, -1)
 
-    def forward(self, batch: Batch) -> ForwardState:
-        pooled = self.lookup(batch.rows)
+    def forward(self, batch: Batch, pooled: torch.Tensor | None = None) -> ForwardState:
+        """`pooled`: `lookup(batch.rows)` if the caller already did it (on any device)."""
+        pooled = self.lookup(batch.rows) if pooled is None else pooled
         pooled = pooled.to(self.mlp_device, non_blocking=True).requires_grad_(True)
         inputs: list[torch.Tensor] = []
         outputs: list[torch.Tensor] = []

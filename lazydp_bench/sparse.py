@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from lazydp_bench.host_work import HostWork
 from lazydp_bench.step_scalars import Scalar
 
 
@@ -109,7 +110,8 @@ class CarriedUnique:
 
 
 class ShippedRows:
-    """A row update on its way to another device (`SparseOps.ship_async`)."""
+    """A row update on its way to another device (`SparseOps.ship_async`). `wait()` may be
+    called once per replay when the copy was captured in a CUDA graph."""
 
     def __init__(self, source, host: tuple[torch.Tensor, torch.Tensor] | None, done) -> None:
         self._source, self._host, self._done = source, host, done
@@ -129,6 +131,10 @@ class ShippedRows:
         return SparseRows(rows[:count], values[:count], torch.ones(count, dtype=torch.bool))
 
 
+def _arrived(update: SparseRows | ShippedRows) -> SparseRows:
+    return update.wait() if isinstance(update, ShippedRows) else update
+
+
 class SparseOps:
     """Sparse coalescing and row updates, picked per device.
 
@@ -141,11 +147,16 @@ class SparseOps:
     """
 
     def __init__(
-        self, threads: int, device_paths_on_host: bool = False, table_rows: int | None = None
+        self,
+        threads: int,
+        device_paths_on_host: bool = False,
+        table_rows: int | None = None,
+        host: HostWork | None = None,
     ) -> None:
         self.device_paths_on_host = device_paths_on_host
         self.narrow = table_rows is not None and table_rows <= 2**31
         self.threads = max(1, threads)
+        self.host = host or HostWork()  # host table work: run now, or after a graph replay
         self._pool = None
         self._pinned: dict[str, torch.Tensor] = {}
         self._side: torch.cuda.Stream | None = None  # for ship_async's copies
@@ -245,6 +256,9 @@ class SparseOps:
         if self._side is None:
             self._side = torch.cuda.Stream(update.rows.device)
         side = self._side
+        # in a capture the event becomes a graph node that each replay records, so the
+        # host can wait for this copy while the rest of the graph runs
+        done = torch.cuda.Event(external=torch.cuda.is_current_stream_capturing())
         side.wait_stream(main)
         rows = self._staging(f"{tag}_rows", update.rows.dtype, tuple(update.rows.shape))
         values = self._staging(f"{tag}_values", update.values.dtype, tuple(update.values.shape))
@@ -253,10 +267,14 @@ class SparseOps:
             rows.copy_(update.rows, non_blocking=True)
             values.copy_(update.values, non_blocking=True)
             pinned_count.copy_(count, non_blocking=True)
-            done = torch.cuda.Event()
             done.record(side)
         # the device tensors stay referenced (by the handle) until the copy is waited on
         return ShippedRows((update, count), (rows, values), (done, pinned_count))
+
+    def join_copies(self, stream: torch.cuda.Stream) -> None:
+        """Make `stream` wait for `ship_async`'s copies (a capture must end joined)."""
+        if self._side is not None:
+            stream.wait_stream(self._side)
 
     def _staging(self, name: str, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
         numel = 1
@@ -305,7 +323,18 @@ class SparseOps:
         """table[rows] += alpha * values (rows coalesced; device padding adds zeros).
 
         On a GPU a per-step scale is read from device memory and applied to
-        `update.values` in place (the update is consumed)."""
+        `update.values` in place (the update is consumed). A GPU update into a host table
+        (hybrid) crosses PCIe here: eager steps copy its valid rows and wait. While
+        `self.host` records (a graph capture), a host table's update is host work: a GPU
+        update is first copied, every slot, into pinned memory by the graph."""
+        crosses = table.device.type == "cpu" and update.rows.device.type == "cuda"
+        if table.device.type == "cpu" and self.host.recording:
+            if crosses:
+                update = self.ship_async(update, table.device, "update")
+            self.host.run(lambda: self.add_rows(table, _arrived(update), alpha))
+            return
+        if crosses:
+            update = self.to_device(update, table.device)
         device_path = self.device_path(table)
         scale = Scalar.resolve(alpha, device_path)
         if device_path:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -27,10 +28,19 @@ INT_FIELDS = ("t_next", "seed_table", "seed_mlp", "seed_sparse")  # t + 1 and se
 
 @dataclass(frozen=True)
 class Scalar:
-    """One per-step value, as a Python number and as a 0-dim tensor on one device."""
+    """One per-step value, as a Python number and as a 0-dim tensor on one device.
 
-    value: float | int
+    `source` is the number or, for `StepScalars`' values, a function that returns the
+    CURRENT step's number: host work recorded once while a CUDA graph captures a hybrid
+    step, and run after every replay (`host_work.py`), then reads step t's value, not the
+    value of the step that was captured."""
+
+    source: float | int | Callable[[], float | int]
     tensor: torch.Tensor
+
+    @property
+    def value(self) -> float | int:
+        return self.source() if callable(self.source) else self.source
 
     @staticmethod
     def resolve(x, use_tensor: bool):
@@ -108,12 +118,18 @@ class StepScalars:
         self.t = t
 
     def get(self, name: str, device: torch.device) -> Scalar:
+        """`name`'s Scalar on `device`; its `.value` follows later `prepare` calls."""
         if self.t is None:
             raise RuntimeError("StepScalars.prepare(t) must run before the step reads values")
         cur_f, cur_i = self._current[_key(device)]
+        current = partial(self.current_value, name)
         if name in FLOAT_FIELDS:
-            return Scalar(self._values[name], cur_f[FLOAT_FIELDS.index(name)])
-        return Scalar(self._values[name], cur_i[INT_FIELDS.index(name)])
+            return Scalar(current, cur_f[FLOAT_FIELDS.index(name)])
+        return Scalar(current, cur_i[INT_FIELDS.index(name)])
+
+    def current_value(self, name: str) -> float | int:
+        """The Python value of `name` for the step `prepare` made current."""
+        return self._values[name]
 
 
 def _key(device: torch.device | str) -> torch.device:

@@ -5,7 +5,7 @@ row-noise kernel against the engine's reference (same draws, padded slots and a 
 scaled pooled gradient, row scaling) and LazyDP's fused owed-noise/history kernel against
 torch, and that a CUDA-graph
 replay of the step trains the same model as eager steps (with noise on and a decaying lr,
-so a value frozen at capture would show), per algorithm.
+so a value frozen at capture would show), per algorithm, on gpu and hybrid placement.
 
 Run on the GPU machine: PYTHONPATH=$PWD python3 scripts/gpu_selfcheck.py
 Prints one PASS/FAIL line per check; exit code 1 on any failure.
@@ -30,6 +30,9 @@ from lazydp_bench.trainer import build_session, plan_run
 
 GRAPH_CASES = [("sgd", None), ("dpsgd-f", None), ("lazydp", None), ("lazydp", "bookkeeping")]
 GRAPH_CASES += [("eana", None), ("dpsgd-bk", None)]
+GRAPH_CASES = [(*case, "gpu") for case in GRAPH_CASES]
+GRAPH_CASES += [(algo, None, "hybrid") for algo in ("sgd", "dpsgd-f", "lazydp", "eana")]
+GRAPH_CASES += [("lazydp", "bookkeeping", "hybrid")]
 
 
 def check(name: str, ok: bool, detail: str) -> bool:
@@ -73,8 +76,8 @@ def main() -> int:
     ok &= check_ghost_norms(dev)
     ok &= check_finish_and_scale(dev)
     ok &= check_owed_std(dev)
-    for algo, clipping in GRAPH_CASES:
-        ok &= check_graph_equals_eager(algo, clipping)
+    for algo, clipping, placement in GRAPH_CASES:
+        ok &= check_graph_equals_eager(algo, clipping, placement)
     return 0 if ok else 1
 
 
@@ -187,12 +190,12 @@ def check_owed_std(dev: torch.device) -> bool:
     return ok
 
 
-def _graph_config(algo: str, clipping: str | None) -> RunConfig:
+def _graph_config(algo: str, clipping: str | None, placement: str) -> RunConfig:
     return RunConfig(
         algo=algo,
         table_size="96MB",
         batch_size=256,
-        placement="gpu",
+        placement=placement,
         iterations=6,
         warmup=2,
         lr=LRSchedule(base=1.0, decay=0.3),
@@ -203,10 +206,11 @@ def _graph_config(algo: str, clipping: str | None) -> RunConfig:
     )
 
 
-def check_graph_equals_eager(algo: str, clipping: str | None) -> bool:
+def check_graph_equals_eager(algo: str, clipping: str | None, placement: str) -> bool:
     """Same seeds, eager vs warm-up + capture + replays; the noise per step (~4e-3 per
-    element) is far above fp32 atomics' reordering (~1e-6), so a frozen seed or lr fails."""
-    plan = plan_run(_graph_config(algo, clipping))
+    element) is far above fp32 atomics' reordering (~1e-6), so a frozen seed or lr fails,
+    and so does hybrid host work that reads a pinned buffer before its copy landed."""
+    plan = plan_run(_graph_config(algo, clipping, placement))
     steps = plan.config.total_steps
     eager = build_session(plan)
     for t in range(steps):
@@ -226,7 +230,7 @@ def check_graph_equals_eager(algo: str, clipping: str | None) -> bool:
         (eager.model.flat_params - graphed_session.model.flat_params).abs().max().item(),
     ]
     moved = (eager.model.table != build_session(plan).model.table).float().mean().item()
-    name = f"graph == eager ({algo}{'[' + clipping + ']' if clipping else ''})"
+    name = f"graph == eager ({algo}{'[' + clipping + ']' if clipping else ''}, {placement})"
     detail = f"max |diff| table {diffs[0]:.1e}, mlp {diffs[1]:.1e}; rows changed {moved:.1%}"
     return check(name, max(diffs) < 1e-4 and moved > 0, detail)
 

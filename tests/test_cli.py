@@ -59,7 +59,7 @@ def test_run_writes_one_complete_record_with_every_stage(tmp_path):
     assert rec["memory"]["history_table_device"] == "cpu"
     assert rec["config"]["noise_update"] == "merged"  # the host's threaded merge
     assert rec["timing"]["cuda_graph"] is False
-    assert "needs gpu placement" in rec["timing"]["cuda_graph_blocker"]
+    assert "cpu placement" in rec["timing"]["cuda_graph_blocker"]
     assert rec["config"]["cuda_graph"] == "auto"
     assert rec["timing"]["flush_ms"] is not None
     assert rec["energy"]["gpu_j_per_step"] is None and rec["energy"]["reason"]
@@ -108,7 +108,7 @@ def test_run_several_algorithms_appends_one_record_each(tmp_path):
         (("--placement", "hybrid"), "needs a CUDA GPU"),
         (("--chunk-size", "1KB"), "chunk bound must be at least 4 KiB"),
         (("--cuda-graph", "always"), "unknown --cuda-graph"),
-        (("--cuda-graph", "on", "--placement", "cpu"), "--cuda-graph on: needs gpu placement"),
+        (("--cuda-graph", "on", "--placement", "cpu"), "cuda-graph on: cpu placement runs no GPU"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):

@@ -71,7 +71,7 @@ GOOD = dict(
     ("change", "reason"),
     [
         ({"mode": "off"}, "--cuda-graph off"),
-        ({"placement": "hybrid"}, "needs gpu placement"),
+        ({"placement": "cpu"}, "cpu placement"),
         ({"graphable": False}, "changes shape"),
         ({"breakdown": True}, "--no-breakdown"),
         ({"noise_impl": "torch"}, "torch noise engine"),
@@ -81,6 +81,11 @@ GOOD = dict(
 )
 def test_graph_blocker_names_the_reason(change, reason):
     assert reason in graph_blocker(**{**GOOD, **change})
+
+
+def test_graph_blocker_lets_hybrid_steps_be_captured():
+    blocker = graph_blocker(**{**GOOD, "placement": "hybrid"})
+    assert blocker == (None if torch.cuda.is_available() else "no CUDA device")
 
 
 def test_graph_blocker_torch_engine_is_fine_for_sgd():

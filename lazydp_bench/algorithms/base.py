@@ -77,19 +77,29 @@ class Algorithm:
     def prepare(self, t: int, fixed_capacity: bool = False) -> None:
         self.scalars.prepare(t, fixed_capacity)
 
-    def run_step(self, batch: Batch, next_batch: Batch, timer: StageTimer) -> None:
+    def run_step(
+        self,
+        batch: Batch,
+        next_batch: Batch,
+        timer: StageTimer,
+        pooled: torch.Tensor | None = None,
+    ) -> None:
+        """One step. `pooled`: the batch's bags already looked up (a hybrid graph step does
+        the host lookup outside the graph, into pinned memory the graph copies from)."""
         with timer.stage(Stage.FORWARD):
-            fs = self.model.forward(batch)
+            pooled = self.model.lookup(batch.rows) if pooled is None else pooled
         with torch.no_grad():
             self.after_lookup(next_batch, timer)
+        with timer.stage(Stage.FORWARD):
+            fs = self.model.forward(batch, pooled)
         clipped = self._clip(self.model, fs, self.ctx.clip_norm, timer)
         with torch.no_grad(), timer.stage(Stage.MODEL_UPDATE):
             self.update(fs, clipped, next_batch, timer)
 
     def after_lookup(self, next_batch: Batch, timer: StageTimer) -> None:
-        """Update work that may start once the forward pass has read the step's rows, before
-        the backward: none by default (LazyDP in hybrid placement starts the input queue's
-        noise here, so it reaches the host table while the GPU computes)."""
+        """Update work that may start once the step's rows have been read, before the dense
+        forward and backward: none by default (LazyDP in hybrid placement starts the input
+        queue's noise here, so it reaches the host table while the GPU computes)."""
 
     def update(
         self, fs: ForwardState, clipped: ClipResult, next_batch: Batch, timer: StageTimer
@@ -122,10 +132,10 @@ class Algorithm:
         on: torch.device | None = None,
         carried: CarriedUnique | None = None,
     ) -> SparseRows:
-        """Coalesced row gradients on device `on` (default: the table's). They are computed
-        where the pooled gradient is (the GPU, in hybrid) and only what must cross to `on`
-        does: in hybrid, the coalesced rows. `carried`: see `sparse.CarriedUnique`."""
-        on = self.model.table.device if on is None else on
+        """Coalesced row gradients, computed where the pooled gradient is (the GPU, in
+        hybrid) and delivered on device `on` (default: there too; `SparseOps.add_rows`
+        ships a GPU update into a host table). `carried`: see `sparse.CarriedUnique`."""
+        on = clipped.pooled_grad.device if on is None else on
         with timer.stage(Stage.GRAD_COALESCE):
             return self.ctx.sparse.bag_row_gradients(fs.rows, clipped.pooled_grad, on, carried)
 
@@ -141,6 +151,15 @@ class Algorithm:
             return
         engine = self.ctx.engines.for_device(target.device)
         engine.add_noise(target, std, seed, timer, unit=self.ctx.noise_mode == "unit")
+
+    def add_table_noise(self, std: Scalar, seed: Scalar, timer: StageTimer) -> None:
+        """Dense noise on every table row; in host RAM it is host work (`host_work.py`),
+        run after the replay in a hybrid graph step."""
+        table = self.model.table
+        if table.device.type == "cpu":
+            self.ctx.sparse.host.run(lambda: self.add_noise(table, std, seed, timer))
+            return
+        self.add_noise(table, std, seed, timer)
 
     def update_mlp(self, clipped: ClipResult, timer: StageTimer, noisy: bool) -> None:
         """MLPs: w -= lr/B * (sum clipped + N(0, sigma^2 C^2)), dense, every step."""

@@ -20,7 +20,7 @@ class DenseDPSGD(Algorithm):
         with timer.stage(Stage.NOISY_GRAD):
             self.ctx.sparse.add_rows(table, grads, self.scalar("alpha", table.device))
         std = self.scalar("noise_alpha", table.device)
-        self.add_noise(table, std, self.scalar("seed_table", table.device), timer)
+        self.add_table_noise(std, self.scalar("seed_table", table.device), timer)
         self.update_mlp(clipped, timer, noisy=True)
 
 

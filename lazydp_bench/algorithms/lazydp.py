@@ -80,6 +80,7 @@ class LazyDP(Algorithm):
             "merged": self._update_merged,
         }[self.noise_update]
         self._ahead: Future | None = None  # `ahead`: the queue's noise on its way to the table
+        self._queue_started = False  # `ahead`: this step's queue noise has been started
         self._applier: ThreadPoolExecutor | None = None
         # the queue's sort, reused by the next step's gradient coalescing (same rows)
         self.carry = CarriedUnique()
@@ -240,13 +241,21 @@ class LazyDP(Algorithm):
                 self._start_ahead(next_batch, timer)
 
     def _start_ahead(self, next_batch, timer) -> None:
+        """Draw the queue's noise, start its copy to pinned memory and hand the host a
+        thread that waits for the copy and adds the rows (host work: in a hybrid graph
+        step the thread starts right after the replay is launched)."""
         sparse, table = self.ctx.sparse, self.model.table
         noise = self._queue_noise(next_batch, timer)
         with timer.stage(Stage.PARAM_UPDATE):
             shipped = sparse.ship_async(noise, table.device, "queue_noise")
-            if self._applier is None:
-                self._applier = ThreadPoolExecutor(max_workers=1)
-            self._ahead = self._applier.submit(lambda: sparse.add_rows(table, shipped.wait()))
+            sparse.host.run(lambda: self._submit_ahead(shipped))
+        self._queue_started = True
+
+    def _submit_ahead(self, shipped) -> None:
+        if self._applier is None:
+            self._applier = ThreadPoolExecutor(max_workers=1)
+        table, sparse = self.model.table, self.ctx.sparse
+        self._ahead = self._applier.submit(lambda: sparse.add_rows(table, shipped.wait()))
 
     def _join_ahead(self) -> None:
         """Wait until the queue's noise is in the table (re-raises what the thread raised)."""
@@ -257,12 +266,13 @@ class LazyDP(Algorithm):
     def _update_ahead(self, fs, clipped, next_batch, timer) -> None:
         """Hybrid: the gradient rows, as SGD ships and applies them, after the queue's noise
         (started by `after_lookup`) has landed: both threads would touch shared rows."""
-        if self._ahead is None:  # a caller that skipped `after_lookup`
+        if not self._queue_started:  # a caller that skipped `after_lookup`
             self._start_ahead(next_batch, timer)
+        self._queue_started = False
         table = self.model.table
         grads = self.row_gradients(fs, clipped, timer, carried=self.carry)
         with timer.stage(Stage.PARAM_UPDATE):
-            self._join_ahead()
+            self.ctx.sparse.host.run(self._join_ahead)
             self.ctx.sparse.add_rows(table, grads, self.scalar("alpha", table.device))
 
     def flush(self) -> None:
