@@ -124,6 +124,7 @@ class GraphedStep:
             pooled = self._lookup(timer)
             with self.host.record():
                 algo.run_step(self.current, self.upcoming, timer, pooled)
+                algo.ctx.sparse.join_copies(self._side)
             self.host.run_recorded()
         torch.cuda.current_stream().wait_stream(self._side)
         algo.steps_done = t + 1

@@ -160,6 +160,7 @@ class SparseOps:
         self._pool = None
         self._pinned: dict[str, torch.Tensor] = {}
         self._side: torch.cuda.Stream | None = None  # for ship_async's copies
+        self._forked: torch.cuda.Stream | None = None  # the side stream, if used since a join
 
     def _map(self, fn, parts: int) -> None:
         if parts == 1:
@@ -244,37 +245,47 @@ class SparseOps:
         torch.cuda.current_stream(update.rows.device).synchronize()
         return SparseRows(rows, values, torch.ones(count, dtype=torch.bool))
 
-    def ship_async(self, update: SparseRows, out: torch.device, tag: str) -> ShippedRows:
-        """Start moving a padded device update to `out` without waiting: on a GPU, a side
-        stream copies all slots and the valid count into pinned buffers named by `tag`
-        (reused by the next call with that tag, so wait on this one first) while the main
-        stream goes on computing. `ShippedRows.wait()` returns the valid prefix on `out`."""
+    def ship_async(
+        self, update: SparseRows, out: torch.device, tag: str, overlap: bool = True
+    ) -> ShippedRows:
+        """Start moving a padded device update to `out` without waiting: on a GPU, all
+        slots and the valid count are copied into pinned buffers named by `tag` (reused by
+        the next call with that tag, so wait on this one first). `ShippedRows.wait()`
+        returns the valid prefix on `out`.
+
+        `overlap`: copy on a side stream while the main stream goes on computing; then
+        later work must not write the update's tensors (a carried sort's rows, say) until
+        the copy is waited on. Otherwise the copy is queued on the main stream."""
         if update.rows.device.type != "cuda" or out.type != "cpu":
             return ShippedRows(update, None, None)
         main = torch.cuda.current_stream(update.rows.device)
         count = update.valid.sum()
-        if self._side is None:
-            self._side = torch.cuda.Stream(update.rows.device)
-        side = self._side
+        copier = main
+        if overlap:
+            if self._side is None:
+                self._side = torch.cuda.Stream(update.rows.device)
+            copier = self._forked = self._side
+            copier.wait_stream(main)
         # in a capture the event becomes a graph node that each replay records, so the
         # host can wait for this copy while the rest of the graph runs
         done = torch.cuda.Event(external=torch.cuda.is_current_stream_capturing())
-        side.wait_stream(main)
         rows = self._staging(f"{tag}_rows", update.rows.dtype, tuple(update.rows.shape))
         values = self._staging(f"{tag}_values", update.values.dtype, tuple(update.values.shape))
         pinned_count = self._staging(f"{tag}_count", count.dtype, ())
-        with torch.cuda.stream(side):
+        with torch.cuda.stream(copier):
             rows.copy_(update.rows, non_blocking=True)
             values.copy_(update.values, non_blocking=True)
             pinned_count.copy_(count, non_blocking=True)
-            done.record(side)
+            done.record(copier)
         # the device tensors stay referenced (by the handle) until the copy is waited on
         return ShippedRows((update, count), (rows, values), (done, pinned_count))
 
     def join_copies(self, stream: torch.cuda.Stream) -> None:
-        """Make `stream` wait for `ship_async`'s copies (a capture must end joined)."""
-        if self._side is not None:
-            stream.wait_stream(self._side)
+        """Make `stream` wait for the side-stream copies `ship_async` started since the last
+        join (a capture must end with every stream it forked joined back)."""
+        if self._forked is not None:
+            stream.wait_stream(self._forked)
+            self._forked = None
 
     def _staging(self, name: str, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
         numel = 1
@@ -329,8 +340,8 @@ class SparseOps:
         update is first copied, every slot, into pinned memory by the graph."""
         crosses = table.device.type == "cpu" and update.rows.device.type == "cuda"
         if table.device.type == "cpu" and self.host.recording:
-            if crosses:
-                update = self.ship_async(update, table.device, "update")
+            if crosses:  # on the main stream: its rows may be a carried sort's buffer
+                update = self.ship_async(update, table.device, "update", overlap=False)
             self.host.run(lambda: self.add_rows(table, _arrived(update), alpha))
             return
         if crosses:
