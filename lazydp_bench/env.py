@@ -87,6 +87,7 @@ def machine_info() -> dict:
         "host_ram_bytes": _host_total_bytes(),
         "host_available_bytes": host_available_bytes(),
         "hostname": platform.node(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "tool_version": __version__,
         **commit_info(),
     }

@@ -95,3 +95,23 @@ def test_lookup_into_a_buffer_equals_lookup(pooling):
     got = session.model.lookup(rows, out=out)
     assert got is out
     torch.testing.assert_close(out, want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("given", "want"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_openmp_waits_passively_unless_the_user_says_otherwise(given, want):
+    """The package sets OMP_WAIT_POLICY before torch loads OpenMP (spinning OpenMP threads
+    take the cores of the host phase's pools); a user's value wins; records say which."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if given:
+        env["OMP_WAIT_POLICY"] = given
+    code = (
+        "import lazydp_bench, os; from lazydp_bench.env import machine_info; "
+        "print(os.environ['OMP_WAIT_POLICY'], machine_info()['omp_wait_policy'])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [want, want]
