@@ -30,8 +30,9 @@ err_console = Console(stderr=True)
 
 ALGO_HELP = "Comma list of algorithms: " + ", ".join(ALGORITHMS)
 CUDA_GRAPH_HELP = (
-    "auto: on gpu placement with --no-breakdown, capture one step as a CUDA graph and replay "
-    "it (launch overhead gone); on: require it; off: eager steps."
+    "auto: on gpu or hybrid placement with --no-breakdown, capture one step's GPU work as a "
+    "CUDA graph and replay it (launch overhead gone; hybrid host work runs after each "
+    "replay); on: require it; off: eager steps."
 )
 
 

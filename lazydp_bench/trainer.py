@@ -2,10 +2,11 @@
 and return a complete result record.
 
 The measured loop only launches work and records timer marks: no `.item()`, printing or
-`time.time()` in it (progress callbacks run between steps). The one device-to-host copy is
-hybrid placement's intended PCIe crossing of one coalesced row update (`SparseOps.to_device`);
-on gpu placement nothing waits for the host, and with `--no-breakdown` each measured step
-replays one captured CUDA graph (`graph_step.py`).
+`time.time()` in it (progress callbacks run between steps). The only device-to-host copies
+are hybrid placement's intended PCIe crossings of coalesced row updates (`SparseOps`); on
+gpu placement nothing waits for the host. With `--no-breakdown` each measured step replays
+one captured CUDA graph of the step's GPU work (`graph_step.py`; in hybrid the host's
+table work runs after the replay, `host_work.py`).
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ noise. How the noise reaches the table (`noise_update_mode`, in every record):
 - `in-place` (gpu placement): straight into the table rows by one fused kernel; merging
   it with the gradient first would sort and scatter 2N rows only to scatter them again;
 - `ahead` (hybrid): the queue's noise does not depend on the gradient, so it is drawn
-  right after the forward pass has read the step's rows, copied to the host on a side
-  stream and added to the host table by a background thread while the GPU computes the
+  as soon as the step's rows have been looked up, copied to the host on a side stream and
+  added to the host table by a background thread while the GPU computes the forward and
   backward; the update then waits for it and adds the gradient rows, as SGD does. The
   paper merges noise and gradient into one update instead, which ships and applies 2N
   rows after the backward, on the critical path;
@@ -51,8 +51,8 @@ def history_dtype(total_steps: int) -> torch.dtype:
 
 def work_device(table: torch.device, mlp: torch.device) -> torch.device:
     """Where the per-step noise work runs: the table's device, except in hybrid placement,
-    where the GPU draws the input queue's noise and merges it with the gradient (both are
-    small) and only the merged update crosses PCIe to the host table."""
+    where the GPU keeps HT and draws the input queue's noise (small), and only the noise
+    rows cross PCIe to the host table (`ahead`)."""
     return mlp if table.type == "cpu" and mlp.type == "cuda" else table
 
 
