@@ -66,8 +66,8 @@ def test_recorded_host_noise_reads_the_step_it_runs_in():
 @pytest.mark.parametrize("algo", ["sgd", "dpsgd-f", "eana", "lazydp"])
 def test_deferred_host_work_trains_the_same_model(monkeypatch, algo):
     """Steps whose host work is recorded and run after the step (a hybrid graph warm-up
-    step) equal plain steps; LazyDP takes the hybrid `ahead` path (thread started and
-    joined as recorded host work)."""
+    step) leave the table alone until then, and equal plain steps; LazyDP takes the hybrid
+    `ahead` path (thread started and joined as recorded host work)."""
     from lazydp_bench.algorithms import lazydp
 
     monkeypatch.setattr(lazydp, "noise_update_mode", lambda *_: "ahead")
@@ -76,8 +76,10 @@ def test_deferred_host_work_trains_the_same_model(monkeypatch, algo):
     for t in range(4):
         plain.step(t, NULL_TIMER)
         batch = deferred.source.advance()
+        before = deferred.model.table.clone()
         with host.record():
             deferred.algo.step(t, batch, deferred.source.peek(), NULL_TIMER)
+        assert torch.equal(deferred.model.table, before)  # every table write was recorded
         host.run_recorded()
     for s in (plain, deferred):
         s.algo.finalize()
