@@ -12,9 +12,11 @@ In `hybrid` placement the graph holds the step's GPU work; the host does the res
 it. Before the replay it looks the batch's bags up in the host table into a pinned buffer
 (the graph's first node copies it to the GPU); the graph copies every row update into
 pinned memory; after the replay the host runs the table work the capture recorded
-(`host_work.py`), each piece waiting for its own copy. The batch's rows live on the GPU
-in graph steps (the host keeps its copy for the lookup), so coalescing, clipping and
-LazyDP's queue need no host transfer inside the graph.
+(`host_work.py`), each piece waiting for its own copy. An algorithm with work before the
+lookup (`works_before_lookup`: LazyDP's input-queue noise) gets a second, small graph
+replayed before the lookup, so its host work runs while the host looks the batch up. The
+batch's rows live on the GPU in graph steps (the host keeps its copy for the lookup), so
+coalescing, clipping and LazyDP's queue need no host transfer inside the graph.
 
 Stage breakdowns need a timer mark between kernels, which a replay cannot give, so graphs
 are used only with `--no-breakdown`; `graph_blocker` says why a run stays eager.
@@ -82,7 +84,7 @@ class GraphedStep:
 
     def __init__(self, session) -> None:
         self.session = session
-        self.graph: torch.cuda.CUDAGraph | None = None
+        self.graphs: list[tuple[str, torch.cuda.CUDAGraph | None]] = []  # None: the lookup
         self.current: Batch | None = None
         self.upcoming: Batch | None = None
         self.host_rows: torch.Tensor | None = None  # hybrid: the batch's rows, for the lookup
@@ -114,6 +116,23 @@ class GraphedStep:
                 self.pooled = torch.empty(shape, dtype=dtype, pin_memory=True)
             return self.session.model.lookup(self.host_rows, out=self.pooled)
 
+    def _phases(self, batch: Batch, upcoming: Batch, timer: StageTimer):
+        """(phase, its GPU work) in step order; a hybrid step is split at the host lookup
+        (work None)."""
+        algo = self.session.algo
+
+        def pre() -> None:
+            with torch.no_grad():
+                algo.before_lookup(batch, upcoming, timer)
+
+        def step() -> None:
+            algo.run_from_lookup(batch, upcoming, self.pooled, timer)
+
+        if not self.hybrid:
+            return [("step", lambda: algo.run_step(batch, upcoming, timer))]
+        phases = [("pre", pre)] if algo.works_before_lookup() else []
+        return [*phases, ("lookup", None), ("step", step)]
+
     def warm_step(self, t: int, timer: StageTimer) -> None:
         """An eager step through the same buffers, on the side stream as capture needs."""
         algo = self.session.algo
@@ -121,34 +140,43 @@ class GraphedStep:
         with torch.cuda.stream(self._side):
             self._load_inputs(timer)
             algo.prepare(t)
-            pooled = self._lookup(timer)
-            with self.host.record():
-                algo.run_step(self.current, self.upcoming, timer, pooled)
-                algo.ctx.sparse.join_copies(self._side)
-            self.host.run_recorded()
+            for phase, work in self._phases(self.current, self.upcoming, timer):
+                if work is None:
+                    self._lookup(timer)
+                    continue
+                with self.host.record(phase):
+                    work()
+                self.host.run_recorded(phase)
         torch.cuda.current_stream().wait_stream(self._side)
         algo.steps_done = t + 1
 
     def capture(self) -> None:
-        """Record one step (nothing runs: the model does not change)."""
+        """Record each phase's graph (nothing runs: the model does not change)."""
         if self.current is None:
             raise RuntimeError("capture needs at least one eager warm-up step first")
         torch.cuda.synchronize()
-        graph = torch.cuda.CUDAGraph()
-        sparse = self.session.algo.ctx.sparse
-        with self.host.record(), torch.cuda.graph(graph):
-            self.session.algo.run_step(self.current, self.upcoming, NULL_TIMER, self.pooled)
-            sparse.join_copies(torch.cuda.current_stream())
+        graphs = []
+        for phase, work in self._phases(self.current, self.upcoming, NULL_TIMER):
+            if work is None:
+                graphs.append((phase, None))
+                continue
+            graph = torch.cuda.CUDAGraph()
+            with self.host.record(phase), torch.cuda.graph(graph):
+                work()
+            graphs.append((phase, graph))
         torch.cuda.synchronize()
-        self.graph = graph
+        self.graphs = graphs
 
     def step(self, t: int, timer: StageTimer) -> None:
-        if self.graph is None:
+        if not self.graphs:
             raise RuntimeError("GraphedStep.step before capture()")
         algo = self.session.algo
         self._load_inputs(timer)
         algo.prepare(t, fixed_capacity=True)
-        self._lookup(timer)
-        self.graph.replay()
-        self.host.run_recorded()
+        for phase, graph in self.graphs:
+            if graph is None:
+                self._lookup(timer)
+                continue
+            graph.replay()
+            self.host.run_recorded(phase)
         algo.steps_done = t + 1

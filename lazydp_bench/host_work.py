@@ -9,9 +9,9 @@ noise). Code that touches the host table hands that work to `HostWork.run` as a
 function. Eager steps run it on the spot. While a graph captures the step, the function
 is recorded instead (a host function would otherwise run once, at capture, on the
 buffers' contents at that moment), and `run_recorded()` calls the recorded functions in
-order right after each `replay()`. Each function waits for the copy it reads
-(`sparse.ShippedRows.wait`), and reads per-step values through `Scalar.value`, which
-follows the current step.
+order right after each `replay()` (per phase: a step may be captured as two graphs).
+Each function waits for the copy it reads (`sparse.ShippedRows.wait`), and reads
+per-step values through `Scalar.value`, which follows the current step.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ HostFn = Callable[[], None]
 class HostWork:
     def __init__(self) -> None:
         self._recorded: list[HostFn] | None = None  # None: not recording
-        self._replay: list[HostFn] = []
+        self._replay: dict[str, list[HostFn]] = {}
 
     @property
     def recording(self) -> bool:
@@ -39,19 +39,20 @@ class HostWork:
             self._recorded.append(fn)
 
     @contextlib.contextmanager
-    def record(self) -> Iterator[None]:
-        """Record (do not run) the host work handed to `run` inside the block; the record
-        replaces the previous one."""
+    def record(self, phase: str = "step") -> Iterator[None]:
+        """Record (do not run) the host work handed to `run` inside the block, as the work
+        of `phase` (a step captured as two graphs has two); it replaces that phase's
+        previous record."""
         if self._recorded is not None:
             raise RuntimeError("HostWork.record is already recording")
         self._recorded = []
         try:
             yield
-            self._replay = self._recorded
+            self._replay[phase] = self._recorded
         finally:
             self._recorded = None
 
-    def run_recorded(self) -> None:
-        """The recorded host work, in the order it was recorded (after a replay)."""
-        for fn in self._replay:
+    def run_recorded(self, phase: str = "step") -> None:
+        """`phase`'s recorded host work, in the order it was recorded (after its replay)."""
+        for fn in self._replay.get(phase, []):
             fn()

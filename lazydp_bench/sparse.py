@@ -109,26 +109,42 @@ class CarriedUnique:
         return SparseRows(rows, None, valid), slot
 
 
+def unread_first(update: SparseRows, read: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """An order of `update`'s slots that puts the valid slots whose row is not `read` first,
+    then the other valid slots, then the padding (each group keeps its order, so sorted
+    rows stay sorted), and the cut [n_unread, n_valid] between the two valid parts, as a
+    device tensor (sync-free)."""
+    valid = update.valid
+    key = torch.where(valid, read.int(), 2)
+    order = torch.sort(key, stable=True).indices
+    cuts = torch.stack([(valid & ~read).sum(), valid.sum()])
+    return order, cuts
+
+
 class ShippedRows:
-    """A row update on its way to another device (`SparseOps.ship_async`). `wait()` may be
-    called once per replay when the copy was captured in a CUDA graph."""
+    """A row update on its way to another device (`SparseOps.ship_async`), in parts: its
+    valid slots are a prefix, cut into parts at the cumulative counts `cuts`. `wait(part)`
+    may be called once per part per replay when the copy was captured in a CUDA graph."""
 
-    def __init__(self, source, host: tuple[torch.Tensor, torch.Tensor] | None, done) -> None:
-        self._source, self._host, self._done = source, host, done
+    def __init__(self, source, host, done, cuts: torch.Tensor) -> None:
+        self._source, self._host, self._done, self._cuts = source, host, done, cuts
 
-    def wait(self) -> SparseRows:
-        """The update's valid slots (a prefix: padding comes last) on the destination;
+    def wait(self, part: int | None = None) -> SparseRows:
+        """The valid slots of part `part` (all valid slots if None) on the destination;
         waits for the copy only."""
         if self._host is None:  # nothing crossed a device boundary
+            lo, hi = self._bounds(self._cuts.tolist(), part)
             update = self._source
-            count = int(update.valid.sum())
-            return SparseRows(update.rows[:count], update.values[:count], update.valid[:count])
-        event, pinned_count = self._done
-        event.synchronize()
-        count = int(pinned_count)
-        self._source = None  # the copy is done: the device buffers may go
-        rows, values = self._host
-        return SparseRows(rows[:count], values[:count], torch.ones(count, dtype=torch.bool))
+            return SparseRows(update.rows[lo:hi], update.values[lo:hi], update.valid[lo:hi])
+        self._done.synchronize()
+        lo, hi = self._bounds(self._host[2].tolist(), part)
+        rows, values, _ = self._host
+        return SparseRows(rows[lo:hi], values[lo:hi], torch.ones(hi - lo, dtype=torch.bool))
+
+    @staticmethod
+    def _bounds(cuts: list[int], part: int | None) -> tuple[int, int]:
+        ends = [0, *cuts]
+        return (0, ends[-1]) if part is None else (ends[part], ends[part + 1])
 
 
 def _arrived(update: SparseRows | ShippedRows) -> SparseRows:
@@ -155,8 +171,6 @@ class SparseOps:
         self.host = HostWork()  # host table work: run now, or after a graph replay
         self._pool = None
         self._pinned: dict[str, torch.Tensor] = {}
-        self._side: torch.cuda.Stream | None = None  # for ship_async's copies
-        self._forked: torch.cuda.Stream | None = None  # the side stream, if used since a join
 
     def _map(self, fn, parts: int) -> None:
         if parts == 1:
@@ -242,46 +256,28 @@ class SparseOps:
         return SparseRows(rows, values, torch.ones(count, dtype=torch.bool))
 
     def ship_async(
-        self, update: SparseRows, out: torch.device, tag: str, overlap: bool = True
+        self, update: SparseRows, out: torch.device, tag: str, cuts: torch.Tensor | None = None
     ) -> ShippedRows:
         """Start moving a padded device update to `out` without waiting: on a GPU, all
-        slots and the valid count are copied into pinned buffers named by `tag` (reused by
-        the next call with that tag, so wait on this one first). `ShippedRows.wait()`
-        returns the valid prefix on `out`.
-
-        `overlap`: copy on a side stream while the main stream goes on computing; then
-        later work must not write the update's tensors (a carried sort's rows, say) until
-        the copy is waited on. Otherwise the copy is queued on the main stream."""
+        slots and the cuts are copied into pinned buffers named by `tag` (reused by the
+        next call with that tag, so wait on this one first), on the current stream, which
+        must not rewrite the update's tensors before the copy (it is stream-ordered). In
+        a capture the copy's event becomes a graph node that each replay records, so the
+        host can wait for it while the rest of the graph runs. `cuts`: cumulative counts
+        that split the valid prefix into parts (default: one part, all valid slots)."""
+        if cuts is None:
+            cuts = update.valid.sum().reshape(1)
         if update.rows.device.type != "cuda" or out.type != "cpu":
-            return ShippedRows(update, None, None)
-        main = torch.cuda.current_stream(update.rows.device)
-        count = update.valid.sum()
-        copier = main
-        if overlap:
-            if self._side is None:
-                self._side = torch.cuda.Stream(update.rows.device)
-            copier = self._forked = self._side
-            copier.wait_stream(main)
-        # in a capture the event becomes a graph node that each replay records, so the
-        # host can wait for this copy while the rest of the graph runs
+            return ShippedRows(update, None, None, cuts)
         done = torch.cuda.Event(external=torch.cuda.is_current_stream_capturing())
         rows = self._staging(f"{tag}_rows", update.rows.dtype, tuple(update.rows.shape))
         values = self._staging(f"{tag}_values", update.values.dtype, tuple(update.values.shape))
-        pinned_count = self._staging(f"{tag}_count", count.dtype, ())
-        with torch.cuda.stream(copier):
-            rows.copy_(update.rows, non_blocking=True)
-            values.copy_(update.values, non_blocking=True)
-            pinned_count.copy_(count, non_blocking=True)
-            done.record(copier)
-        # the device tensors stay referenced (by the handle) until the copy is waited on
-        return ShippedRows((update, count), (rows, values), (done, pinned_count))
-
-    def join_copies(self, stream: torch.cuda.Stream) -> None:
-        """Make `stream` wait for the side-stream copies `ship_async` started since the last
-        join (a capture must end with every stream it forked joined back)."""
-        if self._forked is not None:
-            stream.wait_stream(self._forked)
-            self._forked = None
+        pinned_cuts = self._staging(f"{tag}_cuts", cuts.dtype, tuple(cuts.shape))
+        rows.copy_(update.rows, non_blocking=True)
+        values.copy_(update.values, non_blocking=True)
+        pinned_cuts.copy_(cuts, non_blocking=True)
+        done.record()
+        return ShippedRows(None, (rows, values, pinned_cuts), done, cuts)
 
     def _staging(self, name: str, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
         numel = 1
@@ -334,13 +330,19 @@ class SparseOps:
         (hybrid) crosses PCIe here: eager steps copy its valid rows and wait. While
         `self.host` records (a graph capture), a host table's update is host work: a GPU
         update is first copied, every slot, into pinned memory by the graph."""
-        crosses = table.device.type == "cpu" and update.rows.device.type == "cuda"
         if table.device.type == "cpu" and self.host.recording:
-            if crosses:  # on the main stream: its rows may be a carried sort's buffer
-                update = self.ship_async(update, table.device, "update", overlap=False)
-            self.host.run(lambda: self.add_rows(table, _arrived(update), alpha))
+            if update.rows.device.type == "cuda":
+                update = self.ship_async(update, table.device, "update")
+            self.host.run(lambda: self.apply_rows(table, _arrived(update), alpha))
             return
-        if crosses:
+        self.apply_rows(table, update, alpha)
+
+    def apply_rows(
+        self, table: torch.Tensor, update: SparseRows, alpha: float | Scalar = 1.0
+    ) -> None:
+        """`add_rows` now, never recorded: for host work that is already running, maybe on
+        a thread while the main thread records a capture."""
+        if table.device.type == "cpu" and update.rows.device.type == "cuda":
             update = self.to_device(update, table.device)
         device_path = self.device_path(table)
         scale = Scalar.resolve(alpha, device_path)

@@ -110,19 +110,63 @@ def test_device_sparse_path_lazydp_noise_update_modes(monkeypatch, mode):
 
 
 def test_ahead_mode_applies_the_queue_noise_before_the_gradient(monkeypatch):
-    """`ahead` starts the queue's noise after the forward pass and joins it before the
+    """`ahead` starts the queue's noise before the lookup and joins both parts before the
     gradient rows are added: after every step nothing is pending."""
     from lazydp_bench.algorithms import lazydp
 
     monkeypatch.setattr(lazydp, "noise_update_mode", lambda *_: "ahead")
     session = tiny_session("lazydp", iterations=3)
-    started = []
-    real = session.algo._start_ahead
-    monkeypatch.setattr(session.algo, "_start_ahead", lambda *a: started.append(1) or real(*a))
+    started, parts = [], []
+    real_start, real_part = session.algo._start_ahead, session.algo._apply_part
+    monkeypatch.setattr(
+        session.algo, "_start_ahead", lambda *a: started.append(1) or real_start(*a)
+    )
+    monkeypatch.setattr(
+        session.algo, "_apply_part", lambda s, k: parts.append(k) or real_part(s, k)
+    )
     for t in range(3):
         session.step(t, NULL_TIMER)
-        assert session.algo._ahead is None
-    assert len(started) == 3  # once per step, from after_lookup
+        assert session.algo._ahead == []
+        assert session.algo._shipped is None
+    assert len(started) == 3  # once per step, from before_lookup
+    assert parts == [0, 1] * 3  # the unread rows first, the rest after the lookup
+
+
+@pytest.mark.parametrize("device_path", [False, True])
+def test_ahead_noise_added_before_the_lookup_skips_the_rows_the_batch_reads(
+    monkeypatch, device_path
+):
+    """Part 0 of the queue's noise is added while batch t is looked up: none of its rows
+    may be read by batch t. Part 1 holds exactly the queue rows batch t reads; together
+    they are the unique rows of batch t + 1 (host path: exact unique + isin; device path:
+    padded sort + binary search in the carried sort of batch t)."""
+    from lazydp_bench import sparse
+    from lazydp_bench.algorithms import lazydp
+
+    monkeypatch.setattr(lazydp, "noise_update_mode", lambda *_: "ahead")
+    if device_path:
+        init = sparse.SparseOps.__init__
+        forced = lambda self, threads, **kw: init(self, threads, True, **kw)  # noqa: E731
+        monkeypatch.setattr(sparse.SparseOps, "__init__", forced)
+    session = tiny_session("lazydp", iterations=5)
+    algo, parts = session.algo, {}
+    real_part = algo._apply_part
+
+    def spy(shipped, k):
+        parts[k] = set(shipped.wait(k).rows.tolist())
+        real_part(shipped, k)
+
+    monkeypatch.setattr(algo, "_apply_part", spy)
+    both_seen = 0
+    for t in range(5):
+        batch = set(session.source.peek().rows.reshape(-1).tolist())
+        session.step(t, NULL_TIMER)
+        upcoming = set(session.source.peek().rows.reshape(-1).tolist())
+        assert not parts[0] & batch
+        assert parts[1] == upcoming & batch
+        assert parts[0] | parts[1] == upcoming
+        both_seen += bool(parts[0]) and bool(parts[1])
+    assert both_seen  # the split was exercised, not all rows on one side
 
 
 def test_all_clipping_modes_registered():

@@ -77,17 +77,19 @@ class Algorithm:
     def prepare(self, t: int, fixed_capacity: bool = False) -> None:
         self.scalars.prepare(t, fixed_capacity)
 
-    def run_step(
-        self,
-        batch: Batch,
-        next_batch: Batch,
-        timer: StageTimer,
-        pooled: torch.Tensor | None = None,
-    ) -> None:
-        """One step. `pooled`: the batch's bags already looked up (a hybrid graph step does
-        the host lookup outside the graph, into pinned memory the graph copies from)."""
+    def run_step(self, batch: Batch, next_batch: Batch, timer: StageTimer) -> None:
+        """One step: `before_lookup`, the lookup of the batch's bags, `run_from_lookup`."""
+        with torch.no_grad():
+            self.before_lookup(batch, next_batch, timer)
         with timer.stage(Stage.FORWARD):
-            pooled = self.model.lookup(batch.rows) if pooled is None else pooled
+            pooled = self.model.lookup(batch.rows)
+        self.run_from_lookup(batch, next_batch, pooled, timer)
+
+    def run_from_lookup(
+        self, batch: Batch, next_batch: Batch, pooled: torch.Tensor, timer: StageTimer
+    ) -> None:
+        """The step once the batch's bags are looked up (`pooled`). A hybrid graph step
+        does the host lookup between two replays: of `before_lookup`, then of this."""
         with torch.no_grad():
             self.after_lookup(next_batch, timer)
         with timer.stage(Stage.FORWARD):
@@ -96,10 +98,19 @@ class Algorithm:
         with torch.no_grad(), timer.stage(Stage.MODEL_UPDATE):
             self.update(fs, clipped, next_batch, timer)
 
+    def works_before_lookup(self) -> bool:
+        """Whether `before_lookup` does any work (a hybrid graph step captures it apart)."""
+        return False
+
+    def before_lookup(self, batch: Batch, next_batch: Batch, timer: StageTimer) -> None:
+        """Update work that may start before the step's rows are read: none by default
+        (LazyDP in hybrid placement draws the input queue's noise here and adds the rows
+        that the batch does not read while the host looks the batch up)."""
+
     def after_lookup(self, next_batch: Batch, timer: StageTimer) -> None:
         """Update work that may start once the step's rows have been read, before the dense
-        forward and backward: none by default (LazyDP in hybrid placement starts the input
-        queue's noise here, so it reaches the host table while the GPU computes)."""
+        forward and backward: none by default (LazyDP in hybrid placement adds the rest of
+        the input queue's noise here, while the GPU computes)."""
 
     def update(
         self, fs: ForwardState, clipped: ClipResult, next_batch: Batch, timer: StageTimer

@@ -15,11 +15,12 @@ noise. How the noise reaches the table (`noise_update_mode`, in every record):
 - `in-place` (gpu placement): straight into the table rows by one fused kernel; merging
   it with the gradient first would sort and scatter 2N rows only to scatter them again;
 - `ahead` (hybrid): the queue's noise does not depend on the gradient, so it is drawn
-  as soon as the step's rows have been looked up, copied to the host on a side stream and
-  added to the host table by a background thread while the GPU computes the forward and
-  backward; the update then waits for it and adds the gradient rows, as SGD does. The
-  paper merges noise and gradient into one update instead, which ships and applies 2N
-  rows after the backward, on the critical path;
+  before step t's lookup, with the rows batch t does not read first. A background thread
+  adds those to the host table while the host looks batch t up (disjoint rows), and the
+  rest once the lookup is done, while the GPU computes the forward and backward; the
+  update then waits for it and adds the gradient rows, as SGD does. The paper merges
+  noise and gradient into one update instead, which ships and applies 2N rows after the
+  backward, on the critical path;
 - `merged` (cpu placement): the paper's merge, one host update (threaded).
 
 `lazydp-noans` keeps the lazy update but draws each pending step's noise separately, to
@@ -40,7 +41,7 @@ from lazydp_bench.errors import BenchError
 from lazydp_bench.owed_noise import owed_std, owed_sum
 from lazydp_bench.profiling import NULL_TIMER
 from lazydp_bench.seeds import derive_seed
-from lazydp_bench.sparse import CarriedUnique, SparseRows
+from lazydp_bench.sparse import CarriedUnique, SparseRows, unread_first
 from lazydp_bench.stages import Stage
 from lazydp_bench.step_scalars import STREAM_FLUSH, Scalar
 
@@ -79,8 +80,8 @@ class LazyDP(Algorithm):
             "ahead": self._update_ahead,
             "merged": self._update_merged,
         }[self.noise_update]
-        self._ahead: Future | None = None  # `ahead`: the queue's noise on its way to the table
-        self._queue_started = False  # `ahead`: this step's queue noise has been started
+        self._ahead: list[Future] = []  # `ahead`: parts of the queue's noise being added
+        self._shipped = None  # `ahead`: this step's queue noise, shipped by before_lookup
         self._applier: ThreadPoolExecutor | None = None
         # the queue's sort, reused by the next step's gradient coalescing (same rows)
         self.carry = CarriedUnique()
@@ -211,64 +212,100 @@ class LazyDP(Algorithm):
                 lambda std, s: engine.add_noise_rows(table, rows, std, s, timer, unit),
             )
 
-    def _queue_noise(self, next_batch, timer) -> SparseRows:
-        """The input queue's owed noise as a (padded) row update on the work device."""
+    def _queue_noise(self, next_batch, timer, batch=None) -> tuple[SparseRows, torch.Tensor | None]:
+        """The input queue's owed noise as a (padded) row update on the work device. Given
+        step t's `batch`, the rows it does not read come first, and the cuts between the
+        parts (`sparse.unread_first`) come back too (else None)."""
         dev = self.device
         queue, terms = self._advance_queue(next_batch, timer)
+        cuts = None
+        if batch is not None:
+            with timer.stage(Stage.LAZYDP_OVERHEAD):
+                order, cuts = unread_first(queue, self._read_by(batch, queue))
+                queue = SparseRows(queue.rows[order], None, queue.valid[order])
+                terms = [std[order] for std in terms]
         with timer.stage(Stage.NOISE_SAMPLING):
             noise = torch.zeros(
                 (queue.rows.numel(), self.model.table.shape[1]), dtype=self.model.dtype, device=dev
             )
             self._add_owed_dense(noise, terms, self.scalar("seed_sparse", dev))
-        return SparseRows(queue.rows, noise, queue.valid)
+        return SparseRows(queue.rows, noise, queue.valid), cuts
+
+    def _read_by(self, batch, queue: SparseRows) -> torch.Tensor:
+        """Which queue slots hold a row that `batch` (step t's) reads. The carried sort of
+        batch t answers it with a binary search (sync-free); without one (the first step,
+        or the host path) `isin` does."""
+        carried = self.carry.get()
+        if carried is None:
+            return torch.isin(queue.rows, batch.rows.to(queue.rows.device).reshape(-1))
+        held = carried[0]
+        keys = held.rows.masked_fill(~held.valid, torch.iinfo(held.rows.dtype).max)
+        pos = torch.searchsorted(keys, queue.rows).clamp_(max=keys.numel() - 1)
+        return keys[pos] == queue.rows
 
     def _update_merged(self, fs, clipped, next_batch, timer) -> None:
         """Host placement: the queue's noise rows are merged with the gradient into one
         coalesced update (the paper's merge), which the host applies."""
         dev, sparse = self.device, self.ctx.sparse
         grads = self.row_gradients(fs, clipped, timer, on=dev, carried=self.carry)
-        noise = self._queue_noise(next_batch, timer)
+        noise, _ = self._queue_noise(next_batch, timer)
         with timer.stage(Stage.NOISY_GRAD):
             merged = sparse.merge(grads, self.scalar("alpha", dev), noise.rows, noise.values)
         with timer.stage(Stage.PARAM_UPDATE):
             sparse.add_rows(self.model.table, sparse.to_device(merged, self.model.table.device))
 
-    def after_lookup(self, next_batch, timer) -> None:
-        """`ahead`: step t's rows have been read, so the queue's noise for steps up to t can
-        go into the table now (no row of batch t + 1 is read before the update ends)."""
+    def works_before_lookup(self) -> bool:
+        return self.noise_update == "ahead"
+
+    def before_lookup(self, batch, next_batch, timer) -> None:
+        """`ahead`: the queue's noise for steps up to t is drawn before batch t is looked up.
+        Rows that batch t does not read may take it at once, so a host thread adds them
+        while the host looks batch t up (disjoint rows); `after_lookup` hands it the rest."""
         if self.noise_update == "ahead":
             with timer.stage(Stage.MODEL_UPDATE):
-                self._start_ahead(next_batch, timer)
+                self._start_ahead(batch, next_batch, timer)
 
-    def _start_ahead(self, next_batch, timer) -> None:
-        """Draw the queue's noise, start its copy to pinned memory and hand the host a
-        thread that waits for the copy and adds the rows (host work: in a hybrid graph
-        step the thread starts right after the replay is launched)."""
+    def after_lookup(self, next_batch, timer) -> None:
+        """`ahead`: batch t has been read, so the queue rows it reads may take their noise
+        now (no row of batch t + 1 is read before the update ends)."""
+        if self.noise_update == "ahead":
+            with timer.stage(Stage.MODEL_UPDATE), timer.stage(Stage.PARAM_UPDATE):
+                shipped = self._shipped
+                self.ctx.sparse.host.run(lambda: self._apply_part(shipped, 1))
+
+    def _start_ahead(self, batch, next_batch, timer) -> None:
+        """Draw the queue's noise (rows batch t does not read first), start its copy to
+        pinned memory and hand the first part to the applier thread (host work: in a
+        hybrid graph step this runs right after the replay of the pre-lookup graph)."""
         sparse, table = self.ctx.sparse, self.model.table
-        noise = self._queue_noise(next_batch, timer)
+        noise, cuts = self._queue_noise(next_batch, timer, batch)
         with timer.stage(Stage.PARAM_UPDATE):
-            shipped = sparse.ship_async(noise, table.device, "queue_noise")
-            sparse.host.run(lambda: self._submit_ahead(shipped))
-        self._queue_started = True
+            shipped = sparse.ship_async(noise, table.device, "queue_noise", cuts)
+            sparse.host.run(lambda: self._apply_part(shipped, 0))
+        self._shipped = shipped
 
-    def _submit_ahead(self, shipped) -> None:
+    def _apply_part(self, shipped, part: int) -> None:
+        """Queue a part of the shipped noise on the applier thread (one worker: parts are
+        added in order, each after its copy has landed)."""
         if self._applier is None:
             self._applier = ThreadPoolExecutor(max_workers=1)
         table, sparse = self.model.table, self.ctx.sparse
-        self._ahead = self._applier.submit(lambda: sparse.add_rows(table, shipped.wait()))
+        self._ahead.append(
+            self._applier.submit(lambda: sparse.apply_rows(table, shipped.wait(part)))
+        )
 
     def _join_ahead(self) -> None:
         """Wait until the queue's noise is in the table (re-raises what the thread raised)."""
-        if self._ahead is not None:
-            ahead, self._ahead = self._ahead, None
-            ahead.result()
+        pending, self._ahead = self._ahead, []
+        for future in pending:
+            future.result()
 
     def _update_ahead(self, fs, clipped, next_batch, timer) -> None:
         """Hybrid: the gradient rows, as SGD ships and applies them, after the queue's noise
-        (started by `after_lookup`) has landed: both threads would touch shared rows."""
-        if not self._queue_started:  # a caller that skipped `after_lookup`
-            self._start_ahead(next_batch, timer)
-        self._queue_started = False
+        (started by `before_lookup`) has landed: both threads would touch shared rows."""
+        if self._shipped is None:
+            raise RuntimeError("LazyDP `ahead`: the step did not run before_lookup")
+        self._shipped = None
         table = self.model.table
         grads = self.row_gradients(fs, clipped, timer, carried=self.carry)
         with timer.stage(Stage.PARAM_UPDATE):
