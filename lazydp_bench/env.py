@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from lazydp_bench import __version__
+from lazydp_bench.huge_pages import thp_mode
 from lazydp_bench.placement import host_available_bytes
 
 
@@ -88,6 +89,7 @@ def machine_info() -> dict:
         "host_available_bytes": host_available_bytes(),
         "hostname": platform.node(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "transparent_hugepage": thp_mode(),
         "tool_version": __version__,
         **commit_info(),
     }

@@ -13,6 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
+from lazydp_bench.huge_pages import advise_huge_pages
+
 _CHUNK_ELEMS = 1 << 22  # 16 MiB of fp32 per task
 
 
@@ -23,7 +25,9 @@ def init_table(
     dtype: torch.dtype,
     seed: int,
     threads: int | None = None,
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, bool]:
+    """The initialized table, and whether its host memory was advised to use huge pages
+    (`huge_pages.py`; done before the first touch)."""
     total = sum(rows)
     table = torch.empty((total, dim), dtype=dtype, device=device)
     bounds = [1.0 / np.sqrt(n) for n in rows]
@@ -33,9 +37,10 @@ def init_table(
         for n, bound in zip(rows, bounds, strict=True):
             table[start : start + n].uniform_(-bound, bound, generator=gen)
             start += n
-        return table
+        return table, False
+    advised = advise_huge_pages(table)
     _init_host(table, rows, bounds, seed, threads or os.cpu_count() or 1)
-    return table
+    return table, advised
 
 
 def _init_host(

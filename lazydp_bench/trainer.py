@@ -32,6 +32,7 @@ from lazydp_bench.energy import EnergyMeter
 from lazydp_bench.env import machine_info
 from lazydp_bench.errors import BenchError
 from lazydp_bench.graph_step import GraphedStep, graph_blocker
+from lazydp_bench.huge_pages import huge_page_bytes
 from lazydp_bench.init import init_table
 from lazydp_bench.model import DLRM
 from lazydp_bench.noise import make_engine
@@ -224,6 +225,7 @@ class Session:
     algo: Algorithm
     engines: EngineSet
     init_s: float
+    table_huge_pages: bool  # the host table's memory was advised to use huge pages
 
     def step(self, t: int, timer: StageTimer) -> None:
         with timer.stage(Stage.DATA):
@@ -237,7 +239,7 @@ def build_session(plan: RunPlan) -> Session:
     dtype = DTYPES[cfg.dtype]
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
-    table = init_table(
+    table, huge_pages = init_table(
         plan.workload.rows, plan.workload.dim, placement.table_device, dtype, cfg.seed, plan.threads
     )
     _sync(placement.table_device)
@@ -272,7 +274,7 @@ def build_session(plan: RunPlan) -> Session:
             clipping=plan.clipping,
         )
     )
-    return Session(plan, placement, model, source, algo, engines, init_s)
+    return Session(plan, placement, model, source, algo, engines, init_s, huge_pages)
 
 
 def _measure(plan: RunPlan, progress: Progress, record: dict) -> None:
@@ -283,6 +285,8 @@ def _measure(plan: RunPlan, progress: Progress, record: dict) -> None:
     session = build_session(plan)
     placement, engines, algo = session.placement, session.engines, session.algo
     record["timing"]["init_s"] = session.init_s
+    record["memory"]["table_huge_pages_advised"] = session.table_huge_pages
+    record["memory"]["host_huge_pages_bytes"] = huge_page_bytes()
     if plan.algo.private:
         record["noise"] = {
             "table": engines.for_device(placement.table_device).describe(placement.table_device),
@@ -422,6 +426,8 @@ def _base_record(plan: RunPlan) -> dict:
             "history_table_bytes": None,
             "estimate_gpu_bytes": need.gpu_bytes,
             "estimate_host_bytes": need.host_bytes,
+            "table_huge_pages_advised": None,
+            "host_huge_pages_bytes": None,
         },
         "energy": None,
         "noise": None,

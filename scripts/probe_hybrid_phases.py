@@ -75,7 +75,12 @@ def _thread() -> str:
 
 def probe(size: str, algo: str, steps: int, clock: Clock) -> None:
     config = RunConfig(
-        algo=algo, table_size=size, placement="hybrid", breakdown=False, warmup=WARMUP
+        algo=algo,
+        table_size=size,
+        placement="hybrid",
+        breakdown=False,
+        warmup=WARMUP,
+        iterations=steps,
     )
     session = build_session(plan_run(config))
     graphed = graph_step.GraphedStep(session)
@@ -91,11 +96,21 @@ def probe(size: str, algo: str, steps: int, clock: Clock) -> None:
         torch.cuda.synchronize()
         clock.end_step((time.perf_counter() - start) * 1e3)
     labels = sorted({k for s in clock.steps for k in s})
+    huge = getattr(session, "table_huge_pages", None)
     print(f"--- {algo} {size} hybrid graph, {steps} steps (median ms per step)")
+    print(f"  huge pages advised: {huge}; AnonHugePages: {_anon_huge()}")
     for label in labels:
         values = [s.get(label, 0.0) for s in clock.steps]
         print(f"  {label:24s} {statistics.median(values):8.3f}")
     session.algo.finalize()
+
+
+def _anon_huge() -> str:
+    with open("/proc/self/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("AnonHugePages:"):
+                return line.split(":", 1)[1].strip()
+    return "?"
 
 
 def main() -> None:

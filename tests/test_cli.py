@@ -64,6 +64,9 @@ def test_run_writes_one_complete_record_with_every_stage(tmp_path):
     assert rec["timing"]["flush_ms"] is not None
     assert rec["energy"]["gpu_j_per_step"] is None and rec["energy"]["reason"]
     assert rec["env"]["torch"] and "commit" in rec["env"]
+    assert "transparent_hugepage" in rec["env"]
+    assert rec["memory"]["table_huge_pages_advised"] is False  # smaller than one huge page
+    assert "host_huge_pages_bytes" in rec["memory"]
     assert "Forward" in res.stdout and "step time" in res.stdout
 
 
