@@ -13,8 +13,8 @@ HYB="run --placement hybrid --no-breakdown --warmup 5"
 in_tree() {  # $1: tree dir, $2: commit label, $3: results dir, rest: run arguments
   local tree=$1 commit=$2 out=$3
   shift 3
-  (cd "$tree" && PYTHONPATH=/tmp/site:$PWD LAZYDP_BENCH_COMMIT=$commit \
-    step python3 -m lazydp_bench $HYB --out "$out" "$@")
+  (cd "$tree" && export PYTHONPATH=/tmp/site:$PWD LAZYDP_BENCH_COMMIT=$commit \
+    && step python3 -m lazydp_bench $HYB --out "$out" "$@")
 }
 trees() {  # run arguments, in the three trees
   in_tree "$ROOT/.whl/before" a804454 "$OUT/before" "$@"
