@@ -65,6 +65,9 @@ def _facts(rec: dict) -> list[tuple[str, str]]:
         ("peak GPU memory", format_bytes(memory.get("gpu_peak_bytes"))),
         ("peak host memory (RSS)", format_bytes(memory.get("host_peak_bytes"))),
     ]
+    if cpu := timing.get("host_cpu"):
+        shares = f"{cpu['busy_pct']:.0f} / {cpu['steal_pct']:.1f}"
+        facts.append(("host CPU busy / stolen %", shares))
     if memory.get("history_table_bytes") is not None:
         facts.append(("history table", format_bytes(memory["history_table_bytes"])))
     if timing.get("flush_ms") is not None:

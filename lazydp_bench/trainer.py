@@ -32,6 +32,7 @@ from lazydp_bench.energy import EnergyMeter
 from lazydp_bench.env import machine_info
 from lazydp_bench.errors import BenchError
 from lazydp_bench.graph_step import GraphedStep, graph_blocker
+from lazydp_bench.host_cpu import cpu_share, cpu_times
 from lazydp_bench.huge_pages import huge_page_bytes
 from lazydp_bench.init import init_table
 from lazydp_bench.model import DLRM
@@ -327,6 +328,7 @@ def _measure(plan: RunPlan, progress: Progress, record: dict) -> None:
     progress.phase(f"{cfg.algo}: measure", iterations)
     timer.enabled = True
     meter.begin()
+    cpu_start = cpu_times()
     for t in range(cfg.warmup, cfg.warmup + iterations):
         timer.begin_step()
         step(t, timer)
@@ -334,6 +336,7 @@ def _measure(plan: RunPlan, progress: Progress, record: dict) -> None:
         progress.advance()
     step_ms, per_step = timer.finish()
     energy = meter.end(iterations, plan.batch_size)
+    record["timing"]["host_cpu"] = cpu_share(cpu_start, cpu_times())
 
     progress.phase(f"{cfg.algo}: finalize", None)
     flush_ms = algo.finalize()

@@ -67,6 +67,7 @@ def test_run_writes_one_complete_record_with_every_stage(tmp_path):
     assert "transparent_hugepage" in rec["env"]
     assert rec["memory"]["table_huge_pages_advised"] is False  # smaller than one huge page
     assert "host_huge_pages_bytes" in rec["memory"]
+    assert rec["timing"]["host_cpu"] is None or rec["timing"]["host_cpu"]["steal_pct"] >= 0
     assert "Forward" in res.stdout and "step time" in res.stdout
 
 
