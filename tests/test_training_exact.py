@@ -190,3 +190,16 @@ def test_lazydp_sorts_each_batch_once(monkeypatch):
         held, _slot = session.algo.carry.get()
         want = session.source.peek().rows.unique()
         assert torch.equal(held.rows[held.valid], want)
+
+
+def test_ahead_mode_refuses_an_update_whose_queue_noise_was_not_handed(monkeypatch):
+    """A caller that skipped `after_lookup` would leave part of the queue without its noise
+    (the model would silently stop being DP-SGD's): the update refuses instead."""
+    from lazydp_bench.algorithms import lazydp
+
+    monkeypatch.setattr(lazydp, "noise_update_mode", lambda *_: "ahead")
+    session = tiny_session("lazydp")
+    algo = session.algo
+    monkeypatch.setattr(algo, "after_lookup", lambda *_: None)
+    with pytest.raises(RuntimeError, match="before/after_lookup"):
+        session.step(0, NULL_TIMER)

@@ -82,6 +82,7 @@ class LazyDP(Algorithm):
         }[self.noise_update]
         self._ahead: list[Future] = []  # `ahead`: parts of the queue's noise being added
         self._shipped = None  # `ahead`: this step's queue noise, shipped by before_lookup
+        self._handed = False  # `ahead`: both parts of it were handed to the applier
         self._applier: ThreadPoolExecutor | None = None
         # the queue's sort, reused by the next step's gradient coalescing (same rows)
         self.carry = CarriedUnique()
@@ -269,9 +270,12 @@ class LazyDP(Algorithm):
         """`ahead`: batch t has been read, so the queue rows it reads may take their noise
         now (no row of batch t + 1 is read before the update ends)."""
         if self.noise_update == "ahead":
+            shipped, self._shipped = self._shipped, None
+            if shipped is None:
+                raise RuntimeError("LazyDP `ahead`: the step did not run before_lookup")
             with timer.stage(Stage.MODEL_UPDATE), timer.stage(Stage.PARAM_UPDATE):
-                shipped = self._shipped
                 self.ctx.sparse.host.run(lambda: self._apply_part(shipped, 1))
+            self._handed = True
 
     def _start_ahead(self, batch, next_batch, timer) -> None:
         """Draw the queue's noise (rows batch t does not read first), start its copy to
@@ -303,9 +307,9 @@ class LazyDP(Algorithm):
     def _update_ahead(self, fs, clipped, next_batch, timer) -> None:
         """Hybrid: the gradient rows, as SGD ships and applies them, after the queue's noise
         (started by `before_lookup`) has landed: both threads would touch shared rows."""
-        if self._shipped is None:
-            raise RuntimeError("LazyDP `ahead`: the step did not run before_lookup")
-        self._shipped = None
+        if not self._handed:  # rows of the queue would miss their noise
+            raise RuntimeError("LazyDP `ahead`: the step did not run before/after_lookup")
+        self._handed = False
         table = self.model.table
         grads = self.row_gradients(fs, clipped, timer, carried=self.carry)
         with timer.stage(Stage.PARAM_UPDATE):
