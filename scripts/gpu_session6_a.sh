@@ -4,6 +4,11 @@
 # host phase probe (before = the previous commit's tree in .whl/before, after = this
 # tree), then hybrid graph step times, before and after in alternating processes.
 # Usage: BEFORE_COMMIT=<sha> bash scripts/gpu_session6_a.sh
+# BUG (kept as the record of what ran): `before` sets PYTHONPATH, but `python3 -m` run from
+# the repository root puts the root first on sys.path, so the CLI "before" runs imported
+# this checkout's package: they ran 0b51f84, and their records were relabeled when saved
+# (results/2026-11-23-h100/session6/). The probe (`python3 scripts/...`) did honour
+# PYTHONPATH. gpu_session6_d.sh runs each tree from its own directory instead.
 set -u
 source "$(dirname "$0")/device_env.sh"
 AFTER_PATH=$PYTHONPATH

@@ -4,6 +4,11 @@
 # (queue noise before the lookup, no advice), after = this tree. The host phase probe at
 # 9.6 GB, then 9.6 GB and 96 GB hybrid graph step times in alternating processes.
 # Usage: BEFORE_COMMIT=<sha> bash scripts/gpu_session6_b.sh
+# BUG (kept as the record of what ran): `before` sets PYTHONPATH, but `python3 -m` run from
+# the repository root puts the root first on sys.path, so the CLI "before" runs imported
+# this checkout's package: they ran e975a3a, and their records were relabeled when saved
+# (results/2026-11-23-h100/session6/). The probe (`python3 scripts/...`) did honour
+# PYTHONPATH. gpu_session6_d.sh runs each tree from its own directory instead.
 set -u
 source "$(dirname "$0")/device_env.sh"
 BEFORE_PATH=/tmp/site:$PWD/.whl/before
