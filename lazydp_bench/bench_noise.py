@@ -1,9 +1,11 @@
-"""`lazydp-bench bench noise`: the dense noisy update against the memory roofline (Fig. 6).
+"""`lazydp-bench bench noise`: the dense noisy update against its two bounds (Fig. 6).
 
 Each engine adds std * N(0, 1) to a table of the given size in place; achieved bandwidth
 is 2 x table bytes / time (one read and one write of every element), compared with the
-device's measured copy bandwidth (bytes read + written by a large `copy_`), and for host
-engines also samples/s.
+device's measured copy bandwidth (bytes read + written by a large `copy_`: the memory
+bound), and, where the engine can measure it, with the rate at which its generator makes
+normals with no memory traffic (the arithmetic bound). The pass can go no faster than the
+lower of the two; `pct_of_bound` says how close it gets.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ def bench_noise(
 
         once()
         times = _time_ms(once, device, repeats)
+        bound = engine.arithmetic_bound(device)
         records.append(
             _record(
                 size_bytes,
@@ -90,18 +93,34 @@ def bench_noise(
                 env,
                 threads,
                 chunk_bytes,
+                arithmetic_bound=bound,
             )
         )
     return records
 
 
 def _record(
-    size_bytes, rows, placement, impl, engine, device, times, copy_bps, env, threads, chunk
+    size_bytes,
+    rows,
+    placement,
+    impl,
+    engine,
+    device,
+    times,
+    copy_bps,
+    env,
+    threads,
+    chunk,
+    *,
+    arithmetic_bound: float | None,
 ):
     median = statistics.median(times)
     q = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else [median] * 3
     table_bytes = rows * _DIM * 4
     achieved = 2 * table_bytes / (median / 1e3)
+    samples = rows * _DIM / (median / 1e3)
+    memory_bound = copy_bps / 8  # float32 samples per second for one read + write each
+    bound = min(memory_bound, arithmetic_bound or memory_bound)
     return {
         "schema_version": SCHEMA_VERSION,
         "kind": "bench_noise",
@@ -136,6 +155,9 @@ def _record(
             "achieved_bytes_per_s": achieved,
             "copy_bytes_per_s": copy_bps,
             "pct_of_copy": 100 * achieved / copy_bps,
-            "samples_per_s": rows * _DIM / (median / 1e3),
+            "samples_per_s": samples,
+            "memory_bound_samples_per_s": memory_bound,
+            "arithmetic_bound_samples_per_s": arithmetic_bound,
+            "pct_of_bound": 100 * samples / bound,
         },
     }

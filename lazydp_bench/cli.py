@@ -474,7 +474,9 @@ def bench_noise_cmd(
         "runs"
     ),
 ) -> None:
-    """Dense noisy update of each engine vs the measured copy bandwidth (the Fig. 6 roofline)."""
+    """Dense noisy update of each engine vs its bounds (the Fig. 6 roofline): the measured
+    copy bandwidth (memory) and, for the fused GPU kernel, its draw rate with no memory
+    traffic (arithmetic)."""
     import os
 
     import torch
@@ -513,7 +515,7 @@ def bench_noise_cmd(
         )
     size_text = format_bytes(records[0]["config"]["table_bytes"])
     table = Table(title=f"dense noisy update, {size_text}, {placement}")
-    for col in ("engine", "median ms", "GB/s (r+w)", "% of copy", "G samples/s", "rng"):
+    for col in ("engine", "median ms", "GB/s (r+w)", "% of copy", "G samples/s", "% of bound"):
         table.add_column(col)
     for rec in records:
         b = rec["bench"]
@@ -524,13 +526,23 @@ def bench_noise_cmd(
             f"{b['achieved_bytes_per_s'] / 1e9:.0f}",
             f"{b['pct_of_copy']:.1f}%",
             f"{b['samples_per_s'] / 1e9:.3f}",
-            rec["noise"]["rng"],
+            f"{b['pct_of_bound']:.1f}%",
         )
     console.print(table)
     copy = records[0]["bench"]["copy_bytes_per_s"]
     console.print(
-        f"copy bandwidth (r+w): {copy / 1e9:.0f} GB/s; {len(records)} record(s) -> {path}"
+        f"memory bound: copy {copy / 1e9:.0f} GB/s (r+w) = {copy / 8e9:.1f} G samples/s in place"
     )
+    for rec in records:
+        bound = rec["bench"]["arithmetic_bound_samples_per_s"]
+        if bound is not None:
+            console.print(
+                f"arithmetic bound of {rec['noise']['engine']}: {bound / 1e9:.1f} G samples/s"
+            )
+        console.print(
+            f"{rec['noise']['engine']}: {rec['noise']['rng']}; {rec['noise']['key_bits']}"
+        )
+    console.print(f"{len(records)} record(s) -> {path}")
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from functools import partial
 
 import torch
 
-from lazydp_bench.seeds import derive_seed
+from lazydp_bench.seeds import as_int64, derive_seed
 
 # Noise streams: one seed space per purpose so no two draws share randomness.
 STREAM_TABLE, STREAM_MLP, STREAM_SPARSE, STREAM_FLUSH = 0, 1, 2, 3
@@ -97,7 +97,7 @@ class StepScalars:
     def _build(self, steps: int) -> None:
         rows = [step_values(t, *self._args) for t in range(steps)]
         floats = torch.tensor([r[0] for r in rows], dtype=torch.float64).to(self._dtype)
-        ints = torch.tensor([r[1] for r in rows], dtype=torch.int64)
+        ints = torch.tensor([[as_int64(v) for v in r[1]] for r in rows], dtype=torch.int64)
         self._schedule = {d: (floats.to(d), ints.to(d)) for d in self._devices}
         self._steps = steps
 

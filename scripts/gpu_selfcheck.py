@@ -72,6 +72,8 @@ def main() -> int:
     seed = torch.full((), 123, dtype=torch.int64, device=dev)
     eng.add_noise(v, Scalar(2.0, two), Scalar(123, seed), NULL_TIMER)
     ok &= check("seed and std from device memory", bool(torch.equal(v, x)), "== float args")
+    ok &= check_keys(eng, dev)
+    ok &= check_box_muller_accuracy(dev)
     ok &= check_rows_kernel(eng, dev)
     ok &= check_ghost_norms(dev)
     ok &= check_finish_and_scale(dev)
@@ -79,6 +81,88 @@ def main() -> int:
     for algo, clipping, placement in GRAPH_CASES:
         ok &= check_graph_equals_eager(algo, clipping, placement)
     return 0 if ok else 1
+
+
+def check_keys(eng: TritonFusedEngine, dev: torch.device) -> bool:
+    """Keys that differ only above bit 32 or bit 48 draw other noise, the same key the same
+    noise, a key >= 2**63 works (int64 in device memory), and the two launch chunks of one
+    call (counter word 1) draw different noise at the same offset."""
+    ok = True
+    draws = {}
+    for key in (7, 7 + 2**40, 7 + 2**50, 2**64 - 5):
+        x = torch.zeros(4096, 128, device=dev)
+        eng.add_noise(x, 1.0, key, NULL_TIMER)
+        draws[key] = x
+    again = torch.zeros(4096, 128, device=dev)
+    eng.add_noise(again, 1.0, 2**64 - 5, NULL_TIMER)
+    ok &= check("key >= 2**63 reproduces", bool(torch.equal(again, draws[2**64 - 5])), "bitwise")
+    for key in (7 + 2**40, 7 + 2**50, 2**64 - 5):
+        same = int((draws[key] == draws[7]).sum().item())
+        ok &= check(f"key 7 vs {key:#x} differ", same < 5, f"{same} equal elements of 524288")
+    rows = (1 << 30) // 128  # rows of one launch
+    big = torch.zeros(rows + 64, 128, device=dev)
+    eng.add_noise(big, 1.0, 11, NULL_TIMER)
+    same = int((big[:64] == big[rows:]).sum().item())
+    ok &= check("launch chunks draw other noise", same < 5, f"{same} equal of {64 * 128}")
+    del big
+    return ok
+
+
+def check_box_muller_accuracy(dev: torch.device) -> bool:
+    """Each math path's normals against float64 Box-Muller of the same Philox words (read
+    back from a kernel that stores them): the engine's default path within 4e-6 absolute
+    for |z| < 7 (float32 keeps ~1e-7 relative), no NaN or inf, and |z| > 6 reached."""
+    import triton
+    import triton.language as tl
+
+    from lazydp_bench.noise import triton_fused as tf
+
+    @triton.jit
+    def words(out_ptr, seed_ptr, n_groups, BLOCK: tl.constexpr):
+        g = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        m = g < n_groups
+        zero = g.to(tl.uint32) * 0
+        c0, c1, c2, c3 = tl.philox(tl.load(seed_ptr), g.to(tl.uint32), zero, zero, zero)
+        tl.store(out_ptr + 4 * g, c0.to(tl.int64) & 0xFFFFFFFF, mask=m)
+        tl.store(out_ptr + 4 * g + 1, c1.to(tl.int64) & 0xFFFFFFFF, mask=m)
+        tl.store(out_ptr + 4 * g + 2, c2.to(tl.int64) & 0xFFFFFFFF, mask=m)
+        tl.store(out_ptr + 4 * g + 3, c3.to(tl.int64) & 0xFFFFFFFF, mask=m)
+
+    n_groups = 1 << 24  # 64 M normals
+    seed = torch.full((), 99, dtype=torch.int64, device=dev)
+    w = torch.empty(n_groups, 4, dtype=torch.int64, device=dev)
+    words[(n_groups // 1024,)](w, seed, n_groups, BLOCK=1024)
+    ok = True
+    for math_path in (0, 1, 2):
+        eng = tf.TritonFusedEngine(256 * 2**20, 1, math=math_path)
+        z = torch.zeros(n_groups * 4 // 128, 128, device=dev)
+        eng.add_noise(z, 1.0, Scalar(99, seed), NULL_TIMER)
+        # element i of program p lies at p*4*BLOCK + k*BLOCK + j for group p*BLOCK + j
+        z = z.view(-1, 4, tf.BLOCK).transpose(1, 2).reshape(-1, 4).double()
+        want = _box_muller64(w, math_path)
+        err = (z - want).abs().max().item()
+        finite = bool(torch.isfinite(z).all().item())
+        top = z.abs().max().item()
+        limit = 4e-6 if math_path == tf.MATH else 1e-3
+        ok &= check(
+            f"Box-Muller path {math_path}{' (default)' if math_path == tf.MATH else ''} vs float64",
+            err < limit and finite and top > 6,
+            f"max |z - z64| {err:.2e}, max |z| {top:.2f}",
+        )
+    return ok
+
+
+def _box_muller64(w: torch.Tensor, math_path: int) -> torch.Tensor:
+    """float64 Box-Muller of Philox words [n, 4] as `triton_fused` maps them."""
+    u = (w.double() + 0.5) / 2**32
+    r0, r1 = (-2 * u[:, 0].log()).sqrt(), (-2 * u[:, 2].log()).sqrt()
+    if math_path == 2:  # the angle of a turn, (c + 1/2) / 2**32, starting at -pi/4
+        t0 = 2 * math.pi * u[:, 1] - math.pi / 4
+        t1 = 2 * math.pi * u[:, 3] - math.pi / 4
+    else:  # float32(c) / 2**32 - 1/2 of a turn
+        t0 = (w[:, 1].float().double() / 2**32 - 0.5) * 2 * math.pi
+        t1 = (w[:, 3].float().double() / 2**32 - 0.5) * 2 * math.pi
+    return torch.stack([r0 * t0.cos(), r0 * t0.sin(), r1 * t1.cos(), r1 * t1.sin()], dim=1)
 
 
 def check_rows_kernel(eng: TritonFusedEngine, dev: torch.device) -> bool:

@@ -80,7 +80,12 @@ class DenseNoiseEngine(ABC):
 
     @abstractmethod
     def describe(self, device: torch.device) -> dict[str, str]:
-        """{"engine": ..., "rng": ...} for the record."""
+        """{"engine": ..., "rng": ..., "key_bits": ...} for the record."""
+
+    def arithmetic_bound(self, device: torch.device) -> float | None:
+        """Normals per second the engine's generator makes with no memory traffic, where
+        the engine can measure it (the fused GPU kernel); None elsewhere."""
+        return None
 
     def rows_per_chunk(self, target: torch.Tensor) -> int:
         return max(1, self.chunk_bytes // (target.shape[1] * target.element_size()))

@@ -1,11 +1,17 @@
 """Host `fused` engine: a thread pool noises row chunks of a CPU tensor in place.
 
-One `torch.randn` call on the host is single-threaded (~0.13 G samples/s measured on the
-GPU machine's host); here each task draws its chunk with its own torch generator (torch's
-vectorized CPU normal_, ~3x NumPy's ziggurat per core; torch releases the GIL) in
+One `torch.randn` call on the host is single-threaded; here each task draws its chunk with
+its own torch generator (torch's vectorized CPU normal_; torch releases the GIL) in
 cache-sized pieces, and NumPy adds each piece while it is hot (single-threaded, GIL
-released, so no nested OpenMP teams), so the pass scales with cores. Each chunk is seeded
-by (seed, chunk): results do not depend on the thread count or scheduling.
+released, so no nested OpenMP teams), so the pass scales with cores. Each task's generator
+is keyed by (key, task) through `keyed_cpu_generator` (every bit of both; see `seeds.py`):
+results do not depend on the thread count or scheduling, and no two tasks share a stream.
+
+Why torch's normal_ and not NumPy's: on the 16-core H200 host (scripts/diagnostics/
+noise_options.py) torch's mt19937 + Box-Muller with 1 MiB pieces drew 1.99 G samples/s at
+16 threads, NumPy's float32 ziggurat 1.07-1.34 (Philox, PCG64DXSM, SFC64) and a NumPy
+Box-Muller 0.51 (many short ufunc calls contend for the GIL). Pieces of 256 KiB fell to
+0.86 at 16 threads for the same reason, so pieces stay at 1 MiB.
 """
 
 from __future__ import annotations
@@ -15,8 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from lazydp_bench.noise.base import DenseNoiseEngine, derive_seed
+from lazydp_bench.noise.base import DenseNoiseEngine
 from lazydp_bench.profiling import StageTimer
+from lazydp_bench.seeds import keyed_cpu_generator
 from lazydp_bench.stages import Stage
 
 _TASK_MAX_ELEMS = 1 << 22  # 16 MiB of fp32: per-task overhead (a generator, GIL work) stays small
@@ -58,7 +65,7 @@ class HostThreadedEngine(DenseNoiseEngine):
         piece_rows = max(1, _PIECE_ELEMS // cols)
 
         def work(task: int) -> None:
-            gen = torch.Generator().manual_seed(derive_seed(seed, task))
+            gen = keyed_cpu_generator(seed, task)
             lo, hi = task * task_rows, min(rows, (task + 1) * task_rows)
             for start in range(lo, hi, piece_rows):
                 stop = min(hi, start + piece_rows)
@@ -79,5 +86,7 @@ class HostThreadedEngine(DenseNoiseEngine):
     def describe(self, device: torch.device) -> dict[str, str]:
         return {
             "engine": f"host-threaded ({self.threads} threads)",
-            "rng": "torch mt19937 (CPU) per 1-16 MiB chunk, seeded from (seed, chunk)",
+            "rng": "torch mt19937 (CPU) + Box-Muller, one generator per 1-16 MiB chunk",
+            "key_bits": "64-bit key + chunk index, hashed by numpy SeedSequence into the "
+            "whole 19968-bit mt19937 state",
         }

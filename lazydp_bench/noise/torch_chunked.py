@@ -9,7 +9,16 @@ import torch
 
 from lazydp_bench.noise.base import DenseNoiseEngine
 from lazydp_bench.profiling import StageTimer
+from lazydp_bench.seeds import MASK64, keyed_cpu_generator
 from lazydp_bench.stages import Stage
+
+
+def _generator(device: torch.device, key: int) -> torch.Generator:
+    """The CUDA generator keeps a 64-bit seed (its Philox key); the CPU one would keep 32
+    bits of it, so CPU draws get a generator keyed by the whole key (see `seeds.py`)."""
+    if device.type == "cpu":
+        return keyed_cpu_generator(key)
+    return torch.Generator(device=device).manual_seed(key & MASK64)
 
 
 class TorchChunkedEngine(DenseNoiseEngine):
@@ -32,7 +41,7 @@ class TorchChunkedEngine(DenseNoiseEngine):
         self, target: torch.Tensor, std: float | torch.Tensor, seed: int, timer: StageTimer
     ) -> None:
         buf = self._buffer(target)
-        gen = torch.Generator(device=target.device).manual_seed(seed)
+        gen = _generator(target.device, seed)
         step = self.rows_per_chunk(target)
         for start in range(0, target.shape[0], step):
             stop = min(target.shape[0], start + step)
@@ -46,5 +55,8 @@ class TorchChunkedEngine(DenseNoiseEngine):
                     target[start:stop].addcmul_(noise, std[start:stop].view(-1, 1))
 
     def describe(self, device: torch.device) -> dict[str, str]:
-        rng = "torch Philox4x32 (CUDA)" if device.type == "cuda" else "torch mt19937 (CPU)"
-        return {"engine": "torch-chunked", "rng": f"{rng}, one generator per call"}
+        if device.type == "cuda":
+            rng, key = "torch Philox4x32-10 (CUDA)", "64-bit key = the call's seed"
+        else:
+            rng, key = "torch mt19937 (CPU)", "64-bit key hashed into the whole mt19937 state"
+        return {"engine": "torch-chunked", "rng": f"{rng}, one generator per call", "key_bits": key}

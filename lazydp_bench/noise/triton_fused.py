@@ -1,11 +1,21 @@
 """GPU `fused` engine: one Triton kernel draws Philox normals in registers and updates the
 table in place, a single read+write pass (the memory roofline: 2 x bytes / bandwidth).
 
-Each program handles 4 x BLOCK consecutive elements with one `randn4x` call; launches are
-split into row-aligned chunks of at most 2**30 elements so int32 offsets never overflow,
-each chunk keyed by seed + chunk (Philox keys: independent streams). The seed, and a
-scalar std, are read from device memory, so a captured CUDA graph draws step t's noise on
-every replay instead of the noise of the step it was captured in.
+Keying (see `lazydp_bench/seeds.py` for where the keys come from): every call's 64-bit
+seed is the Philox-4x32-10 key, read from device memory, so a captured CUDA graph draws
+step t's noise on every replay. The 128-bit counter is (element group, launch chunk, 0, 0):
+each program handles 4 x BLOCK consecutive elements, one Philox call per 4 elements, and
+launches are split into row-aligned chunks of at most 2**30 elements (int32 offsets never
+overflow, so a group index is < 2**28); no two elements of one call share a counter.
+
+Normals: Box-Muller on the 32-bit words, two normals from two words. The radius comes from
+u = (c + 1/2) / 2**32, never 0 or 1, so |z| reaches 6.7 (Triton's own `randn` clamps u at
+1e-7, cutting the tails at 5.68) and ln u is accurate near u = 1 as well (`_log_uniform`).
+The angle is reduced exactly on the bits of its word (quadrant + polynomial sincos,
+`_sincos_turn`): libdevice's general sinf/cosf, with their range reduction, made the pass
+bound by arithmetic instead of memory on the H200. `MATH` keeps the other two angle paths
+(libdevice, and the hardware's sin/cos.approx) for `scripts/diagnostics/noise_options.py`,
+which times all three and measures each against float64 Box-Muller on the same words.
 """
 
 from __future__ import annotations
@@ -14,12 +24,14 @@ import torch
 
 from lazydp_bench.noise.base import DenseNoiseEngine, SeedArg, Std
 from lazydp_bench.profiling import StageTimer
+from lazydp_bench.seeds import as_int64
 from lazydp_bench.stages import Stage
 from lazydp_bench.step_scalars import Scalar
 
 try:  # Triton exists only where CUDA does; the engine registry checks `AVAILABLE`.
     import triton
     import triton.language as tl
+    from triton.language.extra.cuda import libdevice
 
     AVAILABLE = True
 except ImportError:  # pragma: no cover - CPU-only machines
@@ -28,8 +40,80 @@ except ImportError:  # pragma: no cover - CPU-only machines
 _MAX_LAUNCH_ELEMS = 1 << 30
 BLOCK = 1024
 NUM_WARPS = 8
+MATH = 2  # 0: libdevice sin/cos, 1: sin/cos.approx, 2: sincos from the bits
 
 if AVAILABLE:
+
+    @triton.jit
+    def _log_uniform(c):
+        """ln u for u = (c + 1/2) / 2**32, c a uint32: u is in (0, 1), never 0 or 1.
+
+        Near u = 1 a float32 u would be quantized to 2**-24 (so |z| < 5e-4 would come out
+        on a coarse grid); there w = 1 - u is exact from the bits (~c) and ln u = log1p(-w)
+        is a series (w < 1/16: 7 terms, truncation < 1e-9 relative). Elsewhere libdevice's
+        log (1 ulp) of u, or of 1 - w (rounding 2**-25 over |ln u| > 0.064)."""
+        u = c.to(tl.float32) * 2.3283064365386963e-10 + 1.1641532182693481e-10
+        w = (~c).to(tl.float32) * 2.3283064365386963e-10 + 1.1641532182693481e-10
+        upper = c >= 0x80000000
+        ln = tl.log(tl.where(upper, 1.0 - w, u))
+        p = 1.0 / 7.0
+        p = p * w + 1.0 / 6.0
+        p = p * w + 0.2
+        p = p * w + 0.25
+        p = p * w + 1.0 / 3.0
+        p = p * w + 0.5
+        p = p * w + 1.0
+        return tl.where(upper & (w < 0.0625), -(p * w), ln)
+
+    @triton.jit
+    def _sincos_turn(c):
+        """(sin, cos) of the angle (c + 1/2) / 2**32 of a turn, range-reduced exactly on the
+        bits: quadrant q = the top 2 bits, phi in (-pi/4, pi/4) from the other 30, minimax-
+        free Taylor polynomials (degree 9 / 10: truncation < 2e-9)."""
+        q = c >> 30
+        f = (c & 0x3FFFFFFF).to(tl.float32) * 9.313225746154785e-10 + 4.656612873077393e-10
+        phi = (f - 0.5) * 1.5707963267948966
+        x2 = phi * phi
+        sp = 1.0 / 362880.0
+        sp = sp * x2 - 1.0 / 5040.0
+        sp = sp * x2 + 1.0 / 120.0
+        sp = sp * x2 - 1.0 / 6.0
+        sn = phi + phi * x2 * sp
+        cp = -1.0 / 3628800.0
+        cp = cp * x2 + 1.0 / 40320.0
+        cp = cp * x2 - 1.0 / 720.0
+        cp = cp * x2 + 1.0 / 24.0
+        cp = cp * x2 - 0.5
+        cs = 1.0 + x2 * cp
+        swap = (q & 1) == 1
+        s0 = tl.where(swap, cs, sn)
+        c0 = tl.where(swap, sn, cs)
+        sin = tl.where(q >= 2, -s0, s0)
+        cos = tl.where((q == 1) | (q == 2), -c0, c0)
+        return sin, cos
+
+    @triton.jit
+    def _box_muller(c1, c2, MATH: tl.constexpr):
+        r = tl.sqrt(-2.0 * _log_uniform(c1))
+        if MATH == 2:
+            sin, cos = _sincos_turn(c2)
+        else:
+            theta = (c2.to(tl.float32) * 2.3283064365386963e-10 - 0.5) * 6.283185307179586
+            if MATH == 1:
+                sin, cos = libdevice.fast_sinf(theta), libdevice.fast_cosf(theta)
+            else:
+                sin, cos = tl.sin(theta), tl.cos(theta)
+        return r * cos, r * sin
+
+    @triton.jit
+    def normals4(seed, group, chunk, MATH: tl.constexpr):
+        """Four standard normals per element of `group` (uint32 counters) under the 64-bit
+        key `seed`; `chunk` is the counter's second word (see the module docstring)."""
+        zero = group * 0
+        c0, c1, c2, c3 = tl.philox(seed, group, (zero + chunk).to(tl.uint32), zero, zero)
+        z0, z1 = _box_muller(c0, c1, MATH)
+        z2, z3 = _box_muller(c2, c3, MATH)
+        return z0, z1, z2, z3
 
     @triton.jit
     def _noisy_update_kernel(
@@ -42,9 +126,9 @@ if AVAILABLE:
         scale,
         STD: tl.constexpr,  # 0: scale, 1: scale * std_ptr[0], 2: scale * std_ptr[row]
         BLOCK: tl.constexpr,
+        MATH: tl.constexpr,
     ):
         pid = tl.program_id(0)
-        seed = tl.load(seed_ptr) + chunk
         offs = tl.arange(0, BLOCK)
         i0 = pid * (4 * BLOCK) + offs
         i1 = i0 + BLOCK
@@ -58,7 +142,8 @@ if AVAILABLE:
         w1 = tl.load(w_ptr + i1, mask=m1)
         w2 = tl.load(w_ptr + i2, mask=m2)
         w3 = tl.load(w_ptr + i3, mask=m3)
-        r0, r1, r2, r3 = tl.randn4x(seed, pid * BLOCK + offs)
+        group = (pid * BLOCK + offs).to(tl.uint32)
+        r0, r1, r2, r3 = normals4(tl.load(seed_ptr), group, chunk, MATH)
         if STD == 2:
             s0 = tl.load(std_ptr + i0 // cols, mask=m0) * scale
             s1 = tl.load(std_ptr + i1 // cols, mask=m1) * scale
@@ -101,6 +186,7 @@ if AVAILABLE:
         chunk,
         UNIT: tl.constexpr,
         BLOCK: tl.constexpr,
+        MATH: tl.constexpr,
     ):
         """`_noisy_update_kernel`'s element layout and Philox counters over a virtual
         [slots, cols] block whose rows live at table rows rows_ptr[slot]."""
@@ -113,23 +199,50 @@ if AVAILABLE:
             r2 = r0
             r3 = r0
         else:
-            r0, r1, r2, r3 = tl.randn4x(tl.load(seed_ptr) + chunk, pid * BLOCK + offs)
+            group = (pid * BLOCK + offs).to(tl.uint32)
+            r0, r1, r2, r3 = normals4(tl.load(seed_ptr), group, chunk, MATH)
         _add_to_rows(w_ptr, rows_ptr, std_ptr, i0, r0, n_elements, cols)
         _add_to_rows(w_ptr, rows_ptr, std_ptr, i0 + BLOCK, r1, n_elements, cols)
         _add_to_rows(w_ptr, rows_ptr, std_ptr, i0 + 2 * BLOCK, r2, n_elements, cols)
         _add_to_rows(w_ptr, rows_ptr, std_ptr, i0 + 3 * BLOCK, r3, n_elements, cols)
 
 
+_MATH_NAMES = {
+    0: "libdevice sin/cos",
+    1: "sin/cos.approx",
+    2: "sincos range-reduced on the bits",
+}
+
+
+if AVAILABLE:
+
+    @triton.jit
+    def _draw_only_kernel(out_ptr, seed_ptr, iters, BLOCK: tl.constexpr, MATH: tl.constexpr):
+        """The engine's draws with no memory traffic (summed in registers, one store per
+        lane): how fast this GPU can make the normals at all."""
+        pid = tl.program_id(0)
+        acc = tl.zeros((BLOCK,), tl.float32)
+        for it in range(iters):
+            group = ((pid * iters + it) * BLOCK + tl.arange(0, BLOCK)).to(tl.uint32)
+            z0, z1, z2, z3 = normals4(tl.load(seed_ptr), group, 0, MATH)
+            acc += z0 + z1 + z2 + z3
+        tl.store(out_ptr + pid * BLOCK + tl.arange(0, BLOCK), acc)
+
+
 def _seed_tensor(seed: SeedArg, device: torch.device) -> torch.Tensor:
     """The kernels read their seed from device memory (graph replays update it there)."""
     if isinstance(seed, torch.Tensor):
         return seed
-    return torch.full((), seed, dtype=torch.int64, device=device)
+    return torch.full((), as_int64(seed), dtype=torch.int64, device=device)
 
 
 class TritonFusedEngine(DenseNoiseEngine):
     name = "triton-fused"
     reads_device_scalars = True
+
+    def __init__(self, chunk_bytes: int, threads: int, *, math: int = MATH) -> None:
+        super().__init__(chunk_bytes, threads)
+        self.math = math
 
     def _add_gaussian(
         self, target: torch.Tensor, std: Std, seed: SeedArg, timer: StageTimer
@@ -157,6 +270,7 @@ class TritonFusedEngine(DenseNoiseEngine):
                     std if mode == 0 else 1.0,
                     STD=mode,
                     BLOCK=BLOCK,
+                    MATH=self.math,
                     num_warps=NUM_WARPS,
                 )
 
@@ -192,11 +306,33 @@ class TritonFusedEngine(DenseNoiseEngine):
                     chunk,
                     UNIT=unit,
                     BLOCK=BLOCK,
+                    MATH=self.math,
                     num_warps=NUM_WARPS,
                 )
+
+    def arithmetic_bound(self, device: torch.device) -> float:
+        """Normals per second that the draw alone reaches on `device` (median of 5)."""
+        progs, iters = 64 * torch.cuda.get_device_properties(device).multi_processor_count, 64
+        out = torch.empty(progs * BLOCK, device=device)
+        seed = _seed_tensor(1, device)
+
+        def launch() -> None:
+            _draw_only_kernel[(progs,)](out, seed, iters, BLOCK=BLOCK, MATH=self.math)
+
+        launch()
+        times = []
+        for _ in range(5):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            launch()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        return progs * iters * BLOCK * 4 / sorted(times)[2]
 
     def describe(self, device: torch.device) -> dict[str, str]:
         return {
             "engine": "triton-fused",
-            "rng": "Triton Philox4x32 randn4x, key seed + chunk per 2^30-element launch",
+            "rng": "Philox4x32-10 (Triton), Box-Muller, " + _MATH_NAMES[self.math],
+            "key_bits": "64-bit key = the call's seed; counter (group, launch chunk, 0, 0)",
         }
