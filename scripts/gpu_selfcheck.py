@@ -51,7 +51,8 @@ def main() -> int:
     mean, std = x.mean().item(), x.std().item()
     ok &= check("triton mean", abs(mean) < 6 * 2.0 / math.sqrt(n), f"{mean:.2e}")
     ok &= check("triton std", abs(std / 2.0 - 1) < 6 * math.sqrt(0.5 / n), f"{std:.6f} (want 2)")
-    ok &= check("every element written", bool((x != 0).all().item()), "no zero left")
+    zeros = int((x == 0).sum().item())  # an unwritten program would leave 4096
+    ok &= check("every element written", zeros < 16, f"{zeros} zeros of {n}")
     y = torch.zeros_like(x)
     eng.add_noise(y, 2.0, 123, NULL_TIMER)
     ok &= check("same seed reproduces", bool(torch.equal(x, y)), "bitwise")
@@ -111,7 +112,8 @@ def check_keys(eng: TritonFusedEngine, dev: torch.device) -> bool:
 def check_box_muller_accuracy(dev: torch.device) -> bool:
     """Each math path's normals against float64 Box-Muller of the same Philox words (read
     back from a kernel that stores them): the engine's default path within 4e-6 absolute
-    for |z| < 7 (float32 keeps ~1e-7 relative), no NaN or inf, and |z| > 6 reached."""
+    for |z| < 7 (float32 keeps ~1e-7 relative), no NaN or inf, no exact 0, and the tails
+    reached (|z| > 5 has ~38 expected draws in 64 M)."""
     import triton
     import triton.language as tl
 
@@ -141,12 +143,12 @@ def check_box_muller_accuracy(dev: torch.device) -> bool:
         z = z.view(-1, 4, tf.BLOCK).transpose(1, 2).reshape(-1, 4).double()
         want = _box_muller64(w, math_path)
         err = (z - want).abs().max().item()
-        finite = bool(torch.isfinite(z).all().item())
+        finite = bool(torch.isfinite(z).all().item()) and bool((z != 0).all().item())
         top = z.abs().max().item()
         limit = 4e-6 if math_path == tf.MATH else 1e-3
         ok &= check(
             f"Box-Muller path {math_path}{' (default)' if math_path == tf.MATH else ''} vs float64",
-            err < limit and finite and top > 6,
+            err < limit and finite and top > 5,
             f"max |z - z64| {err:.2e}, max |z| {top:.2f}",
         )
     return ok
@@ -156,12 +158,9 @@ def _box_muller64(w: torch.Tensor, math_path: int) -> torch.Tensor:
     """float64 Box-Muller of Philox words [n, 4] as `triton_fused` maps them."""
     u = (w.double() + 0.5) / 2**32
     r0, r1 = (-2 * u[:, 0].log()).sqrt(), (-2 * u[:, 2].log()).sqrt()
-    if math_path == 2:  # the angle of a turn, (c + 1/2) / 2**32, starting at -pi/4
-        t0 = 2 * math.pi * u[:, 1] - math.pi / 4
-        t1 = 2 * math.pi * u[:, 3] - math.pi / 4
-    else:  # float32(c) / 2**32 - 1/2 of a turn
-        t0 = (w[:, 1].float().double() / 2**32 - 0.5) * 2 * math.pi
-        t1 = (w[:, 3].float().double() / 2**32 - 0.5) * 2 * math.pi
+    start = -math.pi / 4 if math_path == 2 else -math.pi  # where the turn (c + 1/2) / 2**32 starts
+    t0 = 2 * math.pi * u[:, 1] + start
+    t1 = 2 * math.pi * u[:, 3] + start
     return torch.stack([r0 * t0.cos(), r0 * t0.sin(), r1 * t1.cos(), r1 * t1.sin()], dim=1)
 
 
@@ -292,8 +291,10 @@ def _graph_config(algo: str, clipping: str | None, placement: str) -> RunConfig:
 
 def check_graph_equals_eager(algo: str, clipping: str | None, placement: str) -> bool:
     """Same seeds, eager vs warm-up + capture + replays; the noise per step (~4e-3 per
-    element) is far above fp32 atomics' reordering (~1e-6), so a frozen seed or lr fails,
-    and so does hybrid host work that reads a pinned buffer before its copy landed."""
+    element, so ~2e-2 at the largest element) is far above the drift of fp32 reordering
+    (1e-6 to 1e-4: book-keeping clipping's matmuls, lr 1.0, amplify it over the steps), so
+    a frozen seed or lr fails, and so does hybrid host work that reads a pinned buffer
+    before its copy landed."""
     plan = plan_run(_graph_config(algo, clipping, placement))
     steps = plan.config.total_steps
     eager = build_session(plan)
@@ -316,7 +317,7 @@ def check_graph_equals_eager(algo: str, clipping: str | None, placement: str) ->
     moved = (eager.model.table != build_session(plan).model.table).float().mean().item()
     name = f"graph == eager ({algo}{'[' + clipping + ']' if clipping else ''}, {placement})"
     detail = f"max |diff| table {diffs[0]:.1e}, mlp {diffs[1]:.1e}; rows changed {moved:.1%}"
-    return check(name, max(diffs) < 1e-4 and moved > 0, detail)
+    return check(name, max(diffs) < 1e-3 and moved > 0, detail)
 
 
 if __name__ == "__main__":

@@ -11,11 +11,13 @@ overflow, so a group index is < 2**28); no two elements of one call share a coun
 Normals: Box-Muller on the 32-bit words, two normals from two words. The radius comes from
 u = (c + 1/2) / 2**32, never 0 or 1, so |z| reaches 6.7 (Triton's own `randn` clamps u at
 1e-7, cutting the tails at 5.68) and ln u is accurate near u = 1 as well (`_log_uniform`).
-The angle is reduced exactly on the bits of its word (quadrant + polynomial sincos,
-`_sincos_turn`): libdevice's general sinf/cosf, with their range reduction, made the pass
-bound by arithmetic instead of memory on the H200. `MATH` keeps the other two angle paths
-(libdevice, and the hardware's sin/cos.approx) for `scripts/diagnostics/noise_options.py`,
-which times all three and measures each against float64 Box-Muller on the same words.
+The angle (c + 1/2) / 2**32 of a turn is centred on its bits, so it is never exactly 0,
+and goes through the hardware's sin/cos.approx (absolute error 2**-20.9 on [-pi, pi]):
+against float64 Box-Muller on the same words the normals differ by < 2e-6 (H200,
+`scripts/gpu_selfcheck.py`). libdevice's sinf/cosf, with their general range reduction,
+made the pass arithmetic-bound on the H200 (63 % of copy against 96 %). `MATH` keeps
+libdevice (0) and a polynomial sincos reduced on the bits (2, 7e-7 from float64 but 86 %
+of copy) for `scripts/diagnostics/noise_options.py`, which times all three.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ except ImportError:  # pragma: no cover - CPU-only machines
 _MAX_LAUNCH_ELEMS = 1 << 30
 BLOCK = 1024
 NUM_WARPS = 8
-MATH = 2  # 0: libdevice sin/cos, 1: sin/cos.approx, 2: sincos from the bits
+MATH = 1  # 0: libdevice sin/cos, 1: sin/cos.approx, 2: polynomial sincos on the bits
 
 if AVAILABLE:
 
@@ -71,8 +73,8 @@ if AVAILABLE:
         bits: quadrant q = the top 2 bits, phi in (-pi/4, pi/4) from the other 30, minimax-
         free Taylor polynomials (degree 9 / 10: truncation < 2e-9)."""
         q = c >> 30
-        f = (c & 0x3FFFFFFF).to(tl.float32) * 9.313225746154785e-10 + 4.656612873077393e-10
-        phi = (f - 0.5) * 1.5707963267948966
+        d = (c & 0x3FFFFFFF).to(tl.int32) - 0x20000000  # centred: phi is never exactly 0
+        phi = (d.to(tl.float32) + 0.5) * 1.4629180792671596e-09  # (pi / 2) / 2**30
         x2 = phi * phi
         sp = 1.0 / 362880.0
         sp = sp * x2 - 1.0 / 5040.0
@@ -98,7 +100,10 @@ if AVAILABLE:
         if MATH == 2:
             sin, cos = _sincos_turn(c2)
         else:
-            theta = (c2.to(tl.float32) * 2.3283064365386963e-10 - 0.5) * 6.283185307179586
+            # (c + 1/2) / 2**32 of a turn, minus a half turn, centred on the bits: theta is
+            # never exactly 0 (sin would return an exact 0: an atom in the distribution)
+            d = (c2 ^ 0x80000000).to(tl.int32, bitcast=True)
+            theta = (d.to(tl.float32) + 0.5) * 1.4629180792671596e-09
             if MATH == 1:
                 sin, cos = libdevice.fast_sinf(theta), libdevice.fast_cosf(theta)
             else:
