@@ -50,10 +50,12 @@ def keyed_cpu_generator(*key: int) -> torch.Generator:
     """A torch CPU generator keyed by every bit of `key` (any number of 64-bit ints).
 
     torch's CPU generator is mt19937 and `manual_seed` fills its state from 32 bits. Here
-    numpy's SeedSequence hashes the whole key into the 624 state words (as numpy's own
-    MT19937 does), written through `set_state`, so torch's vectorized normal_ still draws
-    the samples."""
-    words = np.random.SeedSequence([int(k) & MASK64 for k in key]).generate_state(_MT_WORDS)
+    numpy's SeedSequence hashes the whole key into a 128-bit PCG64DXSM state whose first
+    312 outputs are the 624 state words, written through `set_state`, so torch's
+    vectorized normal_ still draws the samples. (SeedSequence.generate_state(624) alone
+    costs ~50 us with the GIL held, once per 16 MiB chunk: too slow for 16 threads.)"""
+    seq = np.random.SeedSequence([int(k) & MASK64 for k in key])
+    words = np.random.PCG64DXSM(seq).random_raw(_MT_WORDS // 2).view(np.uint32)
     gen = torch.Generator()
     state = gen.get_state().numpy().copy()
     header = np.frombuffer(state[:_MT_STATE_AT].tobytes(), dtype=np.uint32).copy()

@@ -158,7 +158,7 @@ def _box_muller64(w: torch.Tensor, math_path: int) -> torch.Tensor:
     """float64 Box-Muller of Philox words [n, 4] as `triton_fused` maps them."""
     u = (w.double() + 0.5) / 2**32
     r0, r1 = (-2 * u[:, 0].log()).sqrt(), (-2 * u[:, 2].log()).sqrt()
-    start = -math.pi / 4 if math_path == 2 else -math.pi  # where the turn (c + 1/2) / 2**32 starts
+    start = -math.pi if math_path == 0 else -math.pi / 4  # where the turn (c + 1/2) / 2**32 starts
     t0 = 2 * math.pi * u[:, 1] + start
     t1 = 2 * math.pi * u[:, 3] + start
     return torch.stack([r0 * t0.cos(), r0 * t0.sin(), r1 * t1.cos(), r1 * t1.sin()], dim=1)

@@ -11,13 +11,15 @@ overflow, so a group index is < 2**28); no two elements of one call share a coun
 Normals: Box-Muller on the 32-bit words, two normals from two words. The radius comes from
 u = (c + 1/2) / 2**32, never 0 or 1, so |z| reaches 6.7 (Triton's own `randn` clamps u at
 1e-7, cutting the tails at 5.68) and ln u is accurate near u = 1 as well (`_log_uniform`).
-The angle (c + 1/2) / 2**32 of a turn is centred on its bits, so it is never exactly 0,
-and goes through the hardware's sin/cos.approx (absolute error 2**-20.9 on [-pi, pi]):
-against float64 Box-Muller on the same words the normals differ by < 2e-6 (H200,
-`scripts/gpu_selfcheck.py`). libdevice's sinf/cosf, with their general range reduction,
-made the pass arithmetic-bound on the H200 (63 % of copy against 96 %). `MATH` keeps
-libdevice (0) and a polynomial sincos reduced on the bits (2, 7e-7 from float64 but 86 %
-of copy) for `scripts/diagnostics/noise_options.py`, which times all three.
+The angle (c + 1/2) / 2**32 of a turn is reduced exactly on its bits (quadrant from the
+top two, phi in (-pi/4, pi/4) from the rest, never 0) and goes through the hardware's
+sin/cos.approx (absolute error 2**-20.9), small phi through a series, so no normal is
+ever an exact 0. libdevice's sinf/cosf, with their general range reduction, made the pass
+arithmetic-bound on the H200 (62 % of copy, against 96 % now); sin/cos.approx on the
+unreduced angle returned exact zeros near its roots (7 in 64 M draws). `MATH` keeps
+libdevice (0) and polynomials on the reduced angle (2: 7e-7 from float64 Box-Muller, but
+87 % of copy) for `scripts/diagnostics/noise_options.py`, which times all three;
+`scripts/gpu_selfcheck.py` measures each against float64 Box-Muller on the same words.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ except ImportError:  # pragma: no cover - CPU-only machines
 _MAX_LAUNCH_ELEMS = 1 << 30
 BLOCK = 1024
 NUM_WARPS = 8
-MATH = 1  # 0: libdevice sin/cos, 1: sin/cos.approx, 2: polynomial sincos on the bits
+MATH = 1  # 0: libdevice sin/cos, 1: bit-reduced sin/cos.approx, 2: bit-reduced polynomials
 
 if AVAILABLE:
 
@@ -68,25 +70,33 @@ if AVAILABLE:
         return tl.where(upper & (w < 0.0625), -(p * w), ln)
 
     @triton.jit
-    def _sincos_turn(c):
-        """(sin, cos) of the angle (c + 1/2) / 2**32 of a turn, range-reduced exactly on the
-        bits: quadrant q = the top 2 bits, phi in (-pi/4, pi/4) from the other 30, minimax-
-        free Taylor polynomials (degree 9 / 10: truncation < 2e-9)."""
+    def _sincos_turn(c, APPROX: tl.constexpr):
+        """(sin, cos) of the angle (c + 1/2) / 2**32 of a turn, starting at -pi/4, reduced
+        exactly on the bits: quadrant q = the top 2 bits, phi in (-pi/4, pi/4) from the
+        other 30, centred so that phi is never 0. APPROX: the hardware's sin/cos.approx
+        (absolute error 2**-20.9), with sin phi = phi - phi**3 / 6 for |phi| < 2**-6 so it
+        never rounds to an exact 0 (an atom in the distribution); else Taylor polynomials
+        of degree 9 / 10 (truncation < 2e-9)."""
         q = c >> 30
-        d = (c & 0x3FFFFFFF).to(tl.int32) - 0x20000000  # centred: phi is never exactly 0
+        d = (c & 0x3FFFFFFF).to(tl.int32) - 0x20000000
         phi = (d.to(tl.float32) + 0.5) * 1.4629180792671596e-09  # (pi / 2) / 2**30
         x2 = phi * phi
-        sp = 1.0 / 362880.0
-        sp = sp * x2 - 1.0 / 5040.0
-        sp = sp * x2 + 1.0 / 120.0
-        sp = sp * x2 - 1.0 / 6.0
-        sn = phi + phi * x2 * sp
-        cp = -1.0 / 3628800.0
-        cp = cp * x2 + 1.0 / 40320.0
-        cp = cp * x2 - 1.0 / 720.0
-        cp = cp * x2 + 1.0 / 24.0
-        cp = cp * x2 - 0.5
-        cs = 1.0 + x2 * cp
+        if APPROX:
+            series = phi - phi * x2 * (1.0 / 6.0)
+            sn = tl.where(tl.abs(phi) < 0.015625, series, libdevice.fast_sinf(phi))
+            cs = libdevice.fast_cosf(phi)
+        else:
+            sp = 1.0 / 362880.0
+            sp = sp * x2 - 1.0 / 5040.0
+            sp = sp * x2 + 1.0 / 120.0
+            sp = sp * x2 - 1.0 / 6.0
+            sn = phi + phi * x2 * sp
+            cp = -1.0 / 3628800.0
+            cp = cp * x2 + 1.0 / 40320.0
+            cp = cp * x2 - 1.0 / 720.0
+            cp = cp * x2 + 1.0 / 24.0
+            cp = cp * x2 - 0.5
+            cs = 1.0 + x2 * cp
         swap = (q & 1) == 1
         s0 = tl.where(swap, cs, sn)
         c0 = tl.where(swap, sn, cs)
@@ -97,17 +107,13 @@ if AVAILABLE:
     @triton.jit
     def _box_muller(c1, c2, MATH: tl.constexpr):
         r = tl.sqrt(-2.0 * _log_uniform(c1))
-        if MATH == 2:
-            sin, cos = _sincos_turn(c2)
-        else:
-            # (c + 1/2) / 2**32 of a turn, minus a half turn, centred on the bits: theta is
-            # never exactly 0 (sin would return an exact 0: an atom in the distribution)
+        if MATH == 0:
+            # (c + 1/2) / 2**32 of a turn starting at -pi, centred on the bits
             d = (c2 ^ 0x80000000).to(tl.int32, bitcast=True)
             theta = (d.to(tl.float32) + 0.5) * 1.4629180792671596e-09
-            if MATH == 1:
-                sin, cos = libdevice.fast_sinf(theta), libdevice.fast_cosf(theta)
-            else:
-                sin, cos = tl.sin(theta), tl.cos(theta)
+            sin, cos = tl.sin(theta), tl.cos(theta)
+        else:
+            sin, cos = _sincos_turn(c2, MATH == 1)
         return r * cos, r * sin
 
     @triton.jit
@@ -214,8 +220,8 @@ if AVAILABLE:
 
 _MATH_NAMES = {
     0: "libdevice sin/cos",
-    1: "sin/cos.approx",
-    2: "sincos range-reduced on the bits",
+    1: "sin/cos.approx on a quadrant reduced on the bits",
+    2: "polynomial sin/cos on a quadrant reduced on the bits",
 }
 
 
