@@ -54,7 +54,11 @@ def keyed_cpu_generator(*key: int) -> torch.Generator:
     312 outputs are the 624 state words, written through `set_state`, so torch's
     vectorized normal_ still draws the samples. (SeedSequence.generate_state(624) alone
     costs ~50 us with the GIL held, once per 16 MiB chunk: too slow for 16 threads.)"""
-    seq = np.random.SeedSequence([int(k) & MASK64 for k in key])
+    # Fixed-width words plus the word count: SeedSequence alone reads a list of ints as
+    # variable-width 32-bit words and ignores trailing zeros, so (7, 1) and (7 + 2**32,),
+    # or (7,) and (7, 0), would be the same key.
+    words64 = [int(k) & MASK64 for k in key] + [len(key)]
+    seq = np.random.SeedSequence(np.array(words64, dtype=np.uint64))
     words = np.random.PCG64DXSM(seq).random_raw(_MT_WORDS // 2).view(np.uint32)
     gen = torch.Generator()
     state = gen.get_state().numpy().copy()

@@ -14,6 +14,7 @@ from lazydp_bench.noise.host_threaded import HostThreadedEngine
 from lazydp_bench.noise.torch_chunked import TorchChunkedEngine
 from lazydp_bench.privacy import plan_privacy
 from lazydp_bench.profiling import NULL_TIMER
+from lazydp_bench.seeds import as_int64, derive_seed, keyed_cpu_generator
 from tests.conftest import ROOT, tiny_session
 
 ENGINES = {"torch": TorchChunkedEngine, "host": HostThreadedEngine}
@@ -169,3 +170,71 @@ def test_sigma_derived_from_target_epsilon_spends_it():
     assert plan.noise_source.startswith("derived")
     assert plan.epsilon_rdp <= 3.0 + 0.05
     assert plan.epsilon_rdp > 2.8
+
+
+# ----- keys: every noise stream keyed by >= 64 bits -------------------------------------
+
+
+@pytest.mark.parametrize("name", ENGINES)
+@pytest.mark.parametrize("high_bit", [32, 40, 48, 63])
+def test_keys_that_differ_only_above_bit_32_draw_other_noise(name, high_bit):
+    """torch's manual_seed keeps 32 bits: 7 and 7 + 2**40 drew the same normals before."""
+    x, y, z = (torch.zeros(2000, 8) for _ in range(3))
+    ENGINES[name](2**14, 2).add_noise(x, 1.0, 7, NULL_TIMER)
+    ENGINES[name](2**14, 2).add_noise(y, 1.0, 7 + 2**high_bit, NULL_TIMER)
+    ENGINES[name](2**14, 2).add_noise(z, 1.0, 7, NULL_TIMER)
+    assert torch.equal(x, z)
+    assert int((x == y).sum()) < 5  # independent draws: equal floats essentially never
+
+
+def test_keyed_generator_uses_every_bit_of_every_key_word():
+    draws = set()
+    keys = [(7,), (7 + 2**32,), (7 + 2**48,), (7 + 2**63,), (7, 0), (7, 1), (7, 2**40)]
+    keys += [(1 << 32, 0), (0, 1, 0), (1, 0)]  # word boundaries and trailing zeros
+    for key in keys:
+        gen = keyed_cpu_generator(*key)
+        draws.add(tuple(torch.empty(4).normal_(generator=gen).tolist()))
+    assert len(draws) == len(keys)
+    again = torch.empty(4).normal_(generator=keyed_cpu_generator(7 + 2**63))
+    assert tuple(again.tolist()) in draws
+
+
+def test_no_two_chunks_of_one_call_share_a_stream():
+    """The host engine's tasks (1 MiB each here) start their streams at distinct draws."""
+    engine = HostThreadedEngine(2**20, 3)
+    x = torch.zeros(2**18, 64)  # 64 MiB: 64 tasks of 2**12 rows
+    engine.add_noise(x, 1.0, 5, NULL_TIMER)
+    task_rows = engine.task_rows(x.shape[0], x.shape[1], x.element_size())
+    starts = x[::task_rows, :4]
+    assert starts.shape[0] == x.shape[0] // task_rows > 10
+    assert torch.unique(starts, dim=0).shape[0] == starts.shape[0]
+
+
+def test_derived_keys_are_64_bit_and_length_separated():
+    keys = {derive_seed(1, t, s) for t in range(200) for s in range(4)}
+    assert len(keys) == 800
+    assert max(keys) >= 2**63  # the top bit is used
+    assert derive_seed(1, 2) != derive_seed(1, 2, 0)
+    assert as_int64(2**64 - 1) == -1 and as_int64(5) == 5
+
+
+# ----- distribution per engine, on >= 10**6 samples -------------------------------------
+
+
+@pytest.mark.parametrize("name", ENGINES)
+def test_engine_draws_are_standard_normal(name):
+    """One-sample KS against the normal CDF (alpha = 0.001: D < 1.95 / sqrt(n)), variance
+    within 5 standard errors (sqrt(2 / n)), mean within 5 / sqrt(n); 4 threads == 1."""
+    n = 2**20
+    x = torch.zeros(n // 16, 16)
+    ENGINES[name](2**18, 4).add_noise(x, 1.0, 2**40 + 3, NULL_TIMER)
+    one = torch.zeros_like(x)
+    ENGINES[name](2**18, 1).add_noise(one, 1.0, 2**40 + 3, NULL_TIMER)
+    assert torch.equal(x, one)
+    z = x.flatten().double().sort().values
+    cdf = torch.special.ndtr(z)
+    i = torch.arange(1, n + 1, dtype=torch.float64)
+    d = torch.maximum(i / n - cdf, cdf - (i - 1) / n).max().item()
+    assert d < 1.95 / math.sqrt(n), d
+    assert abs(z.var().item() - 1) < 5 * math.sqrt(2 / n)
+    assert abs(z.mean().item()) < 5 / math.sqrt(n)

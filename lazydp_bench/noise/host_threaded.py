@@ -52,6 +52,12 @@ class HostThreadedEngine(DenseNoiseEngine):
             self._local.buf = buf
         return buf[:size]
 
+    def task_rows(self, rows: int, cols: int, itemsize: int) -> int:
+        """Rows per task (one generator each): from the target's size and the chunk bound
+        only, never the thread count, so the draws do not depend on it."""
+        per_task = min(_TASK_MAX_ELEMS, max(_TASK_MIN_ELEMS, rows * cols // _TASKS_WANTED))
+        return max(1, min(per_task, self.chunk_bytes // itemsize) // cols)
+
     def _add_gaussian(
         self, target: torch.Tensor, std: float | torch.Tensor, seed: int, timer: StageTimer
     ) -> None:
@@ -60,8 +66,7 @@ class HostThreadedEngine(DenseNoiseEngine):
         arr = target.numpy()
         rows, cols = arr.shape
         std_rows = None if isinstance(std, float) else std.numpy()
-        per_task = min(_TASK_MAX_ELEMS, max(_TASK_MIN_ELEMS, arr.size // _TASKS_WANTED))
-        task_rows = max(1, min(per_task, self.chunk_bytes // arr.itemsize) // cols)
+        task_rows = self.task_rows(rows, cols, arr.itemsize)
         piece_rows = max(1, _PIECE_ELEMS // cols)
 
         def work(task: int) -> None:
