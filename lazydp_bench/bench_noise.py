@@ -26,7 +26,7 @@ _COPY_BYTES = 2**30
 _DIM = 128
 
 
-def _time_ms(fn: Callable[[], None], device: torch.device, repeats: int) -> list[float]:
+def time_ms(fn: Callable[[], None], device: torch.device, repeats: int) -> list[float]:
     times = []
     for _ in range(repeats):
         if device.type == "cuda":
@@ -48,7 +48,7 @@ def copy_bandwidth(device: torch.device, repeats: int = 10) -> float:
     src = torch.rand(_COPY_BYTES // 4, device=device)
     dst = torch.empty_like(src)
     dst.copy_(src)
-    ms = statistics.median(_time_ms(lambda: dst.copy_(src), device, repeats))
+    ms = statistics.median(time_ms(lambda: dst.copy_(src), device, repeats))
     return 2 * _COPY_BYTES / (ms / 1e3)
 
 
@@ -78,7 +78,7 @@ def bench_noise(
             engine.add_noise(table, 1e-3, next(step), NULL_TIMER)
 
         once()
-        times = _time_ms(once, device, repeats)
+        times = time_ms(once, device, repeats)
         bound = engine.arithmetic_bound(device)
         records.append(
             _record(

@@ -145,6 +145,7 @@ def gpu_side(size_gib: float) -> None:
     import triton
     import triton.language as tl
 
+    from lazydp_bench.bench_noise import time_ms
     from lazydp_bench.noise.triton_fused import TritonFusedEngine
     from lazydp_bench.profiling import NULL_TIMER
 
@@ -166,20 +167,12 @@ def gpu_side(size_gib: float) -> None:
         _old_add(w_ptr, i0 + 2 * BLOCK, r2, n_elements, scale)
         _old_add(w_ptr, i0 + 3 * BLOCK, r3, n_elements, scale)
 
+    dev = torch.device("cuda")
+
     def bench(fn, reps=10):
         fn()
-        torch.cuda.synchronize()
-        ts = []
-        for _ in range(reps):
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            fn()
-            b.record()
-            b.synchronize()
-            ts.append(a.elapsed_time(b))
-        return statistics.median(ts)
+        return statistics.median(time_ms(fn, dev, reps))
 
-    dev = torch.device("cuda")
     n = int(size_gib * 2**28)
     src = torch.rand(1 << 30, device=dev)
     dst = torch.empty_like(src)
