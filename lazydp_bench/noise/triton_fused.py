@@ -15,7 +15,7 @@ The angle (c + 1/2) / 2**32 of a turn is reduced exactly on its bits (quadrant f
 top two, phi in (-pi/4, pi/4) from the rest, never 0) and goes through the hardware's
 sin/cos.approx (absolute error 2**-20.9), small phi through a series, so no normal is
 ever an exact 0. libdevice's sinf/cosf, with their general range reduction, made the pass
-arithmetic-bound on the H200 (62 % of copy, against 96 % now); sin/cos.approx on the
+arithmetic-bound on the H200 (62 % of copy, against 92 % with this path); sin/cos.approx on the
 unreduced angle returned exact zeros near its roots (7 in 64 M draws). `MATH` keeps
 libdevice (0) and polynomials on the reduced angle (2: 7e-7 from float64 Box-Muller, but
 87 % of copy) for `scripts/diagnostics/noise_options.py`, which times all three;
