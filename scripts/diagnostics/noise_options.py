@@ -91,6 +91,8 @@ def box_muller(kind):
 HOST_OPTIONS = {
     "torch normal_ (mt19937) + add": torch_mt(PIECE),
     "torch normal_ + add, 1 MiB pieces": torch_mt(1 << 18),
+    "torch normal_ + add, 4 MiB pieces": torch_mt(1 << 20),
+    "torch normal_ + add, 16 MiB (one task)": torch_mt(1 << 22),
     "numpy ziggurat PCG64DXSM": zig(np.random.PCG64DXSM),
     "numpy ziggurat SFC64": zig(np.random.SFC64),
     "numpy ziggurat Philox": zig(np.random.Philox),
@@ -129,14 +131,16 @@ def add_bandwidth(arr: np.ndarray, threads: int) -> float:
     return 2 * arr.nbytes / dt / 1e9
 
 
-def host_side(size_gib: float) -> None:
+def host_side(size_gib: float, only: str = "") -> None:
     arr = np.random.default_rng(0).random(int(size_gib * 2**28), dtype=np.float32)
     cores = os.cpu_count() or 1
-    counts = sorted({1, max(1, cores // 4), max(1, cores // 2), cores})
+    counts = sorted({1, max(1, cores // 4), max(1, cores // 2), max(1, 3 * cores // 4), cores})
     print(f"host: {cores} cores, target {arr.nbytes / 2**30:.1f} GiB")
     for th in counts:
         print(f"  add bandwidth {th:>2} threads: {add_bandwidth(arr, th):7.1f} GB/s (read+write)")
     for name, draw in HOST_OPTIONS.items():
+        if only not in name:
+            continue
         line = "  ".join(f"{th}t {host_rate(draw, arr, th):6.3f}" for th in counts)
         print(f"  {name:<34} G samples/s: {line}")
 
@@ -212,10 +216,11 @@ def main() -> None:
     ap.add_argument("--size-gib", type=float, default=2.0)
     ap.add_argument("--gpu-size-gib", type=float, default=8.0)
     ap.add_argument("--skip-host", action="store_true")
+    ap.add_argument("--only", default="", help="run only host options whose name has this")
     args = ap.parse_args()
     if not args.skip_host:
-        host_side(args.size_gib)
-    if torch.cuda.is_available():
+        host_side(args.size_gib, args.only)
+    if torch.cuda.is_available() and not args.only:
         gpu_side(args.gpu_size_gib)
 
 
