@@ -1,5 +1,5 @@
 """`python -m lazydp_bench` runs the CLI (the GPU machine uses it uninstalled)."""
 
-from lazydp_bench.cli import main
+from lazydp_bench.launch import main
 
 main()

@@ -151,9 +151,9 @@ def run(
     ),
 ) -> None:
     """Train a few steps of each algorithm and print the per-stage breakdown."""
-    from lazydp_bench.report import run_table, summary_table
-    from lazydp_bench.results import append_record, ensure_writable
-    from lazydp_bench.trainer import execute, plan_run
+    from lazydp_bench.records.store import append_record, ensure_writable
+    from lazydp_bench.report.tables import run_table, summary_table
+    from lazydp_bench.runtime.trainer import execute, plan_run
 
     with user_errors():
         privacy = PrivacyConfig(
@@ -247,7 +247,7 @@ def info(
 ) -> None:
     """Show the machine: GPU, driver, torch/CUDA, energy counters, RAM, and the largest
     mlperf-dlrm table each placement can hold."""
-    from lazydp_bench.info import machine_report
+    from lazydp_bench.measure.info import machine_report
 
     with user_errors():
         limit = parse_size(host_mem_limit) if host_mem_limit else None
@@ -269,7 +269,7 @@ def verify(
     and the right noise distribution with real noise. Exit code 1 on any failure."""
     import torch
 
-    from lazydp_bench.verify import verify as run_checks
+    from lazydp_bench.runtime.verify import verify as run_checks
 
     with user_errors():
         names = split_list(algo)
@@ -341,10 +341,10 @@ def sweep(
     ),
 ) -> None:
     """Run a grid of points, each in its own process; OOM, crashes and hangs become records."""
-    from lazydp_bench.placement import machine_limits
-    from lazydp_bench.presets import expand_preset
-    from lazydp_bench.results import ensure_writable
-    from lazydp_bench.sweep import grid_configs, plan_points, run_sweep
+    from lazydp_bench.placement.layout import machine_limits
+    from lazydp_bench.records.store import ensure_writable
+    from lazydp_bench.sweep.presets import expand_preset
+    from lazydp_bench.sweep.runner import grid_configs, plan_points, run_sweep
 
     with user_errors():
         base = RunConfig(
@@ -376,7 +376,7 @@ def sweep(
         points = plan_points(grid_configs(base, grids), limits)
         if not dry_run:
             ensure_writable(out)
-    from lazydp_bench.sweep_view import SweepView, dry_run_table
+    from lazydp_bench.sweep.view import SweepView, dry_run_table
 
     if dry_run:
         console.print(dry_run_table(points, limits))
@@ -415,8 +415,8 @@ def plot(
     """Redraw the paper's figures from stored records; write the numbers behind each as CSV."""
     import matplotlib.pyplot as plt
 
-    from lazydp_bench.plots import ALL_FIGURES, make_figure
-    from lazydp_bench.results import load_records
+    from lazydp_bench.records.store import load_records
+    from lazydp_bench.report.figures import ALL_FIGURES, make_figure
 
     with user_errors():
         names = ALL_FIGURES if figure == "all" else split_list(figure)
@@ -481,9 +481,9 @@ def bench_noise_cmd(
 
     import torch
 
-    from lazydp_bench.bench_noise import bench_noise
-    from lazydp_bench.noise import NOISE_ENGINES
-    from lazydp_bench.results import append_record, ensure_writable
+    from lazydp_bench.dp.noise import NOISE_ENGINES
+    from lazydp_bench.measure.noise_bench import bench_noise
+    from lazydp_bench.records.store import append_record, ensure_writable
 
     with user_errors():
         size_bytes = parse_size(size)

@@ -10,8 +10,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from lazydp_bench.config import PrivacyConfig, RunConfig
-from lazydp_bench.profiling import NULL_TIMER
-from lazydp_bench.trainer import build_session, plan_run
+from lazydp_bench.measure.profiling import NULL_TIMER
+from lazydp_bench.runtime.trainer import build_session, plan_run
 
 CASES = [("sgd", None), ("lazydp", "bookkeeping"), ("lazydp", None), ("dpsgd-f", None)]
 STEPS = 10

@@ -18,15 +18,15 @@ import sys
 
 import torch
 
-from lazydp_bench.clip_kernels import add_linear_sq_norms, finish_clip, scale_rows
 from lazydp_bench.config import LRSchedule, PrivacyConfig, RunConfig
-from lazydp_bench.graph_step import GraphedStep
-from lazydp_bench.noise.base import DenseNoiseEngine
-from lazydp_bench.noise.triton_fused import TritonFusedEngine
-from lazydp_bench.owed_noise import owed_std
-from lazydp_bench.profiling import NULL_TIMER
-from lazydp_bench.step_scalars import Scalar
-from lazydp_bench.trainer import build_session, plan_run
+from lazydp_bench.dp.clip_kernels import add_linear_sq_norms, finish_clip, scale_rows
+from lazydp_bench.dp.noise.base import DenseNoiseEngine
+from lazydp_bench.dp.noise.triton_fused import TritonFusedEngine
+from lazydp_bench.dp.owed_noise import owed_std
+from lazydp_bench.measure.profiling import NULL_TIMER
+from lazydp_bench.runtime.graph_step import GraphedStep
+from lazydp_bench.runtime.step_scalars import Scalar
+from lazydp_bench.runtime.trainer import build_session, plan_run
 
 GRAPH_CASES = [("sgd", None), ("dpsgd-f", None), ("lazydp", None), ("lazydp", "bookkeeping")]
 GRAPH_CASES += [("eana", None), ("dpsgd-bk", None)]
@@ -117,7 +117,7 @@ def check_box_muller_accuracy(dev: torch.device) -> bool:
     import triton
     import triton.language as tl
 
-    from lazydp_bench.noise import triton_fused as tf
+    from lazydp_bench.dp.noise import triton_fused as tf
 
     @triton.jit
     def words(out_ptr, seed_ptr, n_groups, BLOCK: tl.constexpr):

@@ -11,8 +11,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from lazydp_bench.plots import figure_frame, for_steps
-from lazydp_bench.results import load_records
+from lazydp_bench.records.store import load_records
+from lazydp_bench.report.figures import figure_frame, for_steps
 from lazydp_bench.units import format_bytes
 
 

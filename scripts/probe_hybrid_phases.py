@@ -18,9 +18,9 @@ from collections import defaultdict
 
 import torch
 
-from lazydp_bench import graph_step, host_work, sparse
 from lazydp_bench.config import RunConfig
-from lazydp_bench.trainer import build_session, plan_run
+from lazydp_bench.runtime import graph_step, host_work, sparse
+from lazydp_bench.runtime.trainer import build_session, plan_run
 
 WARMUP = 5
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from lazydp_bench.config import RunConfig
-from lazydp_bench.trainer import build_session, plan_run
-from lazydp_bench.verify import tiny_config as verify_config
+from lazydp_bench.runtime.trainer import build_session, plan_run
+from lazydp_bench.runtime.verify import tiny_config as verify_config
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from lazydp_bench.stages import Stage
+from lazydp_bench.measure.stages import Stage
 from tests.conftest import ROOT
 
 

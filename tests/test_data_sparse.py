@@ -3,10 +3,10 @@ import collections
 import pytest
 import torch
 
-from lazydp_bench.clipping import bag_sum_sq_multiplicity
 from lazydp_bench.data import SyntheticBatchSource, parse_distribution
+from lazydp_bench.dp.clipping import bag_sum_sq_multiplicity
 from lazydp_bench.errors import BenchError
-from lazydp_bench.sparse import (
+from lazydp_bench.runtime.sparse import (
     SparseOps,
     bag_row_gradients,
     coalesce,
@@ -148,7 +148,7 @@ def test_bag_sum_sq_multiplicity():
 
 def test_host_threaded_sparse_ops_equal_device_path():
     """The host path (exact unique + threaded parts) against the sync-free padded path."""
-    from lazydp_bench.sparse import SparseOps
+    from lazydp_bench.runtime.sparse import SparseOps
 
     ops = SparseOps(threads=4)
     gen = torch.Generator().manual_seed(2)
@@ -169,7 +169,7 @@ def test_host_threaded_sparse_ops_equal_device_path():
 
 
 def test_host_merge_equals_device_coalesce():
-    from lazydp_bench.sparse import SparseOps
+    from lazydp_bench.runtime.sparse import SparseOps
 
     ops = SparseOps(threads=3)
     gen = torch.Generator().manual_seed(5)

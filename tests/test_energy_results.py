@@ -6,8 +6,8 @@ from unittest import mock
 import pynvml
 import pytest
 
-from lazydp_bench.energy import EnergyMeter
-from lazydp_bench.results import append_record, load_records
+from lazydp_bench.measure.energy import EnergyMeter
+from lazydp_bench.records.store import append_record, load_records
 
 
 def fake_nvml(readings_mj):

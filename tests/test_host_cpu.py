@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from lazydp_bench.host_cpu import cpu_share, cpu_times
+from lazydp_bench.measure.host_cpu import cpu_share, cpu_times
 
 
 def test_shares_from_two_samples():

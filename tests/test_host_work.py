@@ -6,8 +6,8 @@ trains the same model as a plain step. The graph replay itself needs a GPU
 import pytest
 import torch
 
-from lazydp_bench.host_work import HostWork
-from lazydp_bench.profiling import NULL_TIMER
+from lazydp_bench.measure.profiling import NULL_TIMER
+from lazydp_bench.runtime.host_work import HostWork
 from tests.conftest import tiny_session
 
 
@@ -101,8 +101,9 @@ def test_lookup_into_a_buffer_equals_lookup(pooling):
 
 @pytest.mark.parametrize(("given", "want"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
 def test_openmp_waits_passively_unless_the_user_says_otherwise(given, want):
-    """The package sets OMP_WAIT_POLICY before torch loads OpenMP (spinning OpenMP threads
-    take the cores of the host phase's pools); a user's value wins; records say which."""
+    """The command sets OMP_WAIT_POLICY before torch loads OpenMP (spinning OpenMP threads
+    take the cores of the host phase's pools); a user's value wins; records say which;
+    importing the package alone changes nothing."""
     import os
     import subprocess
     import sys
@@ -111,9 +112,11 @@ def test_openmp_waits_passively_unless_the_user_says_otherwise(given, want):
     if given:
         env["OMP_WAIT_POLICY"] = given
     code = (
-        "import lazydp_bench, os; from lazydp_bench.env import machine_info; "
-        "print(os.environ['OMP_WAIT_POLICY'], machine_info()['omp_wait_policy'])"
+        "import os, lazydp_bench; before = os.environ.get('OMP_WAIT_POLICY'); "
+        "from lazydp_bench.launch import set_process_defaults; set_process_defaults(); "
+        "import torch; from lazydp_bench.measure.env import machine_info; "
+        "print(before, os.environ['OMP_WAIT_POLICY'], machine_info()['omp_wait_policy'])"
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == [want, want]
+    assert out.stdout.split() == [str(given), want, want]

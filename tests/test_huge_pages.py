@@ -6,14 +6,14 @@ import sys
 import pytest
 import torch
 
-from lazydp_bench.huge_pages import (
+from lazydp_bench.model.huge_pages import (
     HUGE_PAGE,
     advise_huge_pages,
     huge_page_bytes,
     huge_range,
     thp_mode,
 )
-from lazydp_bench.init import init_table
+from lazydp_bench.model.init import init_table
 
 
 @pytest.mark.parametrize(
@@ -43,7 +43,7 @@ def test_advised_table_initializes_like_an_unadvised_one(monkeypatch):
     """The advice happens before the first touch and changes no value."""
     rows, dim = (3000, 5000), 128  # ~4 MB: at least one whole huge page
     advised, was_advised = init_table(rows, dim, torch.device("cpu"), torch.float32, 7, 2)
-    from lazydp_bench import init
+    from lazydp_bench.model import init
 
     monkeypatch.setattr(init, "advise_huge_pages", lambda _t: False)
     plain, not_advised = init_table(rows, dim, torch.device("cpu"), torch.float32, 7, 2)

@@ -9,9 +9,9 @@ import torch
 
 from lazydp_bench.config import LRSchedule
 from lazydp_bench.errors import BenchError
-from lazydp_bench.profiling import NULL_TIMER
-from lazydp_bench.trainer import plan_run
-from lazydp_bench.verify import check_gaussian, check_noise_off, check_unit_noise
+from lazydp_bench.measure.profiling import NULL_TIMER
+from lazydp_bench.runtime.trainer import plan_run
+from lazydp_bench.runtime.verify import check_gaussian, check_noise_off, check_unit_noise
 from tests.conftest import tiny_config, tiny_session
 
 STEPS = 12

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from lazydp_bench.config import PrivacyConfig
-from lazydp_bench.noise.host_threaded import HostThreadedEngine
-from lazydp_bench.noise.torch_chunked import TorchChunkedEngine
-from lazydp_bench.privacy import plan_privacy
-from lazydp_bench.profiling import NULL_TIMER
-from lazydp_bench.seeds import as_int64, derive_seed, keyed_cpu_generator
+from lazydp_bench.dp.noise.host_threaded import HostThreadedEngine
+from lazydp_bench.dp.noise.torch_chunked import TorchChunkedEngine
+from lazydp_bench.dp.privacy import plan_privacy
+from lazydp_bench.dp.seeds import as_int64, derive_seed, keyed_cpu_generator
+from lazydp_bench.measure.profiling import NULL_TIMER
 from tests.conftest import ROOT, tiny_session
 
 ENGINES = {"torch": TorchChunkedEngine, "host": HostThreadedEngine}
@@ -119,9 +119,9 @@ def test_per_row_std(name):
 
 _CHUNK_PROBE = """
 import json, resource, sys, torch
-from lazydp_bench.noise.host_threaded import HostThreadedEngine
-from lazydp_bench.noise.torch_chunked import TorchChunkedEngine
-from lazydp_bench.profiling import NULL_TIMER
+from lazydp_bench.dp.noise.host_threaded import HostThreadedEngine
+from lazydp_bench.dp.noise.torch_chunked import TorchChunkedEngine
+from lazydp_bench.measure.profiling import NULL_TIMER
 torch.set_num_threads(1)
 engine = {"torch": TorchChunkedEngine, "host": HostThreadedEngine}[sys.argv[1]](8 * 2**20, 2)
 table = torch.zeros(2**21, 32)  # 256 MiB, touched

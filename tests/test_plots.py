@@ -7,8 +7,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
-from lazydp_bench.plots import ALL_FIGURES, make_figure
-from lazydp_bench.results import load_records
+from lazydp_bench.records.store import load_records
+from lazydp_bench.report.figures import ALL_FIGURES, make_figure
 from tests.conftest import ROOT
 from tests.test_cli import cli
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from lazydp_bench.config import LRSchedule
-from lazydp_bench.graph_step import graph_blocker
-from lazydp_bench.seeds import as_int64, derive_seed
-from lazydp_bench.step_scalars import STREAM_MLP, STREAM_SPARSE, STREAM_TABLE, StepScalars
+from lazydp_bench.dp.seeds import as_int64, derive_seed
+from lazydp_bench.runtime.graph_step import graph_blocker
+from lazydp_bench.runtime.step_scalars import STREAM_MLP, STREAM_SPARSE, STREAM_TABLE, StepScalars
 
 CPU = torch.device("cpu")
 

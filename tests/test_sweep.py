@@ -8,8 +8,8 @@ import sys
 import time
 
 from lazydp_bench.config import RunConfig
-from lazydp_bench.presets import expand_preset
-from lazydp_bench.sweep import grid_configs
+from lazydp_bench.sweep.presets import expand_preset
+from lazydp_bench.sweep.runner import grid_configs
 from tests.conftest import ROOT
 from tests.test_cli import cli
 
@@ -161,7 +161,7 @@ def test_dry_run_lists_points_and_writes_nothing(tmp_path):
 
 
 def test_time_budget_lowers_measured_steps_to_a_floor_of_three(tmp_path):
-    from lazydp_bench.trainer import budget_iterations
+    from lazydp_bench.runtime.trainer import budget_iterations
 
     assert budget_iterations(10, None, 0.5) == 10
     assert budget_iterations(10, 100.0, 0.5) == 10

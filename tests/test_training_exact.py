@@ -4,9 +4,9 @@ every clipping mode vs per-example autograd, DP-SGD without noise vs SGD."""
 import pytest
 import torch
 
-from lazydp_bench.clipping import CLIPPING_MODES
-from lazydp_bench.profiling import NULL_TIMER
-from lazydp_bench.sparse import bag_row_gradients
+from lazydp_bench.dp.clipping import CLIPPING_MODES
+from lazydp_bench.measure.profiling import NULL_TIMER
+from lazydp_bench.runtime.sparse import bag_row_gradients
 from tests.conftest import tiny_session
 from tests.reference import clone_params, per_example_clipped_sum, ref_losses
 
@@ -73,7 +73,7 @@ def test_noise_free_unclipped_dp_equals_sgd(algo):
 def device_sparse_path(monkeypatch):
     """Route the CPU runs through the sync-free padded code the GPU path uses, including
     per-step scales read from tensors."""
-    from lazydp_bench import sparse
+    from lazydp_bench.runtime import sparse
 
     init = sparse.SparseOps.__init__
     monkeypatch.setattr(
@@ -93,8 +93,8 @@ def test_device_sparse_path_lazydp_noise_update_modes(monkeypatch, mode):
     DP-SGD(F): straight into the table rows (gpu placement), ahead of the backward by a
     background thread (hybrid), merged with the gradient into one update (host)."""
     from lazydp_bench.algorithms import lazydp
-    from lazydp_bench.sparse import SparseOps
-    from lazydp_bench.verify import check_gaussian, check_unit_noise
+    from lazydp_bench.runtime.sparse import SparseOps
+    from lazydp_bench.runtime.verify import check_gaussian, check_unit_noise
 
     device_ops = SparseOps(1)  # the fixture routes it through the device path
     assert lazydp.noise_update_mode(torch.zeros(2, 2), torch.device("cpu"), device_ops) == (
@@ -140,8 +140,8 @@ def test_ahead_noise_added_before_the_lookup_skips_the_rows_the_batch_reads(
     may be read by batch t. Part 1 holds exactly the queue rows batch t reads; together
     they are the unique rows of batch t + 1 (host path: exact unique + isin; device path:
     padded sort + binary search in the carried sort of batch t)."""
-    from lazydp_bench import sparse
     from lazydp_bench.algorithms import lazydp
+    from lazydp_bench.runtime import sparse
 
     monkeypatch.setattr(lazydp, "noise_update_mode", lambda *_: "ahead")
     if device_path:
@@ -177,7 +177,7 @@ def test_all_clipping_modes_registered():
 def test_lazydp_sorts_each_batch_once(monkeypatch):
     """The input queue's unique rows of batch t+1 are carried to step t+1's gradient
     coalescing: after step 0, one sort per step (and the carried rows are the next batch's)."""
-    from lazydp_bench import sparse
+    from lazydp_bench.runtime import sparse
 
     calls = []
     real = sparse.unique_rows

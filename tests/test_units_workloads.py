@@ -1,7 +1,7 @@
 import pytest
 
 from lazydp_bench.errors import BenchError
-from lazydp_bench.trainer import resolve_workload
+from lazydp_bench.runtime.trainer import resolve_workload
 from lazydp_bench.units import parse_size
 from lazydp_bench.workloads import load_workload, scale_to_bytes
 

@@ -13,15 +13,15 @@ from typing import ClassVar
 
 import torch
 
-from lazydp_bench.clipping import ClipResult, get_clipping
 from lazydp_bench.config import LRSchedule
 from lazydp_bench.data import Batch
-from lazydp_bench.model import DLRM, ForwardState
-from lazydp_bench.noise.registry import EngineSet
-from lazydp_bench.profiling import StageTimer
-from lazydp_bench.sparse import CarriedUnique, SparseOps, SparseRows
-from lazydp_bench.stages import Stage
-from lazydp_bench.step_scalars import Scalar, StepScalars
+from lazydp_bench.dp.clipping import ClipResult, get_clipping
+from lazydp_bench.dp.noise.registry import EngineSet
+from lazydp_bench.measure.profiling import StageTimer
+from lazydp_bench.measure.stages import Stage
+from lazydp_bench.model.dlrm import DLRM, ForwardState
+from lazydp_bench.runtime.sparse import CarriedUnique, SparseOps, SparseRows
+from lazydp_bench.runtime.step_scalars import Scalar, StepScalars
 
 
 @dataclass

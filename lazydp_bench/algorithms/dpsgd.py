@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from lazydp_bench.algorithms.base import Algorithm
 from lazydp_bench.algorithms.registry import register
-from lazydp_bench.stages import Stage
+from lazydp_bench.measure.stages import Stage
 
 
 class DenseDPSGD(Algorithm):

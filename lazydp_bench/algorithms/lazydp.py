@@ -37,13 +37,13 @@ import torch
 
 from lazydp_bench.algorithms.base import AlgoContext, Algorithm
 from lazydp_bench.algorithms.registry import register
+from lazydp_bench.dp.owed_noise import owed_std, owed_sum
+from lazydp_bench.dp.seeds import derive_seed
 from lazydp_bench.errors import BenchError
-from lazydp_bench.owed_noise import owed_std, owed_sum
-from lazydp_bench.profiling import NULL_TIMER
-from lazydp_bench.seeds import derive_seed
-from lazydp_bench.sparse import CarriedUnique, SparseRows, unread_first
-from lazydp_bench.stages import Stage
-from lazydp_bench.step_scalars import STREAM_FLUSH, Scalar
+from lazydp_bench.measure.profiling import NULL_TIMER
+from lazydp_bench.measure.stages import Stage
+from lazydp_bench.runtime.sparse import CarriedUnique, SparseRows, unread_first
+from lazydp_bench.runtime.step_scalars import STREAM_FLUSH, Scalar
 
 
 def history_dtype(total_steps: int) -> torch.dtype:

@@ -149,9 +149,9 @@ def gpu_side(size_gib: float) -> None:
     import triton
     import triton.language as tl
 
-    from lazydp_bench.bench_noise import time_ms
-    from lazydp_bench.noise.triton_fused import TritonFusedEngine
-    from lazydp_bench.profiling import NULL_TIMER
+    from lazydp_bench.dp.noise.triton_fused import TritonFusedEngine
+    from lazydp_bench.measure.noise_bench import time_ms
+    from lazydp_bench.measure.profiling import NULL_TIMER
 
     @triton.jit
     def _old_add(w_ptr, i, r, n_elements, scale):
@@ -189,7 +189,7 @@ def gpu_side(size_gib: float) -> None:
     ms = bench(lambda: old_kernel[grid](flat, seed, flat.numel(), 1e-3, BLOCK=1024, num_warps=8))
     bw = 2 * flat.nbytes / (ms / 1e3)
     print(f"  Triton randn4x (2^30 elements): {100 * bw / copy:5.1f} % of copy")
-    import lazydp_bench.noise.triton_fused as tf
+    import lazydp_bench.dp.noise.triton_fused as tf
 
     for math_path in (0, 1, 2):
         eng = TritonFusedEngine(256 << 20, 1, math=math_path)

@@ -22,8 +22,8 @@ import torch
 
 from lazydp_bench.algorithms import get_algorithm
 from lazydp_bench.config import LRSchedule, PrivacyConfig, RunConfig
-from lazydp_bench.profiling import NULL_TIMER
-from lazydp_bench.trainer import Session, build_session, plan_run
+from lazydp_bench.measure.profiling import NULL_TIMER
+from lazydp_bench.runtime.trainer import Session, build_session, plan_run
 
 REFERENCE = "dpsgd-f"
 EQ_RTOL = 1e-9  # fp64: only summation order differs between the two algorithms

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 import torch
 
+from lazydp_bench.dp.noise import triton_fused
+from lazydp_bench.dp.noise.base import DenseNoiseEngine
+from lazydp_bench.dp.noise.host_threaded import HostThreadedEngine
+from lazydp_bench.dp.noise.torch_chunked import TorchChunkedEngine
 from lazydp_bench.errors import BenchError
-from lazydp_bench.noise import triton_fused
-from lazydp_bench.noise.base import DenseNoiseEngine
-from lazydp_bench.noise.host_threaded import HostThreadedEngine
-from lazydp_bench.noise.torch_chunked import TorchChunkedEngine
 
 NOISE_ENGINES = ("torch", "fused")
 

@@ -27,8 +27,8 @@ from __future__ import annotations
 import torch
 
 from lazydp_bench.data import Batch
-from lazydp_bench.profiling import NULL_TIMER, StageTimer
-from lazydp_bench.stages import Stage
+from lazydp_bench.measure.profiling import NULL_TIMER, StageTimer
+from lazydp_bench.measure.stages import Stage
 
 MIN_WARMUP = 2  # eager steps before capture: Triton compiles, cuBLAS and autograd warm up
 

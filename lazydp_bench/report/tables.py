@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from lazydp_bench.stages import LABELS, Stage
+from lazydp_bench.measure.stages import LABELS, Stage
 from lazydp_bench.units import format_bytes
 
 

@@ -9,7 +9,7 @@ Engines (`--noise-impl`):
 No engine allocates a buffer larger than `chunk_bytes`.
 """
 
-from lazydp_bench.noise.base import DenseNoiseEngine, derive_seed
-from lazydp_bench.noise.registry import NOISE_ENGINES, make_engine
+from lazydp_bench.dp.noise.base import DenseNoiseEngine, derive_seed
+from lazydp_bench.dp.noise.registry import NOISE_ENGINES, make_engine
 
 __all__ = ["NOISE_ENGINES", "DenseNoiseEngine", "derive_seed", "make_engine"]

@@ -24,11 +24,11 @@ from pathlib import Path
 from lazydp_bench import __version__
 from lazydp_bench.algorithms import ALGORITHMS
 from lazydp_bench.config import RunConfig
-from lazydp_bench.env import machine_info
 from lazydp_bench.errors import DoesNotFit
-from lazydp_bench.placement import MemoryLimits
-from lazydp_bench.results import RUNS_FILE, SCHEMA_VERSION, load_records, new_run_id, utc_now
-from lazydp_bench.trainer import RunPlan, plan_run
+from lazydp_bench.measure.env import machine_info
+from lazydp_bench.placement.layout import MemoryLimits
+from lazydp_bench.records.store import RUNS_FILE, SCHEMA_VERSION, load_records, new_run_id, utc_now
+from lazydp_bench.runtime.trainer import RunPlan, plan_run
 from lazydp_bench.workloads import load_workload
 
 AXES = ("workload", "table_size", "placement", "batch_size", "pooling", "distribution", "algo")
@@ -151,7 +151,7 @@ def run_point(point: Point, timeout_s: float, limits: MemoryLimits) -> dict:
         spec, out = Path(tmp) / "point.json", Path(tmp) / "record.json"
         privacy = point.plan.privacy.to_dict() if point.plan.privacy else None
         spec.write_text(json.dumps({"config": point.config.to_dict(), "privacy": privacy}))
-        cmd = [sys.executable, "-m", "lazydp_bench.sweep_worker", str(spec), str(out)]
+        cmd = [sys.executable, "-m", "lazydp_bench.sweep.worker", str(spec), str(out)]
         env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join(filter(None, [_root(), os.environ.get("PYTHONPATH")])),
@@ -181,7 +181,7 @@ def run_point(point: Point, timeout_s: float, limits: MemoryLimits) -> dict:
 
 
 def _root() -> str:
-    return str(Path(__file__).resolve().parents[1])
+    return str(Path(__file__).resolve().parents[2])
 
 
 def run_sweep(
@@ -194,7 +194,7 @@ def run_sweep(
     on_done: Callable[[Point, dict | None], None] = lambda p, r: None,
 ) -> list[dict]:
     """Run the points in order, appending each record as soon as it exists."""
-    from lazydp_bench.results import append_record
+    from lazydp_bench.records.store import append_record
 
     path = out_dir / RUNS_FILE
     skip = done_keys(out_dir) if resume else set()

@@ -11,8 +11,8 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from lazydp_bench.placement import MemoryLimits
-from lazydp_bench.sweep import Point
+from lazydp_bench.placement.layout import MemoryLimits
+from lazydp_bench.sweep.runner import Point
 from lazydp_bench.units import format_bytes
 
 

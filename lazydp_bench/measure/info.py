@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from lazydp_bench.energy import EnergyMeter
-from lazydp_bench.env import machine_info
-from lazydp_bench.placement import estimate_need, fits, machine_limits
+from lazydp_bench.measure.energy import EnergyMeter
+from lazydp_bench.measure.env import machine_info
+from lazydp_bench.placement.layout import estimate_need, fits, machine_limits
 from lazydp_bench.units import format_bytes
 from lazydp_bench.workloads import Workload, load_workload, scale_to_bytes
 

@@ -17,7 +17,7 @@ from functools import partial
 
 import torch
 
-from lazydp_bench.seeds import as_int64, derive_seed
+from lazydp_bench.dp.seeds import as_int64, derive_seed
 
 # Noise streams: one seed space per purpose so no two draws share randomness.
 STREAM_TABLE, STREAM_MLP, STREAM_SPARSE, STREAM_FLUSH = 0, 1, 2, 3

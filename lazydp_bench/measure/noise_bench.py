@@ -17,10 +17,10 @@ from collections.abc import Callable
 import torch
 
 from lazydp_bench import __version__
-from lazydp_bench.env import machine_info
-from lazydp_bench.noise import make_engine
-from lazydp_bench.profiling import NULL_TIMER
-from lazydp_bench.results import SCHEMA_VERSION, new_run_id, utc_now
+from lazydp_bench.dp.noise import make_engine
+from lazydp_bench.measure.env import machine_info
+from lazydp_bench.measure.profiling import NULL_TIMER
+from lazydp_bench.records.store import SCHEMA_VERSION, new_run_id, utc_now
 
 _COPY_BYTES = 2**30
 _DIM = 128

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 from lazydp_bench import __version__
-from lazydp_bench.huge_pages import thp_mode
-from lazydp_bench.placement import host_available_bytes
+from lazydp_bench.model.huge_pages import thp_mode
+from lazydp_bench.placement.layout import host_available_bytes
 
 
 def _cpu_name() -> str:
@@ -30,7 +30,7 @@ def _host_total_bytes() -> int:
 
 def commit_info() -> dict:
     """The git commit of the tool's checkout and whether it had uncommitted changes."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     if env_commit := os.environ.get("LAZYDP_BENCH_COMMIT"):
         return {"commit": env_commit, "dirty": os.environ.get("LAZYDP_BENCH_DIRTY") == "1"}
     try:

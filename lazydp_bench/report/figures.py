@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from lazydp_bench.stages import LABELS, UPDATE_CHILDREN, Stage
+from lazydp_bench.measure.stages import LABELS, UPDATE_CHILDREN, Stage
 from lazydp_bench.units import format_bytes
 
 # Okabe-Ito, colorblind-safe; one color per algorithm and per stage in every figure.

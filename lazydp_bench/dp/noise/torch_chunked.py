@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import torch
 
-from lazydp_bench.noise.base import DenseNoiseEngine
-from lazydp_bench.profiling import StageTimer
-from lazydp_bench.seeds import MASK64, keyed_cpu_generator
-from lazydp_bench.stages import Stage
+from lazydp_bench.dp.noise.base import DenseNoiseEngine
+from lazydp_bench.dp.seeds import MASK64, keyed_cpu_generator
+from lazydp_bench.measure.profiling import StageTimer
+from lazydp_bench.measure.stages import Stage
 
 
 def _generator(device: torch.device, key: int) -> torch.Generator:

@@ -21,10 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from lazydp_bench.noise.base import DenseNoiseEngine
-from lazydp_bench.profiling import StageTimer
-from lazydp_bench.seeds import keyed_cpu_generator
-from lazydp_bench.stages import Stage
+from lazydp_bench.dp.noise.base import DenseNoiseEngine
+from lazydp_bench.dp.seeds import keyed_cpu_generator
+from lazydp_bench.measure.profiling import StageTimer
+from lazydp_bench.measure.stages import Stage
 
 _TASK_MAX_ELEMS = 1 << 22  # 16 MiB of fp32: per-task overhead (a generator, GIL work) stays small
 _TASK_MIN_ELEMS = 1 << 18  # 1 MiB: small targets (LazyDP's noise rows) still use every thread

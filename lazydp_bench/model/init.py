@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from lazydp_bench.huge_pages import advise_huge_pages
+from lazydp_bench.model.huge_pages import advise_huge_pages
 
 _CHUNK_ELEMS = 1 << 22  # 16 MiB of fp32 per task
 

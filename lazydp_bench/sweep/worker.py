@@ -1,4 +1,4 @@
-"""One sweep point in its own process: `python -m lazydp_bench.sweep_worker IN.json OUT.json`.
+"""One sweep point in its own process: `python -m lazydp_bench.sweep.worker IN.json OUT.json`.
 
 IN holds {"config": RunConfig dict, "privacy": PrivacyPlan dict | null}; OUT receives the
 finished record, written to a temporary name and renamed, so the parent sees either a
@@ -15,8 +15,8 @@ from pathlib import Path
 
 def main(argv: list[str]) -> int:
     from lazydp_bench.config import RunConfig
-    from lazydp_bench.privacy import PrivacyPlan
-    from lazydp_bench.trainer import execute, plan_run
+    from lazydp_bench.dp.privacy import PrivacyPlan
+    from lazydp_bench.runtime.trainer import execute, plan_run
 
     spec = json.loads(Path(argv[0]).read_text())
     config = RunConfig.from_dict(spec["config"])

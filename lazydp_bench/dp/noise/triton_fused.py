@@ -1,7 +1,7 @@
 """GPU `fused` engine: one Triton kernel draws Philox normals in registers and updates the
 table in place, a single read+write pass (the memory roofline: 2 x bytes / bandwidth).
 
-Keying (see `lazydp_bench/seeds.py` for where the keys come from): every call's 64-bit
+Keying (see `lazydp_bench/dp/seeds.py` for where the keys come from): every call's 64-bit
 seed is the Philox-4x32-10 key, read from device memory, so a captured CUDA graph draws
 step t's noise on every replay. The 128-bit counter is (element group, launch chunk, 0, 0):
 each program handles 4 x BLOCK consecutive elements, one Philox call per 4 elements, and
@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import torch
 
-from lazydp_bench.noise.base import DenseNoiseEngine, SeedArg, Std
-from lazydp_bench.profiling import StageTimer
-from lazydp_bench.seeds import as_int64
-from lazydp_bench.stages import Stage
-from lazydp_bench.step_scalars import Scalar
+from lazydp_bench.dp.noise.base import DenseNoiseEngine, SeedArg, Std
+from lazydp_bench.dp.seeds import as_int64
+from lazydp_bench.measure.profiling import StageTimer
+from lazydp_bench.measure.stages import Stage
+from lazydp_bench.runtime.step_scalars import Scalar
 
 try:  # Triton exists only where CUDA does; the engine registry checks `AVAILABLE`.
     import triton

@@ -25,12 +25,12 @@ from dataclasses import dataclass
 
 import torch
 
-from lazydp_bench.clip_kernels import add_linear_sq_norms, clip_factors, finish_clip, scale_rows
+from lazydp_bench.dp.clip_kernels import add_linear_sq_norms, clip_factors, finish_clip, scale_rows
 from lazydp_bench.errors import BenchError
-from lazydp_bench.model import DLRM, ForwardState
-from lazydp_bench.profiling import StageTimer
-from lazydp_bench.sparse import coalesce
-from lazydp_bench.stages import Stage
+from lazydp_bench.measure.profiling import StageTimer
+from lazydp_bench.measure.stages import Stage
+from lazydp_bench.model.dlrm import DLRM, ForwardState
+from lazydp_bench.runtime.sparse import coalesce
 
 
 @dataclass

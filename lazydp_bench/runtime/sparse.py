@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
-from lazydp_bench.host_work import HostWork
-from lazydp_bench.step_scalars import Scalar
+from lazydp_bench.runtime.host_work import HostWork
+from lazydp_bench.runtime.step_scalars import Scalar
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lazydp_bench.stages import PARENT, Stage
+from lazydp_bench.measure.stages import PARENT, Stage
 
 
 @dataclass(frozen=True)

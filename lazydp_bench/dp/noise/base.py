@@ -6,9 +6,9 @@ from abc import ABC, abstractmethod
 
 import torch
 
-from lazydp_bench.profiling import StageTimer
-from lazydp_bench.seeds import derive_seed
-from lazydp_bench.step_scalars import Scalar
+from lazydp_bench.dp.seeds import derive_seed
+from lazydp_bench.measure.profiling import StageTimer
+from lazydp_bench.runtime.step_scalars import Scalar
 
 __all__ = ["DenseNoiseEngine", "Scalar", "derive_seed"]
 
@@ -40,7 +40,7 @@ class DenseNoiseEngine(ABC):
         std = Scalar.resolve(std, on_device and (reads or unit))
         seed = Scalar.resolve(seed, on_device and reads)
         if unit:
-            from lazydp_bench.stages import Stage
+            from lazydp_bench.measure.stages import Stage
 
             with timer.stage(Stage.NOISY_UPDATE_FUSED):
                 per_row = isinstance(std, torch.Tensor) and std.dim() == 1

@@ -24,21 +24,23 @@ from lazydp_bench import __version__
 from lazydp_bench.algorithms import AlgoContext, get_algorithm
 from lazydp_bench.algorithms.base import Algorithm
 from lazydp_bench.algorithms.lazydp import LazyDP
-from lazydp_bench.clipping import get_clipping
 from lazydp_bench.config import LRSchedule, RunConfig
 from lazydp_bench.data import SyntheticBatchSource, parse_distribution
 from lazydp_bench.data.distributions import Distribution
-from lazydp_bench.energy import EnergyMeter
-from lazydp_bench.env import machine_info
+from lazydp_bench.dp.clipping import get_clipping
+from lazydp_bench.dp.noise import make_engine
+from lazydp_bench.dp.noise.registry import EngineSet
+from lazydp_bench.dp.privacy import PrivacyPlan, plan_privacy
 from lazydp_bench.errors import BenchError
-from lazydp_bench.graph_step import GraphedStep, graph_blocker
-from lazydp_bench.host_cpu import cpu_share, cpu_times
-from lazydp_bench.huge_pages import huge_page_bytes
-from lazydp_bench.init import init_table
-from lazydp_bench.model import DLRM
-from lazydp_bench.noise import make_engine
-from lazydp_bench.noise.registry import EngineSet
-from lazydp_bench.placement import (
+from lazydp_bench.measure.energy import EnergyMeter
+from lazydp_bench.measure.env import machine_info
+from lazydp_bench.measure.host_cpu import cpu_share, cpu_times
+from lazydp_bench.measure.profiling import StageTimer, quantiles, summarize_stages
+from lazydp_bench.measure.stages import Stage
+from lazydp_bench.model.dlrm import DLRM
+from lazydp_bench.model.huge_pages import huge_page_bytes
+from lazydp_bench.model.init import init_table
+from lazydp_bench.placement.layout import (
     MemoryLimits,
     MemoryNeed,
     Placement,
@@ -47,11 +49,9 @@ from lazydp_bench.placement import (
     machine_limits,
     make_placement,
 )
-from lazydp_bench.privacy import PrivacyPlan, plan_privacy
-from lazydp_bench.profiling import StageTimer, quantiles, summarize_stages
-from lazydp_bench.results import SCHEMA_VERSION, new_run_id, utc_now
-from lazydp_bench.sparse import SparseOps
-from lazydp_bench.stages import Stage
+from lazydp_bench.records.store import SCHEMA_VERSION, new_run_id, utc_now
+from lazydp_bench.runtime.graph_step import GraphedStep, graph_blocker
+from lazydp_bench.runtime.sparse import SparseOps
 from lazydp_bench.units import parse_size
 from lazydp_bench.workloads import Workload, load_workload, scale_by_factor, scale_to_bytes
 

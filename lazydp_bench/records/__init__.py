@@ -1,0 +1,1 @@
+"""Result records: the append-only JSONL store and its loader."""
