@@ -1,7 +1,7 @@
 """Host work deferred past a (hybrid) graph replay: recorded, not run, while recording; run
 later in order, reading the CURRENT step's values; a step whose host work is deferred
 trains the same model as a plain step. The graph replay itself needs a GPU
-(`scripts/gpu_selfcheck.py` checks hybrid graph == eager there)."""
+(`tests/test_gpu.py` checks hybrid graph == eager there)."""
 
 import pytest
 import torch

@@ -19,7 +19,7 @@ arithmetic-bound on the H200 (62 % of copy, against 92 % with this path); sin/co
 unreduced angle returned exact zeros near its roots (7 in 64 M draws). `MATH` keeps
 libdevice (0) and polynomials on the reduced angle (2: 7e-7 from float64 Box-Muller, but
 87 % of copy) for `scripts/diagnostics/noise_options.py`, which times all three;
-`scripts/gpu_selfcheck.py` measures each against float64 Box-Muller on the same words.
+`tests/test_gpu.py` measures each against float64 Box-Muller on the same words.
 """
 
 from __future__ import annotations

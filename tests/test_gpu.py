@@ -7,15 +7,15 @@ torch, and that a CUDA-graph
 replay of the step trains the same model as eager steps (with noise on and a decaying lr,
 so a value frozen at capture would show), per algorithm, on gpu and hybrid placement.
 
-Run on the GPU machine: PYTHONPATH=$PWD python3 scripts/gpu_selfcheck.py
-Prints one PASS/FAIL line per check; exit code 1 on any failure.
+Run on the GPU machine: PYTHONPATH=$PWD python3 -m pytest -m gpu -s
+(`-s` shows one PASS/FAIL line per check with its numbers). Skipped without CUDA.
 """
 
 from __future__ import annotations
 
 import math
-import sys
 
+import pytest
 import torch
 
 from lazydp_bench.config import LRSchedule, PrivacyConfig, RunConfig
@@ -27,6 +27,11 @@ from lazydp_bench.measure.profiling import NULL_TIMER
 from lazydp_bench.runtime.graph_step import GraphedStep
 from lazydp_bench.runtime.step_scalars import Scalar
 from lazydp_bench.runtime.trainer import build_session, plan_run
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
 
 GRAPH_CASES = [("sgd", None), ("dpsgd-f", None), ("lazydp", None), ("lazydp", "bookkeeping")]
 GRAPH_CASES += [("eana", None), ("dpsgd-bk", None)]
@@ -40,9 +45,19 @@ def check(name: str, ok: bool, detail: str) -> bool:
     return ok
 
 
-def main() -> int:
-    dev = torch.device("cuda")
-    eng = TritonFusedEngine(256 * 2**20, 1)
+@pytest.fixture(scope="module")
+def dev() -> torch.device:
+    return torch.device("cuda")
+
+
+@pytest.fixture(scope="module")
+def eng() -> TritonFusedEngine:
+    return TritonFusedEngine(256 * 2**20, 1)
+
+
+def test_triton_noise_statistics(dev, eng):
+    """Mean, std, every element written, reproducibility, per-row std, float64, device
+    scalars."""
     ok = True
     n_rows, dim = 1 << 19, 128  # 64M elements
     x = torch.zeros(n_rows, dim, device=dev)
@@ -73,15 +88,36 @@ def main() -> int:
     seed = torch.full((), 123, dtype=torch.int64, device=dev)
     eng.add_noise(v, Scalar(2.0, two), Scalar(123, seed), NULL_TIMER)
     ok &= check("seed and std from device memory", bool(torch.equal(v, x)), "== float args")
-    ok &= check_keys(eng, dev)
-    ok &= check_box_muller_accuracy(dev)
-    ok &= check_rows_kernel(eng, dev)
-    ok &= check_ghost_norms(dev)
-    ok &= check_finish_and_scale(dev)
-    ok &= check_owed_std(dev)
-    for algo, clipping, placement in GRAPH_CASES:
-        ok &= check_graph_equals_eager(algo, clipping, placement)
-    return 0 if ok else 1
+    assert ok
+
+
+def test_keys(dev, eng):
+    assert check_keys(eng, dev)
+
+
+def test_box_muller_accuracy(dev):
+    assert check_box_muller_accuracy(dev)
+
+
+def test_rows_kernel(dev, eng):
+    assert check_rows_kernel(eng, dev)
+
+
+def test_ghost_norms(dev):
+    assert check_ghost_norms(dev)
+
+
+def test_finish_clip_and_scale_rows(dev):
+    assert check_finish_and_scale(dev)
+
+
+def test_owed_std(dev):
+    assert check_owed_std(dev)
+
+
+@pytest.mark.parametrize(("algo", "clipping", "placement"), GRAPH_CASES)
+def test_graph_equals_eager(algo, clipping, placement):
+    assert check_graph_equals_eager(algo, clipping, placement)
 
 
 def check_keys(eng: TritonFusedEngine, dev: torch.device) -> bool:
@@ -318,7 +354,3 @@ def check_graph_equals_eager(algo: str, clipping: str | None, placement: str) ->
     name = f"graph == eager ({algo}{'[' + clipping + ']' if clipping else ''}, {placement})"
     detail = f"max |diff| table {diffs[0]:.1e}, mlp {diffs[1]:.1e}; rows changed {moved:.1%}"
     return check(name, max(diffs) < 1e-3 and moved > 0, detail)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

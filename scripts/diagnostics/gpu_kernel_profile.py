@@ -1,6 +1,7 @@
 """Where a gpu-placement step's GPU time goes: torch.profiler over eager steps (the same
 kernels a graph replays), per algorithm: kernels per step, GPU busy ms per step, and the
-top kernels. Usage: PYTHONPATH=$PWD python3 scripts/gpu_kernel_profile.py [SIZE [TOP]]"""
+top kernels.
+Usage: PYTHONPATH=$PWD python3 scripts/diagnostics/gpu_kernel_profile.py [SIZE [TOP]]"""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ lookup, each graph replay (launch only), each phase's recorded host work, and ev
 update applied to the host table (by the main thread: the gradient; by LazyDP's applier
 thread: the queue's noise). Prints per-step medians in ms, per algorithm.
 
-    PYTHONPATH=$PWD python3 scripts/probe_hybrid_phases.py 96MB sgd,lazydp [steps]
+    PYTHONPATH=$PWD python3 scripts/diagnostics/probe_hybrid_phases.py 96MB sgd,lazydp [steps]
 """
 
 from __future__ import annotations
