@@ -232,3 +232,26 @@ def test_energy_figure_skips_runs_too_short_for_the_counter(records):
     plt.close(after.figure)
     assert not before.data.empty
     assert after.data["value"].tolist() == before.data["value"].tolist()
+
+
+def test_figure_styles_come_from_the_registry(monkeypatch):
+    """A newly registered algorithm gets its order, label and colour in every figure; an
+    unregistered name or a clipping variant still gets a bar, a label and a stable colour."""
+    from lazydp_bench.algorithms import ALGORITHMS, Algorithm
+    from lazydp_bench.report import figures
+
+    class Toy(Algorithm):
+        name = "toy"
+        label = "Toy DP"
+        color = "#123456"
+        plot_order = 1
+
+    monkeypatch.setitem(ALGORITHMS, "toy", Toy)
+    order, labels, colors = figures.algo_styles()
+    assert order.index("sgd") < order.index("toy") < order.index("lazydp")
+    assert labels["toy"] == "Toy DP" and colors["toy"] == "#123456"
+    assert figures.algo_label("lazydp[bookkeeping]") == "LazyDP [bookkeeping]"
+    assert figures.algo_color("new-algo") == figures.algo_color("new-algo")
+    assert figures.algo_color("new-algo") in figures.SPARE_COLORS
+    frame = pd.DataFrame({"algo": ["lazydp", "sgd", "lazydp[bookkeeping]", "zeta"]})
+    assert figures._algos(frame, None) == ["sgd", "lazydp", "lazydp[bookkeeping]", "zeta"]

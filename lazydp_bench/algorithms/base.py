@@ -17,6 +17,7 @@ from lazydp_bench.config import LRSchedule
 from lazydp_bench.data import Batch
 from lazydp_bench.dp.clipping import ClipResult, get_clipping
 from lazydp_bench.dp.noise.registry import EngineSet
+from lazydp_bench.errors import BenchError
 from lazydp_bench.measure.profiling import StageTimer
 from lazydp_bench.measure.stages import Stage
 from lazydp_bench.model.dlrm import DLRM, ForwardState
@@ -42,6 +43,10 @@ class AlgoContext:
 class Algorithm:
     name: ClassVar[str]
     summary: ClassVar[str]
+    # how figures show it (report/figures.py reads these from the registry)
+    label: ClassVar[str] = ""  # default: the name
+    color: ClassVar[str | None] = None  # default: a spare colour
+    plot_order: ClassVar[int] = 100  # position among the bars of a group
     default_clipping: ClassVar[str]
     private: ClassVar[bool] = True
     dp_equivalent: ClassVar[bool | None] = True  # None: not private at all
@@ -63,6 +68,15 @@ class Algorithm:
             self.step_devices(),
             self.model.dtype,
         )
+
+    @classmethod
+    def check_optimizer(cls, momentum: float, weight_decay: float) -> None:
+        """Refuse an optimizer the algorithm does not implement (before anything is built);
+        every algorithm here is plain SGD, and one may say why it must stay so."""
+        if momentum != 0 or weight_decay != 0:
+            raise BenchError(
+                f"{cls.name!r} implements plain SGD: momentum and weight decay are not supported"
+            )
 
     def step_devices(self) -> list[torch.device]:
         """Devices whose kernels read per-step values."""

@@ -27,6 +27,9 @@ class DenseDPSGD(Algorithm):
 @register
 class DPSGDBasic(DenseDPSGD):
     name = "dpsgd-b"
+    label = "DP-SGD(B)"
+    color = "#E69F00"
+    plot_order = 1
     summary = "DP-SGD(B): materialized per-example gradients, dense noise"
     default_clipping = "materialize"
 
@@ -34,6 +37,9 @@ class DPSGDBasic(DenseDPSGD):
 @register
 class DPSGDReweighted(DenseDPSGD):
     name = "dpsgd-r"
+    label = "DP-SGD(R)"
+    color = "#009E73"
+    plot_order = 2
     summary = "DP-SGD(R): per-example norms + reweighted second backward, dense noise"
     default_clipping = "reweight"
 
@@ -41,6 +47,9 @@ class DPSGDReweighted(DenseDPSGD):
 @register
 class DPSGDFast(DenseDPSGD):
     name = "dpsgd-f"
+    label = "DP-SGD(F)"
+    color = "#D55E00"
+    plot_order = 3
     summary = "DP-SGD(F): ghost norms + reweighted second backward, dense noise (paper baseline)"
     default_clipping = "ghost"
 
@@ -48,5 +57,8 @@ class DPSGDFast(DenseDPSGD):
 @register
 class DPSGDBookKeeping(DenseDPSGD):
     name = "dpsgd-bk"
+    label = "DP-SGD(BK)"
+    color = "#CC79A7"
+    plot_order = 4
     summary = "DP-SGD with book-keeping: ghost norms, clipped grads in one backward, dense noise"
     default_clipping = "bookkeeping"

@@ -15,6 +15,9 @@ from lazydp_bench.measure.stages import Stage
 @register
 class EANA(Algorithm):
     name = "eana"
+    label = "EANA (not DP-SGD-eq.)"
+    color = "#56B4E9"
+    plot_order = 5
     summary = "EANA: noise only on rows read this step (NOT DP-SGD-equivalent)"
     default_clipping = "ghost"
     dp_equivalent = False

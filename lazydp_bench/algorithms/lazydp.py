@@ -93,8 +93,8 @@ class LazyDP(Algorithm):
         self._extend_prefix(ctx.total_steps)
         self.flush_ms: float | None = None
 
-    @staticmethod
-    def check_optimizer(momentum: float, weight_decay: float) -> None:
+    @classmethod
+    def check_optimizer(cls, momentum: float, weight_decay: float) -> None:
         if momentum != 0 or weight_decay != 0:
             raise BenchError(
                 "LazyDP is DP-SGD-equivalent only for plain SGD: momentum and weight decay "
@@ -356,6 +356,9 @@ class LazyDP(Algorithm):
 @register
 class LazyDPAns(LazyDP):
     name = "lazydp"
+    label = "LazyDP"
+    color = "#000000"
+    plot_order = 7
     summary = "LazyDP: lazy noise update + aggregated noise sampling (DP-SGD-equivalent)"
     default_clipping = "ghost"
 
@@ -363,6 +366,9 @@ class LazyDPAns(LazyDP):
 @register
 class LazyDPNoAns(LazyDP):
     name = "lazydp-noans"
+    label = "LazyDP w/o ANS"
+    color = "#F0E442"
+    plot_order = 6
     summary = "LazyDP without aggregation: one draw per pending step (shows what ANS buys)"
     default_clipping = "ghost"
     aggregate = False

@@ -10,6 +10,9 @@ from lazydp_bench.measure.stages import Stage
 @register
 class SGD(Algorithm):
     name = "sgd"
+    label = "SGD"
+    color = "#0072B2"
+    plot_order = 0
     summary = "non-private SGD; sparse embedding update (the baseline step time)"
     default_clipping = "none"
     private = False

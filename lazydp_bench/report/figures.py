@@ -22,20 +22,43 @@ import pandas as pd
 from lazydp_bench.measure.stages import LABELS, UPDATE_CHILDREN, Stage
 from lazydp_bench.units import format_bytes
 
-# Okabe-Ito, colorblind-safe; one color per algorithm and per stage in every figure.
+# Okabe-Ito, colorblind-safe; the stages' colours, and the algorithms' (set on their classes).
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
-ALGO_ORDER = ["sgd", "dpsgd-b", "dpsgd-r", "dpsgd-f", "dpsgd-bk", "eana", "lazydp-noans", "lazydp"]
-ALGO_LABEL = {
-    "sgd": "SGD",
-    "dpsgd-b": "DP-SGD(B)",
-    "dpsgd-r": "DP-SGD(R)",
-    "dpsgd-f": "DP-SGD(F)",
-    "dpsgd-bk": "DP-SGD(BK)",
-    "eana": "EANA (not DP-SGD-eq.)",
-    "lazydp-noans": "LazyDP w/o ANS",
-    "lazydp": "LazyDP",
-}
-ALGO_COLOR = dict(zip(ALGO_ORDER, PALETTE, strict=True))
+# Tol's muted scheme: algorithms without a colour of their own, and variants
+SPARE_COLORS = ["#882255", "#44AA99", "#999933", "#AA4499", "#332288", "#117733", "#88CCEE"]
+
+
+def algo_styles() -> tuple[list[str], dict[str, str], dict[str, str]]:
+    """Order, labels and colours of the registered algorithms, from each class's
+    `plot_order`, `label` and `color`: a new algorithm appears in every figure without a
+    change here."""
+    from lazydp_bench.algorithms import ALGORITHMS
+
+    classes = sorted(ALGORITHMS.values(), key=lambda c: (c.plot_order, c.name))
+    spare = iter(SPARE_COLORS * (1 + len(classes) // len(SPARE_COLORS)))
+    order = [c.name for c in classes]
+    labels = {c.name: c.label or c.name for c in classes}
+    colors = {c.name: c.color or next(spare) for c in classes}
+    return order, labels, colors
+
+
+ALGO_ORDER, ALGO_LABEL, ALGO_COLOR = algo_styles()
+
+
+def algo_label(algo: str) -> str:
+    """`LazyDP [bookkeeping]` for a variant `lazydp[bookkeeping]`; the name if unknown."""
+    base, _, variant = algo.partition("[")
+    label = ALGO_LABEL.get(base, base)
+    return f"{label} [{variant.rstrip(']')}]" if variant else label
+
+
+def algo_color(algo: str) -> str:
+    """A registered algorithm's colour; variants and unknown names a stable spare one."""
+    if algo in ALGO_COLOR:
+        return ALGO_COLOR[algo]
+    return SPARE_COLORS[sum(algo.encode()) % len(SPARE_COLORS)]
+
+
 TOP_STACK = [
     Stage.FORWARD,
     Stage.BACKWARD_PER_EXAMPLE,
@@ -195,8 +218,9 @@ def _panels(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
 
 
 def _algos(df: pd.DataFrame, wanted: list[str] | None) -> list[str]:
-    present = set(df["algo"])
+    present = set(df["algo"].dropna())
     order = [a for a in ALGO_ORDER if a in present]
+    order += sorted(present - set(order))  # variants and algorithms not registered here
     return [a for a in order if wanted is None or a in wanted]
 
 
@@ -298,8 +322,8 @@ def _grouped_bars(
                 pos,
                 v,
                 width,
-                color=ALGO_COLOR[algo],
-                label=ALGO_LABEL[algo] if i == 0 else None,
+                color=algo_color(algo),
+                label=algo_label(algo) if i == 0 else None,
             )
             text = annotate(part, x, algo) if annotate else None
             if text:
@@ -371,7 +395,7 @@ def _stacked(
                     {"panel": label, axis: x, "algo": algo, "stage": s.value, "value": v}
                 )
             ax.annotate(
-                ALGO_LABEL[algo].split(" ")[0],
+                algo_label(algo).split(" ")[0],
                 (pos, bottom),
                 ha="center",
                 va="bottom",

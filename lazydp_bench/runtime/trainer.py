@@ -23,8 +23,7 @@ import torch
 from lazydp_bench import __version__
 from lazydp_bench.algorithms import AlgoContext, get_algorithm
 from lazydp_bench.algorithms.base import Algorithm
-from lazydp_bench.algorithms.lazydp import LazyDP
-from lazydp_bench.config import LRSchedule, RunConfig
+from lazydp_bench.config import RunConfig
 from lazydp_bench.data import SyntheticBatchSource, parse_distribution
 from lazydp_bench.data.distributions import Distribution
 from lazydp_bench.dp.clipping import get_clipping
@@ -102,17 +101,6 @@ def resolve_workload(name: str, table_size: str | None, elem_bytes: int = 4) -> 
     return scale_to_bytes(wl, parse_size(table_size), elem_bytes)
 
 
-def check_optimizer(algo: type[Algorithm], lr: LRSchedule) -> None:
-    """Every algorithm here is plain SGD; LazyDP explains why it must stay so."""
-    if lr.momentum == 0 and lr.weight_decay == 0:
-        return
-    if algo.history_table:
-        LazyDP.check_optimizer(lr.momentum, lr.weight_decay)
-    raise BenchError(
-        f"{algo.name!r} implements plain SGD: momentum and weight decay are not supported"
-    )
-
-
 def plan_run(
     config: RunConfig, limits: MemoryLimits | None = None, privacy: PrivacyPlan | None = None
 ) -> RunPlan:
@@ -125,7 +113,7 @@ def plan_run(
         raise BenchError(f"--clipping applies to private algorithms, not {algo.name!r}")
     if algo.private and clipping == "none":
         raise BenchError(f"{algo.name!r} is private: it needs a clipping mode other than 'none'")
-    check_optimizer(algo, config.lr)
+    algo.check_optimizer(config.lr.momentum, config.lr.weight_decay)
     wl = resolve_workload(config.workload, config.table_size, DTYPES_BYTES[config.dtype])
     batch = config.batch_size or wl.batch_size
     pooling = config.pooling or wl.pooling
