@@ -259,8 +259,8 @@ def verify(
     algo: Annotated[
         str, Opt(help="Algorithms to check against DP-SGD(F).")
     ] = "lazydp,lazydp-noans,eana",
-    device: Annotated[
-        str, Opt(help="cpu, cuda (gpu placement) or hybrid (table on the host, MLPs on the GPU).")
+    placement: Annotated[
+        str, Opt(help="cpu, gpu, or hybrid (table in host RAM, MLPs on the GPU), as for run.")
     ] = "cpu",
     steps: Annotated[int, Opt(help="Training steps per check.")] = 12,
     seed: Annotated[int, Opt(help="Seed for init, data and noise.")] = 0,
@@ -275,16 +275,16 @@ def verify(
         names = split_list(algo)
         for name in names:
             get_algorithm(name)
-        if device not in ("cpu", "cuda", "hybrid"):
-            raise BenchError(f"--device must be cpu, cuda or hybrid, got {device!r}")
-        if device != "cpu" and not torch.cuda.is_available():
-            raise BenchError(f"--device {device} needs a CUDA GPU, and none is available")
+        if placement not in ("cpu", "gpu", "hybrid"):
+            raise BenchError(f"--placement must be cpu, gpu or hybrid, got {placement!r}")
+        if placement != "cpu" and not torch.cuda.is_available():
+            raise BenchError(f"--placement {placement} needs a CUDA GPU, and none is available")
         if steps < 2:
             raise BenchError(f"--steps must be at least 2, got {steps}")
     with progress_bar() as bar:
-        bar.add_task(f"verifying {', '.join(names)} on {device}", total=None)
-        checks = run_checks(names, device, steps, seed)
-    table = Table(title=f"verify vs DP-SGD(F): tiny workload, fp64, {steps} steps, {device}")
+        bar.add_task(f"verifying {', '.join(names)} on {placement}", total=None)
+        checks = run_checks(names, placement, steps, seed)
+    table = Table(title=f"verify vs DP-SGD(F): tiny workload, fp64, {steps} steps, {placement}")
     for col in ("algo", "check", "result", "numbers"):
         table.add_column(col)
     for c in checks:
@@ -465,7 +465,9 @@ app.add_typer(bench_app, name="bench")
 @bench_app.command("noise")
 def bench_noise_cmd(
     size: Annotated[str, Opt(help="Table size to noise, e.g. 8GiB.")] = "1GiB",
-    placement: Annotated[str, Opt(help="gpu or host.")] = "gpu",
+    placement: Annotated[
+        str, Opt(help="gpu (the fused Triton kernel) or cpu (the host engines).")
+    ] = "gpu",
     impl: Annotated[str, Opt(help="Comma list of engines: torch, fused.")] = "torch,fused",
     repeats: Annotated[int, Opt(help="Timed passes per engine (median reported).")] = 10,
     host_threads: Annotated[int | None, Opt(help="Host threads [default: all cores].")] = None,
@@ -493,8 +495,8 @@ def bench_noise_cmd(
                 raise BenchError(
                     f"unknown noise engine {name!r} (valid: {', '.join(NOISE_ENGINES)})"
                 )
-        if placement not in ("gpu", "host"):
-            raise BenchError(f"placement must be gpu or host, got {placement!r}")
+        if placement not in ("gpu", "cpu"):
+            raise BenchError(f"--placement must be gpu or cpu, got {placement!r}")
         if placement == "gpu" and not torch.cuda.is_available():
             raise BenchError("placement 'gpu' needs a CUDA GPU, and none is available")
         if repeats < 1:

@@ -31,7 +31,7 @@ for part in "$@"; do
   case "$part" in
     roofline)
       $B bench noise --placement gpu --size 8GiB --out "$OUT"
-      $B bench noise --placement host --size 8GiB --repeats 3 --out "$OUT" ;;
+      $B bench noise --placement cpu --size 8GiB --repeats 3 --out "$OUT" ;;
     small)
       sweep --algo sgd,dpsgd-b,dpsgd-r,dpsgd-f,dpsgd-bk,lazydp,eana \
         --table-size 96MB,960MB,9.6GB --placement gpu,hybrid

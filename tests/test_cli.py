@@ -44,7 +44,7 @@ def test_run_writes_one_complete_record_with_every_stage(tmp_path):
     lines = (out / "runs.jsonl").read_text().splitlines()
     assert len(lines) == 1
     rec = json.loads(lines[0])
-    assert rec["status"] == "ok" and rec["schema_version"] == 1
+    assert rec["status"] == "ok" and rec["schema_version"] == 2
     assert rec["config"]["algo"] == "lazydp" and rec["config"]["placement"] == "cpu"
     assert rec["privacy"]["noise_multiplier"] == 1.1 and rec["privacy"]["dp_equivalent"] is True
     assert rec["privacy"]["epsilon_rdp"] > 0 and rec["privacy"]["epsilon_prv"] > 0
@@ -144,9 +144,12 @@ def test_workloads_and_info_and_help():
 
 
 def test_verify_cli_passes_on_cpu():
-    res = cli("verify", "--algo", "lazydp", "--steps", "6")
+    res = cli("verify", "--algo", "lazydp", "--steps", "6", "--placement", "cpu")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "5/5 checks as expected" in res.stdout
+    for bad, message in (("cuda", "--placement must be cpu, gpu or hybrid"), ("gpu", "needs a")):
+        res = cli("verify", "--algo", "lazydp", "--placement", bad)
+        assert res.returncode == 2 and message in res.stderr, res.stderr
 
 
 def test_bench_noise_host_writes_records(tmp_path):
@@ -154,7 +157,7 @@ def test_bench_noise_host_writes_records(tmp_path):
         "bench",
         "noise",
         "--placement",
-        "host",
+        "cpu",
         "--size",
         "8MiB",
         "--repeats",
@@ -168,3 +171,5 @@ def test_bench_noise_host_writes_records(tmp_path):
     assert all(r["bench"]["achieved_bytes_per_s"] > 0 for r in recs)
     bad = cli("bench", "noise", "--placement", "gpu", "--out", str(tmp_path / "x"))
     assert bad.returncode == 2 and "needs a CUDA GPU" in bad.stderr
+    old = cli("bench", "noise", "--placement", "host", "--out", str(tmp_path / "y"))
+    assert old.returncode == 2 and "--placement must be gpu or cpu" in old.stderr

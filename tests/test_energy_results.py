@@ -81,3 +81,21 @@ def test_append_is_one_line_per_record_and_loads_back(tmp_path):
         records = load_records([tmp_path])
     assert [r["run_id"] for r in records] == ["a", "b"]
     assert [r["config"]["algo"] for r in records] == ["sgd", "lazydp"]
+
+
+def test_v1_bench_noise_record_is_upgraded():
+    """v1 spelled the host placement `host` and had no key width or bounds."""
+    from lazydp_bench.records.store import SCHEMA_VERSION, upgrade
+
+    v1 = {
+        "schema_version": 1,
+        "kind": "bench_noise",
+        "config": {"placement": "host"},
+        "noise": {"engine": "host-threaded", "rng": "torch mt19937"},
+        "bench": {"pct_of_copy": 18.6},
+    }
+    got = upgrade(v1)
+    assert got["schema_version"] == SCHEMA_VERSION == 2
+    assert got["config"]["placement"] == "cpu"
+    assert got["noise"]["key_bits"] is None
+    assert got["bench"]["pct_of_bound"] is None and got["bench"]["pct_of_copy"] == 18.6

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from lazydp_bench.errors import BenchError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 RUNS_FILE = "runs.jsonl"
 STATUSES = ("ok", "oom", "timeout", "error", "skipped")
 
@@ -68,10 +68,23 @@ def append_record(path: Path, record: dict) -> None:
 
 
 def upgrade(record: dict) -> dict:
-    """Bring an older record to the current schema (v1 is the first)."""
+    """Bring an older record to the current schema.
+
+    v2: `bench noise` records spell the host placement `cpu` (v1: `host`) and carry the
+    engine's key width and the pass's bounds (null where v1 did not measure them)."""
     version = record.get("schema_version", 1)
     if version > SCHEMA_VERSION:
         raise BenchError(f"record {record.get('run_id')} has newer schema {version}")
+    if version < 2 and record.get("kind") == "bench_noise":
+        config = record.get("config") or {}
+        if config.get("placement") == "host":
+            config["placement"] = "cpu"
+        (record.get("noise") or {}).setdefault("key_bits", None)
+        bench = record.get("bench") or {}
+        for key in ("memory_bound_samples_per_s", "arithmetic_bound_samples_per_s"):
+            bench.setdefault(key, None)
+        bench.setdefault("pct_of_bound", None)
+        record["schema_version"] = 2
     return record
 
 

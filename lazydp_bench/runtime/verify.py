@@ -52,7 +52,7 @@ class Check:
 
 def tiny_config(
     algo: str,
-    device: str = "cpu",
+    placement: str = "cpu",
     steps: int = 12,
     seed: int = 0,
     sigma: float = 1.0,
@@ -63,13 +63,13 @@ def tiny_config(
     **overrides,
 ) -> RunConfig:
     """fp64 run on the `tiny` workload (pooling 3: bags hold duplicate rows) with an explicit
-    sigma, no warm-up; `device` is cpu, cuda (gpu placement) or hybrid; `overrides` replace
+    sigma, no warm-up; `placement` is cpu, gpu or hybrid; `overrides` replace
     any other RunConfig field."""
     base = RunConfig(
         algo=algo,
         workload="tiny",
         table_size=None,
-        placement={"cuda": "gpu", "hybrid": "hybrid"}.get(device, "cpu"),
+        placement=placement,
         iterations=steps,
         warmup=0,
         seed=seed,
@@ -82,8 +82,8 @@ def tiny_config(
     return replace(base, **overrides)
 
 
-def _session(algo: str, device: str, steps: int, seed: int, **kw) -> Session:
-    return build_session(plan_run(tiny_config(algo, device, steps, seed, **kw)))
+def _session(algo: str, placement: str, steps: int, seed: int, **kw) -> Session:
+    return build_session(plan_run(tiny_config(algo, placement, steps, seed, **kw)))
 
 
 def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -97,11 +97,11 @@ def _final_err(a: Session, b: Session) -> float:
     )
 
 
-def _lockstep(algo: str, device: str, steps: int, seed: int, **kw) -> tuple[float, float]:
+def _lockstep(algo: str, placement: str, steps: int, seed: int, **kw) -> tuple[float, float]:
     """Run `algo` and DP-SGD(F) side by side; worst per-step error on the rows the forward
     pass reads, and the error of all weights after the flush."""
-    ref = _session(REFERENCE, device, steps, seed, **kw)
-    test = _session(algo, device, steps, seed, **kw)
+    ref = _session(REFERENCE, placement, steps, seed, **kw)
+    test = _session(algo, placement, steps, seed, **kw)
     worst_read = 0.0
     for t in range(steps):
         rows = ref.source.peek().rows.reshape(-1)
@@ -113,14 +113,14 @@ def _lockstep(algo: str, device: str, steps: int, seed: int, **kw) -> tuple[floa
     return worst_read, _final_err(test, ref)
 
 
-def check_noise_off(algo: str, device: str, steps: int, seed: int) -> Check:
-    read, final = _lockstep(algo, device, steps, seed, noise_mode="off")
+def check_noise_off(algo: str, placement: str, steps: int, seed: int) -> Check:
+    read, final = _lockstep(algo, placement, steps, seed, noise_mode="off")
     ok = read <= EQ_RTOL and final <= EQ_RTOL
     return Check("noise off: weights = DP-SGD(F)", algo, ok, True, f"max rel err {final:.1e}")
 
 
-def check_unit_noise(algo: str, device: str, steps: int, seed: int, lr_decay: float) -> Check:
-    read, final = _lockstep(algo, device, steps, seed, noise_mode="unit", lr_decay=lr_decay)
+def check_unit_noise(algo: str, placement: str, steps: int, seed: int, lr_decay: float) -> Check:
+    read, final = _lockstep(algo, placement, steps, seed, noise_mode="unit", lr_decay=lr_decay)
     ok = read <= EQ_RTOL and final <= EQ_RTOL
     lr = "constant lr" if lr_decay == 0 else f"lr/(1+{lr_decay}t)"
     expected = bool(get_algorithm(algo).dp_equivalent)
@@ -138,10 +138,10 @@ def ks_normal(z: torch.Tensor) -> float:
     return max((upper - cdf).max().item(), (cdf - lower).max().item())
 
 
-def check_gaussian(algo: str, device: str, steps: int, seed: int, lr_decay: float) -> Check:
+def check_gaussian(algo: str, placement: str, steps: int, seed: int, lr_decay: float) -> Check:
     kw = dict(sigma=1e6, clip_norm=1e-6, lr_decay=lr_decay, table_size="x10")
-    noisy = _session(algo, device, steps, seed, **kw)
-    clean = _session(algo, device, steps, seed, noise_mode="off", **kw)
+    noisy = _session(algo, placement, steps, seed, **kw)
+    clean = _session(algo, placement, steps, seed, noise_mode="off", **kw)
     for t in range(steps):
         noisy.step(t, NULL_TIMER)
         clean.step(t, NULL_TIMER)
@@ -160,12 +160,12 @@ def check_gaussian(algo: str, device: str, steps: int, seed: int, lr_decay: floa
     return Check(f"real noise, {lr}: N(0, sum lr^2 s^2 C^2/B^2)", algo, ok, expected, detail)
 
 
-def verify(algos: list[str], device: str = "cpu", steps: int = 12, seed: int = 0) -> list[Check]:
+def verify(algos: list[str], placement: str = "cpu", steps: int = 12, seed: int = 0) -> list[Check]:
     checks = []
     for algo in algos:
         get_algorithm(algo)
-        checks.append(check_noise_off(algo, device, steps, seed))
+        checks.append(check_noise_off(algo, placement, steps, seed))
         for decay in (0.0, 0.3):
-            checks.append(check_unit_noise(algo, device, steps, seed, decay))
-            checks.append(check_gaussian(algo, device, steps, seed, decay))
+            checks.append(check_unit_noise(algo, placement, steps, seed, decay))
+            checks.append(check_gaussian(algo, placement, steps, seed, decay))
     return checks
