@@ -99,3 +99,17 @@ def test_v1_bench_noise_record_is_upgraded():
     assert got["config"]["placement"] == "cpu"
     assert got["noise"]["key_bits"] is None
     assert got["bench"]["pct_of_bound"] is None and got["bench"]["pct_of_copy"] == 18.6
+
+
+def test_nvml_is_opened_in_one_place_and_never_raises():
+    from types import SimpleNamespace
+
+    from lazydp_bench.measure.nvml import NvmlDevice, open_device
+
+    def broken_init():
+        raise RuntimeError("Driver Not Loaded")
+
+    ok = SimpleNamespace(nvmlInit=lambda: None, nvmlDeviceGetHandleByIndex=lambda i: ("gpu", i))
+    assert open_device(1, ok) == NvmlDevice(ok, ("gpu", 1))
+    broken = SimpleNamespace(nvmlInit=broken_init)
+    assert open_device(0, broken) == "NVML unavailable: Driver Not Loaded"

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from lazydp_bench.measure.nvml import open_device
+
 MIN_RELIABLE_WINDOW_S = 1.0
 
 
@@ -42,18 +44,16 @@ class _Nvml:
     def __init__(self, index: int, nvml_module=None) -> None:
         self.handle = None
         self.reason: str | None = None
+        dev = open_device(index, nvml_module)
+        if isinstance(dev, str):
+            self.reason = dev
+            return
         try:
-            if nvml_module is None:
-                import pynvml as nvml_module
-            nvml_module.nvmlInit()
-            self.nvml = nvml_module
-            self.handle = nvml_module.nvmlDeviceGetHandleByIndex(index)
-            nvml_module.nvmlDeviceGetTotalEnergyConsumption(self.handle)
-        except ImportError:
-            self.reason = "pynvml (nvidia-ml-py) is not installed"
-        except Exception as exc:  # NVMLError_* for no driver, no GPU, unsupported (pre-Volta)
-            self.handle = None
+            dev.lib.nvmlDeviceGetTotalEnergyConsumption(dev.handle)
+        except Exception as exc:  # NVMLError_*: unsupported before Volta
             self.reason = f"NVML energy counter unreadable: {exc}"
+            return
+        self.nvml, self.handle = dev.lib, dev.handle
 
     def energy_mj(self) -> int:
         return int(self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle))

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from lazydp_bench import __version__
+from lazydp_bench.measure.nvml import open_device
 from lazydp_bench.model.huge_pages import thp_mode
 from lazydp_bench.placement.layout import host_available_bytes
 
@@ -56,18 +57,18 @@ def gpu_info() -> dict:
     """GPU facts through NVML (no CUDA context is created); torch as the fallback."""
     if not torch.cuda.is_available():
         return {"gpu_name": None, "gpu_count": 0, "gpu_driver": None, "gpu_memory_bytes": None}
+    dev = open_device(0)
     try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        if isinstance(dev, str):
+            raise RuntimeError(dev)
+        lib, handle = dev.lib, dev.handle
         return {
-            "gpu_name": _text(pynvml.nvmlDeviceGetName(handle)),
-            "gpu_count": int(pynvml.nvmlDeviceGetCount()),
-            "gpu_driver": _text(pynvml.nvmlSystemGetDriverVersion()),
-            "gpu_memory_bytes": int(pynvml.nvmlDeviceGetMemoryInfo(handle).total),
+            "gpu_name": _text(lib.nvmlDeviceGetName(handle)),
+            "gpu_count": int(lib.nvmlDeviceGetCount()),
+            "gpu_driver": _text(lib.nvmlSystemGetDriverVersion()),
+            "gpu_memory_bytes": int(lib.nvmlDeviceGetMemoryInfo(handle).total),
         }
-    except Exception:
+    except Exception:  # NVML missing or failing: torch's view (no driver version)
         props = torch.cuda.get_device_properties(0)
         return {
             "gpu_name": props.name,

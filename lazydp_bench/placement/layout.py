@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from lazydp_bench.errors import BenchError, DoesNotFit
+from lazydp_bench.measure.nvml import open_device
 from lazydp_bench.units import format_bytes
 from lazydp_bench.workloads import Workload
 
@@ -67,13 +68,10 @@ def gpu_free_bytes() -> int | None:
     context in this process (a sweep's parent must leave the GPU to its workers)."""
     if not torch.cuda.is_available():
         return None
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        return int(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(0)).free)
-    except Exception:
+    dev = open_device(0)
+    if isinstance(dev, str):
         return int(torch.cuda.mem_get_info()[0])
+    return int(dev.lib.nvmlDeviceGetMemoryInfo(dev.handle).free)
 
 
 def machine_limits(host_limit: int | None = None) -> MemoryLimits:
