@@ -32,3 +32,14 @@ def tiny_config(algo: str = "sgd", **kw) -> RunConfig:
 
 def tiny_session(algo: str = "sgd", **kw):
     return build_session(plan_run(tiny_config(algo, **kw)))
+
+
+def force_delivery(monkeypatch, mode: str) -> None:
+    """Make the cpu placement deliver LazyDP's owed noise as `mode` (in-place: gpu,
+    ahead: hybrid, merged: cpu), so each delivery is checked on a CPU."""
+    from lazydp_bench.placement.base import InPlace, Merged
+    from lazydp_bench.placement.cpu import CpuPlacement
+    from lazydp_bench.placement.hybrid import Ahead
+
+    kind = {"in-place": InPlace, "ahead": Ahead, "merged": Merged}[mode]
+    monkeypatch.setattr(CpuPlacement, "owed_noise_delivery", lambda *_: kind())

@@ -8,7 +8,7 @@ import torch
 
 from lazydp_bench.measure.profiling import NULL_TIMER
 from lazydp_bench.runtime.host_work import HostWork
-from tests.conftest import tiny_session
+from tests.conftest import force_delivery, tiny_session
 
 
 def test_host_work_runs_at_once_unless_recording():
@@ -68,9 +68,7 @@ def test_deferred_host_work_trains_the_same_model(monkeypatch, algo):
     """Steps whose host work is recorded and run after the step (a hybrid graph warm-up
     step) leave the table alone until then, and equal plain steps; LazyDP takes the hybrid
     `ahead` path (thread started and joined as recorded host work)."""
-    from lazydp_bench.algorithms import lazydp
-
-    monkeypatch.setattr(lazydp, "noise_update_mode", lambda *_: "ahead")
+    force_delivery(monkeypatch, "ahead")
     plain, deferred = tiny_session(algo, sigma=1.0), tiny_session(algo, sigma=1.0)
     host = deferred.algo.ctx.sparse.host
     for t in range(4):

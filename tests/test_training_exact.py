@@ -7,7 +7,7 @@ import torch
 from lazydp_bench.dp.clipping import CLIPPING_MODES
 from lazydp_bench.measure.profiling import NULL_TIMER
 from lazydp_bench.runtime.sparse import bag_row_gradients
-from tests.conftest import tiny_session
+from tests.conftest import force_delivery, tiny_session
 from tests.reference import clone_params, per_example_clipped_sum, ref_losses
 
 STEPS = 4
@@ -92,15 +92,14 @@ def test_device_sparse_path_lazydp_noise_update_modes(monkeypatch, mode):
     """Every way LazyDP's queue noise reaches the table, through the device path, against
     DP-SGD(F): straight into the table rows (gpu placement), ahead of the backward by a
     background thread (hybrid), merged with the gradient into one update (host)."""
-    from lazydp_bench.algorithms import lazydp
+    from lazydp_bench.placement.cpu import CpuPlacement
     from lazydp_bench.runtime.sparse import SparseOps
     from lazydp_bench.runtime.verify import check_gaussian, check_unit_noise
 
     device_ops = SparseOps(1)  # the fixture routes it through the device path
-    assert lazydp.noise_update_mode(torch.zeros(2, 2), torch.device("cpu"), device_ops) == (
-        "in-place"
-    )
-    monkeypatch.setattr(lazydp, "noise_update_mode", lambda *_: mode)
+    delivery = CpuPlacement.create().owed_noise_delivery(device_ops, torch.zeros(2, 2))
+    assert delivery.mode == "in-place"
+    force_delivery(monkeypatch, mode)
     session = tiny_session("lazydp")
     assert session.algo.noise_update == mode
     check = check_unit_noise("lazydp", "cpu", 8, 0, 0.3)
@@ -112,22 +111,19 @@ def test_device_sparse_path_lazydp_noise_update_modes(monkeypatch, mode):
 def test_ahead_mode_applies_the_queue_noise_before_the_gradient(monkeypatch):
     """`ahead` starts the queue's noise before the lookup and joins both parts before the
     gradient rows are added: after every step nothing is pending."""
-    from lazydp_bench.algorithms import lazydp
-
-    monkeypatch.setattr(lazydp, "noise_update_mode", lambda *_: "ahead")
+    force_delivery(monkeypatch, "ahead")
     session = tiny_session("lazydp", iterations=3)
     started, parts = [], []
-    real_start, real_part = session.algo._start_ahead, session.algo._apply_part
+    delivery = session.algo.delivery
+    real_start, real_part = delivery.start, delivery.apply_part
+    monkeypatch.setattr(delivery, "start", lambda *a: started.append(1) or real_start(*a))
     monkeypatch.setattr(
-        session.algo, "_start_ahead", lambda *a: started.append(1) or real_start(*a)
-    )
-    monkeypatch.setattr(
-        session.algo, "_apply_part", lambda s, k: parts.append(k) or real_part(s, k)
+        delivery, "apply_part", lambda s, k, tools: parts.append(k) or real_part(s, k, tools)
     )
     for t in range(3):
         session.step(t, NULL_TIMER)
-        assert session.algo._ahead == []
-        assert session.algo._shipped is None
+        assert delivery._pending == []
+        assert delivery._shipped is None
     assert len(started) == 3  # once per step, from before_lookup
     assert parts == [0, 1] * 3  # the unread rows first, the rest after the lookup
 
@@ -140,23 +136,22 @@ def test_ahead_noise_added_before_the_lookup_skips_the_rows_the_batch_reads(
     may be read by batch t. Part 1 holds exactly the queue rows batch t reads; together
     they are the unique rows of batch t + 1 (host path: exact unique + isin; device path:
     padded sort + binary search in the carried sort of batch t)."""
-    from lazydp_bench.algorithms import lazydp
     from lazydp_bench.runtime import sparse
 
-    monkeypatch.setattr(lazydp, "noise_update_mode", lambda *_: "ahead")
+    force_delivery(monkeypatch, "ahead")
     if device_path:
         init = sparse.SparseOps.__init__
         forced = lambda self, threads, **kw: init(self, threads, True, **kw)  # noqa: E731
         monkeypatch.setattr(sparse.SparseOps, "__init__", forced)
     session = tiny_session("lazydp", iterations=5)
-    algo, parts = session.algo, {}
-    real_part = algo._apply_part
+    delivery, parts = session.algo.delivery, {}
+    real_part = delivery.apply_part
 
-    def spy(shipped, k):
+    def spy(shipped, k, tools):
         parts[k] = set(shipped.wait(k).rows.tolist())
-        real_part(shipped, k)
+        real_part(shipped, k, tools)
 
-    monkeypatch.setattr(algo, "_apply_part", spy)
+    monkeypatch.setattr(delivery, "apply_part", spy)
     both_seen = 0
     for t in range(5):
         batch = set(session.source.peek().rows.reshape(-1).tolist())
@@ -195,9 +190,7 @@ def test_lazydp_sorts_each_batch_once(monkeypatch):
 def test_ahead_mode_refuses_an_update_whose_queue_noise_was_not_handed(monkeypatch):
     """A caller that skipped `after_lookup` would leave part of the queue without its noise
     (the model would silently stop being DP-SGD's): the update refuses instead."""
-    from lazydp_bench.algorithms import lazydp
-
-    monkeypatch.setattr(lazydp, "noise_update_mode", lambda *_: "ahead")
+    force_delivery(monkeypatch, "ahead")
     session = tiny_session("lazydp")
     algo = session.algo
     monkeypatch.setattr(algo, "after_lookup", lambda *_: None)

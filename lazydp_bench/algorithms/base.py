@@ -21,6 +21,7 @@ from lazydp_bench.errors import BenchError
 from lazydp_bench.measure.profiling import StageTimer
 from lazydp_bench.measure.stages import Stage
 from lazydp_bench.model.dlrm import DLRM, ForwardState
+from lazydp_bench.placement.base import Placement
 from lazydp_bench.runtime.sparse import CarriedUnique, SparseOps, SparseRows
 from lazydp_bench.runtime.step_scalars import Scalar, StepScalars
 
@@ -37,6 +38,7 @@ class AlgoContext:
     sparse: SparseOps
     seed: int
     total_steps: int
+    placement: Placement
     clipping: str | None = None  # override of the algorithm's default mode
 
 
@@ -178,13 +180,11 @@ class Algorithm:
         engine.add_noise(target, std, seed, timer, unit=self.ctx.noise_mode == "unit")
 
     def add_table_noise(self, std: Scalar, seed: Scalar, timer: StageTimer) -> None:
-        """Dense noise on every table row; in host RAM it is host work (`host_work.py`),
-        run after the replay in a hybrid graph step."""
+        """Dense noise on every table row, run as the placement runs table work."""
         table = self.model.table
-        if table.device.type == "cpu":
-            self.ctx.sparse.host.run(lambda: self.add_noise(table, std, seed, timer))
-            return
-        self.add_noise(table, std, seed, timer)
+        self.ctx.placement.table_work(
+            self.ctx.sparse.host, lambda: self.add_noise(table, std, seed, timer)
+        )
 
     def update_mlp(self, clipped: ClipResult, timer: StageTimer, noisy: bool) -> None:
         """MLPs: w -= lr/B * (sum clipped + N(0, sigma^2 C^2)), dense, every step."""

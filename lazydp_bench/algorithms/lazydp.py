@@ -9,19 +9,12 @@ HT[r] = t + 1. A prefix sum of lr_s^2 keeps a learning-rate schedule exact. `fin
 flushes every row's pending noise (dense, chunked), so the released model is distributed
 exactly as DP-SGD's.
 
-HT lives where the per-step noise work runs (`work_device`): with the table, except in
-hybrid placement, where the GPU holds HT (0.78 % of the table) and draws the queue's
-noise. How the noise reaches the table (`noise_update_mode`, in every record):
-- `in-place` (gpu placement): straight into the table rows by one fused kernel; merging
-  it with the gradient first would sort and scatter 2N rows only to scatter them again;
-- `ahead` (hybrid): the queue's noise does not depend on the gradient, so it is drawn
-  before step t's lookup, with the rows batch t does not read first. A background thread
-  adds those to the host table while the host looks batch t up (disjoint rows), and the
-  rest once the lookup is done, while the GPU computes the forward and backward; the
-  update then waits for it and adds the gradient rows, as SGD does. The paper merges
-  noise and gradient into one update instead, which ships and applies 2N rows after the
-  backward, on the critical path;
-- `merged` (cpu placement): the paper's merge, one host update (threaded).
+HT lives where the placement runs the per-step noise work (`placement.work_device`: with
+the table, except in hybrid placement, where the GPU holds HT, 0.78 % of the table, and
+draws the queue's noise). Each step hands the placement an `OwedNoise` request (the queue's
+rows and the std of each draw they owe); the placement's delivery puts it into the table
+(`in-place` on the GPU, `ahead` of the lookup in hybrid, `merged` with the gradient on the
+host: `placement/`), and the record names it (`config.noise_update`).
 
 `lazydp-noans` keeps the lazy update but draws each pending step's noise separately, to
 show what aggregation buys. Momentum and weight decay would break the equivalence; the
@@ -31,7 +24,6 @@ tool's SGD has neither, and `LazyDP.check_optimizer` refuses them with the reaso
 from __future__ import annotations
 
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
@@ -42,28 +34,13 @@ from lazydp_bench.dp.seeds import derive_seed
 from lazydp_bench.errors import BenchError
 from lazydp_bench.measure.profiling import NULL_TIMER
 from lazydp_bench.measure.stages import Stage
-from lazydp_bench.runtime.sparse import CarriedUnique, SparseRows, unread_first
+from lazydp_bench.placement.base import OwedNoise, UpdateTools
+from lazydp_bench.runtime.sparse import CarriedUnique, SparseRows
 from lazydp_bench.runtime.step_scalars import STREAM_FLUSH, Scalar
 
 
 def history_dtype(total_steps: int) -> torch.dtype:
     return torch.int32 if total_steps < 2**31 - 1 else torch.int64
-
-
-def work_device(table: torch.device, mlp: torch.device) -> torch.device:
-    """Where the per-step noise work runs: the table's device, except in hybrid placement,
-    where the GPU keeps HT and draws the input queue's noise (small), and only the noise
-    rows cross PCIe to the host table (`ahead`)."""
-    return mlp if table.type == "cpu" and mlp.type == "cuda" else table
-
-
-def noise_update_mode(table: torch.Tensor, work: torch.device, sparse) -> str:
-    """How the input queue's noise reaches the table (see the module docstring)."""
-    if table.device == work and sparse.device_path(table):
-        return "in-place"
-    if table.device.type == "cpu" and work.type == "cuda":
-        return "ahead"
-    return "merged"
 
 
 class LazyDP(Algorithm):
@@ -73,17 +50,9 @@ class LazyDP(Algorithm):
     def __init__(self, ctx: AlgoContext):
         super().__init__(ctx)
         self.check_optimizer(ctx.lr.momentum, ctx.lr.weight_decay)
-        self.device = work_device(self.model.table.device, self.model.mlp_device)
-        self.noise_update = noise_update_mode(self.model.table, self.device, ctx.sparse)
-        self._update = {
-            "in-place": self._update_in_place,
-            "ahead": self._update_ahead,
-            "merged": self._update_merged,
-        }[self.noise_update]
-        self._ahead: list[Future] = []  # `ahead`: parts of the queue's noise being added
-        self._shipped = None  # `ahead`: this step's queue noise, shipped by before_lookup
-        self._handed = False  # `ahead`: both parts of it were handed to the applier
-        self._applier: ThreadPoolExecutor | None = None
+        self.device = ctx.placement.work_device
+        self.delivery = ctx.placement.owed_noise_delivery(ctx.sparse, self.model.table)
+        self.noise_update = self.delivery.mode
         # the queue's sort, reused by the next step's gradient coalescing (same rows)
         self.carry = CarriedUnique()
         self.history = torch.zeros(
@@ -140,28 +109,39 @@ class LazyDP(Algorithm):
         """What ANS sums over the pending steps: lr (unit draws add up) or lr^2 (variances)."""
         return self._s1 if unit else self._s2
 
-    def _add_owed(self, terms: list[torch.Tensor], seed: int | Scalar, add) -> None:
-        """Pay the owed noise: add(-std_k, seed_k) for each independent draw k, where `add`
-        applies -std_k * z_k to its target. One term (ANS) uses `seed` as given, so a graph
-        replay reads it from device memory."""
+    def _draws(self, terms: list[torch.Tensor], seed: int | Scalar) -> tuple:
+        """(std, key) of each independent draw that pays the owed noise, with the minus
+        sign of the update: none with noise off; one (ANS) keyed by `seed` as given, so a
+        graph replay reads it from device memory; else one per term, keys derived."""
         if self.ctx.noise_mode == "off":
-            return
+            return ()
         if len(terms) == 1:
-            add(-terms[0], seed)
-            return
+            return ((-terms[0], seed),)
         base = Scalar.resolve(seed, use_tensor=False)
-        for k, std in enumerate(terms):
-            add(-std, derive_seed(base, k))
+        return tuple((-std, derive_seed(base, k)) for k, std in enumerate(terms))
 
-    def _add_owed_dense(
-        self, target: torch.Tensor, terms: list[torch.Tensor], seed: int | Scalar
-    ) -> None:
-        """target[k] -= sum_j terms[j][k] * z (z independent standard normals, or 1s)."""
-        self._add_owed(terms, seed, lambda std, s: self.add_noise(target, std, s, NULL_TIMER))
+    def _owed(self, next_batch, timer) -> OwedNoise:
+        """The input queue's owed noise (advances HT: call once per step)."""
+        queue, terms = self._advance_queue(next_batch, timer)
+        seed = self.scalar("seed_sparse", self.device)
+        rows = SparseRows(queue.rows, None, queue.valid)
+        return OwedNoise(rows, self._draws(terms, seed), self.ctx.noise_mode == "unit")
+
+    def _tools(self, timer) -> UpdateTools:
+        return UpdateTools(
+            self.model.table,
+            self.ctx.sparse,
+            self.ctx.engines,
+            lambda device: self.scalar("alpha", device),
+            timer,
+        )
 
     # ----- the step -------------------------------------------------------------------
     def update(self, fs, clipped, next_batch, timer) -> None:
-        self._update(fs, clipped, next_batch, timer)
+        on = self.device if self.delivery.grads_on_work_device else None
+        grads = self.row_gradients(fs, clipped, timer, on=on, carried=self.carry)
+        owed = None if self.delivery.before_lookup else self._owed(next_batch, timer)
+        self.delivery.update(grads, owed, self._tools(timer))
         with timer.stage(Stage.LAZYDP_OVERHEAD):
             self.carry.commit()
         self.update_mlp(clipped, timer, noisy=True)
@@ -194,44 +174,6 @@ class LazyDP(Algorithm):
             terms = [std * queue.valid for std in self.pending_terms(last, t_next)]
         return queue, terms
 
-    def _update_in_place(self, fs, clipped, next_batch, timer) -> None:
-        """Table on the device that does the noise work: the gradient rows and the queue's
-        noise rows go into the table as two updates; merging them first would cost a
-        second sort and scatter of 2N rows that the table update does anyway."""
-        table = self.model.table
-        grads = self.row_gradients(fs, clipped, timer, carried=self.carry)
-        queue, terms = self._advance_queue(next_batch, timer)
-        rows = queue.rows
-        with timer.stage(Stage.PARAM_UPDATE):
-            self.ctx.sparse.add_rows(table, grads, self.scalar("alpha", table.device))
-        engine = self.ctx.engines.for_device(table.device)
-        unit = self.ctx.noise_mode == "unit"
-        with timer.stage(Stage.NOISE_SAMPLING):
-            self._add_owed(
-                terms,
-                self.scalar("seed_sparse", table.device),
-                lambda std, s: engine.add_noise_rows(table, rows, std, s, timer, unit),
-            )
-
-    def _queue_noise(self, next_batch, timer, batch=None) -> tuple[SparseRows, torch.Tensor | None]:
-        """The input queue's owed noise as a (padded) row update on the work device. Given
-        step t's `batch`, the rows it does not read come first, and the cuts between the
-        parts (`sparse.unread_first`) come back too (else None)."""
-        dev = self.device
-        queue, terms = self._advance_queue(next_batch, timer)
-        cuts = None
-        if batch is not None:
-            with timer.stage(Stage.LAZYDP_OVERHEAD):
-                order, cuts = unread_first(queue, self._read_by(batch, queue))
-                queue = SparseRows(queue.rows[order], None, queue.valid[order])
-                terms = [std[order] for std in terms]
-        with timer.stage(Stage.NOISE_SAMPLING):
-            noise = torch.zeros(
-                (queue.rows.numel(), self.model.table.shape[1]), dtype=self.model.dtype, device=dev
-            )
-            self._add_owed_dense(noise, terms, self.scalar("seed_sparse", dev))
-        return SparseRows(queue.rows, noise, queue.valid), cuts
-
     def _read_by(self, batch, queue: SparseRows) -> torch.Tensor:
         """Which queue slots hold a row that `batch` (step t's) reads. The carried sort of
         batch t answers it with a binary search (sync-free); without one (the first step,
@@ -244,81 +186,27 @@ class LazyDP(Algorithm):
         pos = torch.searchsorted(keys, queue.rows).clamp_(max=keys.numel() - 1)
         return keys[pos] == queue.rows
 
-    def _update_merged(self, fs, clipped, next_batch, timer) -> None:
-        """Host placement: the queue's noise rows are merged with the gradient into one
-        coalesced update (the paper's merge), which the host applies."""
-        dev, sparse = self.device, self.ctx.sparse
-        grads = self.row_gradients(fs, clipped, timer, on=dev, carried=self.carry)
-        noise, _ = self._queue_noise(next_batch, timer)
-        with timer.stage(Stage.NOISY_GRAD):
-            merged = sparse.merge(grads, self.scalar("alpha", dev), noise.rows, noise.values)
-        with timer.stage(Stage.PARAM_UPDATE):
-            sparse.add_rows(self.model.table, sparse.to_device(merged, self.model.table.device))
-
     def works_before_lookup(self) -> bool:
-        return self.noise_update == "ahead"
+        return self.delivery.before_lookup
 
     def before_lookup(self, batch, next_batch, timer) -> None:
-        """`ahead`: the queue's noise for steps up to t is drawn before batch t is looked up.
-        Rows that batch t does not read may take it at once, so a host thread adds them
-        while the host looks batch t up (disjoint rows); `after_lookup` hands it the rest."""
-        if self.noise_update == "ahead":
+        """A delivery that wants it (hybrid's `ahead`) gets the queue's noise for steps up
+        to t before batch t is looked up, with the slots batch t reads marked."""
+        if self.delivery.before_lookup:
             with timer.stage(Stage.MODEL_UPDATE):
-                self._start_ahead(batch, next_batch, timer)
+                owed = self._owed(next_batch, timer)
+                with timer.stage(Stage.LAZYDP_OVERHEAD):
+                    read_by = self._read_by(batch, owed.rows)
+                self.delivery.start(owed, read_by, self._tools(timer))
 
     def after_lookup(self, next_batch, timer) -> None:
-        """`ahead`: batch t has been read, so the queue rows it reads may take their noise
-        now (no row of batch t + 1 is read before the update ends)."""
-        if self.noise_update == "ahead":
-            shipped, self._shipped = self._shipped, None
-            if shipped is None:
-                raise RuntimeError("LazyDP `ahead`: the step did not run before_lookup")
-            with timer.stage(Stage.MODEL_UPDATE), timer.stage(Stage.PARAM_UPDATE):
-                self.ctx.sparse.host.run(lambda: self._apply_part(shipped, 1))
-            self._handed = True
-
-    def _start_ahead(self, batch, next_batch, timer) -> None:
-        """Draw the queue's noise (rows batch t does not read first), start its copy to
-        pinned memory and hand the first part to the applier thread (host work: in a
-        hybrid graph step this runs right after the replay of the pre-lookup graph)."""
-        sparse, table = self.ctx.sparse, self.model.table
-        noise, cuts = self._queue_noise(next_batch, timer, batch)
-        with timer.stage(Stage.PARAM_UPDATE):
-            shipped = sparse.ship_async(noise, table.device, "queue_noise", cuts)
-            sparse.host.run(lambda: self._apply_part(shipped, 0))
-        self._shipped = shipped
-
-    def _apply_part(self, shipped, part: int) -> None:
-        """Queue a part of the shipped noise on the applier thread (one worker: parts are
-        added in order, each after its copy has landed)."""
-        if self._applier is None:
-            self._applier = ThreadPoolExecutor(max_workers=1)
-        table, sparse = self.model.table, self.ctx.sparse
-        self._ahead.append(
-            self._applier.submit(lambda: sparse.apply_rows(table, shipped.wait(part)))
-        )
-
-    def _join_ahead(self) -> None:
-        """Wait until the queue's noise is in the table (re-raises what the thread raised)."""
-        pending, self._ahead = self._ahead, []
-        for future in pending:
-            future.result()
-
-    def _update_ahead(self, fs, clipped, next_batch, timer) -> None:
-        """Hybrid: the gradient rows, as SGD ships and applies them, after the queue's noise
-        (started by `before_lookup`) has landed: both threads would touch shared rows."""
-        if not self._handed:  # rows of the queue would miss their noise
-            raise RuntimeError("LazyDP `ahead`: the step did not run before/after_lookup")
-        self._handed = False
-        table = self.model.table
-        grads = self.row_gradients(fs, clipped, timer, carried=self.carry)
-        with timer.stage(Stage.PARAM_UPDATE):
-            self.ctx.sparse.host.run(self._join_ahead)
-            self.ctx.sparse.add_rows(table, grads, self.scalar("alpha", table.device))
+        if self.delivery.before_lookup:
+            with timer.stage(Stage.MODEL_UPDATE):
+                self.delivery.after_lookup(self._tools(timer))
 
     def flush(self) -> None:
         """Give every row all its pending noise; idempotent (a second flush adds nothing)."""
-        self._join_ahead()
+        self.delivery.join()
         table, upto = self.model.table, self.steps_done
         engine = self.ctx.engines.for_device(table.device)
         step = max(1, engine.rows_per_chunk(table))
@@ -327,7 +215,8 @@ class LazyDP(Algorithm):
             terms = self.pending_terms(self.history[start:stop], upto)
             terms = [std.to(table.device) for std in terms]
             seed = derive_seed(self.ctx.seed, STREAM_FLUSH, upto, chunk)
-            self._add_owed_dense(table[start:stop], terms, seed)
+            for std, key in self._draws(terms, seed):
+                self.add_noise(table[start:stop], std, key, NULL_TIMER)
             self.history[start:stop] = upto
 
     def finalize(self) -> float:

@@ -1,11 +1,9 @@
-"""Where the tables and the MLPs live, and whether a run fits, checked BEFORE allocating.
+"""Whether a run fits, checked BEFORE allocating, and which placement `auto` means.
 
-- `gpu`: everything on the GPU;
-- `hybrid`: tables (and their noise) in host RAM, MLPs on the GPU; pooled embeddings and
-  their gradients cross PCIe (the paper's setup);
-- `cpu`: everything on the host.
-`auto` picks gpu if CUDA is present and the run fits in GPU memory, else hybrid if it
-fits in host RAM, else cpu.
+The placements themselves (`gpu`, `hybrid`, `cpu`: where state lives, how updates reach
+the table) are the strategies in this package; here each one's memory need is estimated
+from the workload and checked against the machine. `auto` picks gpu if CUDA is present
+and the run fits in GPU memory, else hybrid if it fits in host RAM, else cpu.
 """
 
 from __future__ import annotations
@@ -18,6 +16,8 @@ import torch
 
 from lazydp_bench.errors import BenchError, DoesNotFit
 from lazydp_bench.measure.nvml import open_device
+from lazydp_bench.placement.base import MemoryNeed
+from lazydp_bench.placement.registry import PLACEMENTS
 from lazydp_bench.units import format_bytes
 from lazydp_bench.workloads import Workload
 
@@ -26,30 +26,10 @@ HOST_HEADROOM = 0.90
 
 
 @dataclass(frozen=True)
-class Placement:
-    name: str
-    table_device: torch.device
-    mlp_device: torch.device
-
-    @property
-    def timer_mode(self) -> str:
-        """CUDA events only when all work is on one GPU; otherwise sync + wall clock."""
-        return "cuda_events" if self.name == "gpu" else "sync_wall"
-
-
-@dataclass(frozen=True)
 class MemoryLimits:
     gpu_bytes: int | None  # None: no CUDA device
     host_bytes: int
     host_source: str
-
-
-@dataclass(frozen=True)
-class MemoryNeed:
-    """Estimated peak bytes on each side for one run in one placement."""
-
-    gpu_bytes: int
-    host_bytes: int
 
 
 def host_available_bytes() -> int:
@@ -107,12 +87,9 @@ def estimate_need(
     elif clipping == "reweight":
         biggest = max(a * b for a, b in _layer_shapes(wl))
         dense += batch * biggest * elem * 2
-    table_side = table + chunk_bytes + sparse
-    if placement == "gpu":
-        return MemoryNeed(table_side + history + dense, 0)
-    if placement == "hybrid":  # LazyDP's history table sits with its noise work, on the GPU
-        return MemoryNeed(dense + history + sparse, table_side)
-    return MemoryNeed(0, table_side + history + dense)
+    return PLACEMENTS[placement].split_need(
+        table_side=table + chunk_bytes + sparse, history=history, dense=dense, sparse=sparse
+    )
 
 
 def _layer_shapes(wl: Workload) -> list[tuple[int, int]]:
@@ -158,13 +135,3 @@ def explain_misfit(placement: str, need: MemoryNeed, limits: MemoryLimits) -> st
             f"({limits.host_source})"
         )
     return f"the run does not fit in placement {placement!r}: " + "; ".join(parts)
-
-
-def make_placement(name: str) -> Placement:
-    cuda = torch.device("cuda") if name in ("gpu", "hybrid") else None
-    cpu = torch.device("cpu")
-    if name == "gpu":
-        return Placement(name, cuda, cuda)
-    if name == "hybrid":
-        return Placement(name, cpu, cuda)
-    return Placement(name, cpu, cpu)

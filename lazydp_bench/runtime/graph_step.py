@@ -90,7 +90,7 @@ class GraphedStep:
         self.host_rows: torch.Tensor | None = None  # hybrid: the batch's rows, for the lookup
         self.pooled: torch.Tensor | None = None  # hybrid: pinned lookup output
         self.hybrid = session.model.table.device.type == "cpu"
-        self.host = session.algo.ctx.sparse.host
+        self.host = session.host_work
         self._side = torch.cuda.Stream()
 
     def _load_inputs(self, timer: StageTimer) -> None:

@@ -163,12 +163,16 @@ class SparseOps:
     """
 
     def __init__(
-        self, threads: int, device_paths_on_host: bool = False, table_rows: int | None = None
+        self,
+        threads: int,
+        device_paths_on_host: bool = False,
+        table_rows: int | None = None,
+        host: HostWork | None = None,
     ) -> None:
         self.device_paths_on_host = device_paths_on_host
         self.narrow = table_rows is not None and table_rows <= 2**31
         self.threads = max(1, threads)
-        self.host = HostWork()  # host table work: run now, or after a graph replay
+        self.host = host or HostWork()  # the session's host table work (see host_work.py)
         self._pool = None
         self._pinned: dict[str, torch.Tensor] = {}
 

@@ -39,17 +39,18 @@ from lazydp_bench.measure.stages import Stage
 from lazydp_bench.model.dlrm import DLRM
 from lazydp_bench.model.huge_pages import huge_page_bytes
 from lazydp_bench.model.init import init_table
+from lazydp_bench.placement.base import Placement
 from lazydp_bench.placement.layout import (
     MemoryLimits,
     MemoryNeed,
-    Placement,
     choose_placement,
     estimate_need,
     machine_limits,
-    make_placement,
 )
+from lazydp_bench.placement.registry import PLACEMENTS, make_placement
 from lazydp_bench.records.store import SCHEMA_VERSION, new_run_id, utc_now
 from lazydp_bench.runtime.graph_step import GraphedStep, graph_blocker
+from lazydp_bench.runtime.host_work import HostWork
 from lazydp_bench.runtime.sparse import SparseOps
 from lazydp_bench.units import parse_size
 from lazydp_bench.workloads import Workload, load_workload, scale_by_factor, scale_to_bytes
@@ -213,6 +214,7 @@ class Session:
     source: SyntheticBatchSource
     algo: Algorithm
     engines: EngineSet
+    host_work: HostWork  # the table's host work (a hybrid graph step runs it after replays)
     init_s: float
     table_huge_pages: bool  # the host table's memory was advised to use huge pages
 
@@ -248,6 +250,7 @@ def build_session(plan: RunPlan) -> Session:
         cfg.seed,
     )
     engines = make_engine(cfg.noise_impl, cfg.chunk_bytes, plan.threads)
+    host_work = HostWork()  # the table's host work: run now, or after each graph replay
     algo = plan.algo(
         AlgoContext(
             model=model,
@@ -257,13 +260,14 @@ def build_session(plan: RunPlan) -> Session:
             noise_multiplier=plan.privacy.noise_multiplier if plan.privacy else 0.0,
             noise_mode=cfg.privacy.noise_mode,
             engines=engines,
-            sparse=SparseOps(plan.threads, table_rows=plan.workload.total_rows),
+            sparse=SparseOps(plan.threads, table_rows=plan.workload.total_rows, host=host_work),
+            placement=placement,
             seed=cfg.seed,
             total_steps=cfg.total_steps,
             clipping=plan.clipping,
         )
     )
-    return Session(plan, placement, model, source, algo, engines, init_s, huge_pages)
+    return Session(plan, placement, model, source, algo, engines, host_work, init_s, huge_pages)
 
 
 def _measure(plan: RunPlan, progress: Progress, record: dict) -> None:
@@ -409,7 +413,7 @@ def _base_record(plan: RunPlan) -> dict:
         },
         "privacy": privacy,
         "env": machine_info(),
-        "timing": {"mode": make_placement(plan.placement).timer_mode, "init_s": None},
+        "timing": {"mode": PLACEMENTS[plan.placement].timer_mode, "init_s": None},
         "stages": [],
         "memory": {
             "gpu_peak_bytes": None,
