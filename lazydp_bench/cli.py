@@ -510,9 +510,9 @@ def bench_noise_cmd(
             size_bytes,
             placement,
             impls,
-            repeats,
-            threads,
-            chunk,
+            repeats=repeats,
+            threads=threads,
+            chunk_bytes=chunk,
             progress=lambda msg: bar.update(task, description=msg),
         )
     size_text = format_bytes(records[0]["config"]["table_bytes"])

@@ -19,7 +19,15 @@ CPU = torch.device("cpu")
 
 def source(dist="uniform", seed=3, rows=(50, 7, 300), pooling=4, batch=16):
     return SyntheticBatchSource(
-        rows, 5, batch, pooling, parse_distribution(dist), CPU, CPU, torch.float32, seed
+        rows,
+        5,
+        batch_size=batch,
+        pooling=pooling,
+        distribution=parse_distribution(dist),
+        table_device=CPU,
+        mlp_device=CPU,
+        dtype=torch.float32,
+        seed=seed,
     )
 
 

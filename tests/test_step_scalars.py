@@ -15,7 +15,10 @@ CPU = torch.device("cpu")
 
 def _scalars(steps: int = 4) -> tuple[StepScalars, LRSchedule]:
     lr = LRSchedule(base=0.5, decay=0.25)
-    return StepScalars(lr.lr, 8, 1.5, 42, steps, [CPU, CPU], torch.float64), lr
+    scalars = StepScalars(
+        lr.lr, 8, 1.5, seed=42, steps=steps, devices=[CPU, CPU], dtype=torch.float64
+    )
+    return scalars, lr
 
 
 @pytest.mark.parametrize("t", [0, 1, 3])

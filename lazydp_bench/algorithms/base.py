@@ -65,10 +65,10 @@ class Algorithm:
             ctx.lr.lr,
             ctx.batch_size,
             ctx.noise_multiplier * ctx.clip_norm,
-            ctx.seed,
-            ctx.total_steps,
-            self.step_devices(),
-            self.model.dtype,
+            seed=ctx.seed,
+            steps=ctx.total_steps,
+            devices=self.step_devices(),
+            dtype=self.model.dtype,
         )
 
     @classmethod

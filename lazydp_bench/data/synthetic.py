@@ -32,6 +32,7 @@ class SyntheticBatchSource:
         self,
         table_rows: tuple[int, ...],
         dense_features: int,
+        *,
         batch_size: int,
         pooling: int,
         distribution: Distribution,

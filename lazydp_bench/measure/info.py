@@ -20,7 +20,14 @@ def largest_fitting_bytes(wl: Workload, placement: str, limits, history_table: b
     def ok(size: int) -> bool:
         scaled = scale_to_bytes(wl, size)
         need = estimate_need(
-            scaled, placement, batch, pooling, 4, 256 * 2**20, "ghost", history_table
+            scaled,
+            placement,
+            batch=batch,
+            pooling=pooling,
+            elem=4,
+            chunk_bytes=256 * 2**20,
+            clipping="ghost",
+            history_table=history_table,
         )
         return fits(need, limits)
 

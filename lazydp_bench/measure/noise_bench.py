@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 
 from lazydp_bench import __version__
-from lazydp_bench.dp.noise import make_engine
+from lazydp_bench.dp.noise import DenseNoiseEngine, make_engine
 from lazydp_bench.measure.env import machine_info
 from lazydp_bench.measure.profiling import NULL_TIMER
 from lazydp_bench.records.store import SCHEMA_VERSION, new_run_id, utc_now
@@ -56,6 +56,7 @@ def bench_noise(
     size_bytes: int,
     placement: str,
     impls: list[str],
+    *,
     repeats: int,
     threads: int,
     chunk_bytes: int,
@@ -82,17 +83,17 @@ def bench_noise(
         bound = engine.arithmetic_bound(device)
         records.append(
             _record(
-                size_bytes,
-                rows,
-                placement,
-                impl,
                 engine,
                 device,
                 times,
-                copy_bps,
-                env,
-                threads,
-                chunk_bytes,
+                size_bytes=size_bytes,
+                rows=rows,
+                placement=placement,
+                impl=impl,
+                copy_bps=copy_bps,
+                env=env,
+                threads=threads,
+                chunk=chunk_bytes,
                 arithmetic_bound=bound,
             )
         )
@@ -100,20 +101,20 @@ def bench_noise(
 
 
 def _record(
-    size_bytes,
-    rows,
-    placement,
-    impl,
-    engine,
-    device,
-    times,
-    copy_bps,
-    env,
-    threads,
-    chunk,
+    engine: DenseNoiseEngine,
+    device: torch.device,
+    times: list[float],
     *,
+    size_bytes: int,
+    rows: int,
+    placement: str,
+    impl: str,
+    copy_bps: float,
+    env: dict,
+    threads: int,
+    chunk: int,
     arithmetic_bound: float | None,
-):
+) -> dict:
     median = statistics.median(times)
     q = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else [median] * 3
     table_bytes = rows * _DIM * 4

@@ -65,6 +65,7 @@ def machine_limits(host_limit: int | None = None) -> MemoryLimits:
 def estimate_need(
     wl: Workload,
     placement: str,
+    *,
     batch: int,
     pooling: int,
     elem: int,

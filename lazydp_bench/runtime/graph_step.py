@@ -36,6 +36,7 @@ MIN_WARMUP = 2  # eager steps before capture: Triton compiles, cuBLAS and autogr
 def graph_blocker(
     mode: str,
     placement: str,
+    *,
     graphable: bool,
     breakdown: bool,
     noise_impl: str,

@@ -71,6 +71,7 @@ class StepScalars:
         lr: Callable[[int], float],
         batch: int,
         noise: float,
+        *,
         seed: int,
         steps: int,
         devices: Iterable[torch.device],

@@ -69,7 +69,7 @@ class Progress:
         pass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RunPlan:
     """Everything decided before any allocation: the scaled workload, placement, sigma."""
 
@@ -123,7 +123,14 @@ def plan_run(
     elem = DTYPES_BYTES[config.dtype]
     needs = {
         p: estimate_need(
-            wl, p, batch, pooling, elem, config.chunk_bytes, clipping, algo.history_table
+            wl,
+            p,
+            batch=batch,
+            pooling=pooling,
+            elem=elem,
+            chunk_bytes=config.chunk_bytes,
+            clipping=clipping,
+            history_table=algo.history_table,
         )
         for p in ("gpu", "hybrid", "cpu")
     }
@@ -136,29 +143,29 @@ def plan_run(
     blocker = graph_blocker(
         config.cuda_graph,
         placement,
-        algo.graphable,
-        config.breakdown,
-        config.noise_impl,
-        config.privacy.noise_mode,
-        config.warmup,
-        algo.private,
+        graphable=algo.graphable,
+        breakdown=config.breakdown,
+        noise_impl=config.noise_impl,
+        noise_mode=config.privacy.noise_mode,
+        warmup=config.warmup,
+        private=algo.private,
     )
     if config.cuda_graph == "on" and blocker is not None:
         raise BenchError(f"--cuda-graph on: {blocker}")
     return RunPlan(
-        config,
-        algo,
-        clipping,
-        wl,
-        batch,
-        pooling,
-        dist,
-        placement,
-        needs,
-        limits,
-        privacy,
-        threads,
-        blocker,
+        config=config,
+        algo=algo,
+        clipping=clipping,
+        workload=wl,
+        batch_size=batch,
+        pooling=pooling,
+        distribution=dist,
+        placement=placement,
+        needs=needs,
+        limits=limits,
+        privacy=privacy,
+        threads=threads,
+        graph_blocker=blocker,
     )
 
 
@@ -241,13 +248,13 @@ def build_session(plan: RunPlan) -> Session:
     source = SyntheticBatchSource(
         plan.workload.rows,
         plan.workload.dense_features,
-        plan.batch_size,
-        plan.pooling,
-        plan.distribution,
-        placement.table_device,
-        placement.mlp_device,
-        dtype,
-        cfg.seed,
+        batch_size=plan.batch_size,
+        pooling=plan.pooling,
+        distribution=plan.distribution,
+        table_device=placement.table_device,
+        mlp_device=placement.mlp_device,
+        dtype=dtype,
+        seed=cfg.seed,
     )
     engines = make_engine(cfg.noise_impl, cfg.chunk_bytes, plan.threads)
     host_work = HostWork()  # the table's host work: run now, or after each graph replay
