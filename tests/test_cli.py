@@ -173,3 +173,55 @@ def test_bench_noise_host_writes_records(tmp_path):
     assert bad.returncode == 2 and "needs a CUDA GPU" in bad.stderr
     old = cli("bench", "noise", "--placement", "host", "--out", str(tmp_path / "y"))
     assert old.returncode == 2 and "--placement must be gpu or cpu" in old.stderr
+
+
+def test_sweep_accepts_every_run_option():
+    """One option set: every option of `run` is an option of `sweep` (axes as comma lists),
+    with the same default, so no run configuration is out of a sweep's reach."""
+    import typer.main
+
+    from lazydp_bench.cli import app
+
+    commands = typer.main.get_command(app).commands
+    run = {p.name: p for p in commands["run"].params}
+    sweep = {p.name: p for p in commands["sweep"].params}
+    assert set(run) <= set(sweep), set(run) - set(sweep)
+    axes = {"algo", "workload", "table_size", "batch_size", "pooling", "distribution"}
+    axes |= {"placement"}
+    for name, param in run.items():
+        if name not in axes:
+            assert sweep[name].default == param.default, name
+
+
+def test_sweep_passes_run_options_into_its_points(tmp_path):
+    """Options that only `run` had before (--lr, --lr-decay, --epsilon, --dtype,
+    --chunk-size, --host-threads) reach the sweep's records."""
+    res = cli(
+        "sweep",
+        "--workload",
+        "tiny",
+        "--algo",
+        "sgd",
+        "--iterations",
+        "2",
+        "--warmup",
+        "1",
+        "--lr",
+        "0.25",
+        "--lr-decay",
+        "0.5",
+        "--dtype",
+        "float64",
+        "--chunk-size",
+        "1MiB",
+        "--host-threads",
+        "1",
+        "--out",
+        str(tmp_path),
+    )
+    assert res.returncode == 0, res.stderr
+    (rec,) = [json.loads(x) for x in (tmp_path / "runs.jsonl").read_text().splitlines()]
+    config = rec["config"]
+    assert rec["status"] == "ok"
+    assert (config["lr"], config["lr_decay"], config["dtype"]) == (0.25, 0.5, "float64")
+    assert (config["chunk_bytes"], config["host_threads"]) == (2**20, 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -13,8 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from lazydp_bench.algorithms import ALGORITHMS, get_algorithm
-from lazydp_bench.config import LRSchedule, PrivacyConfig, RunConfig
+from lazydp_bench.algorithms import get_algorithm
+from lazydp_bench.cli import options as o
 from lazydp_bench.errors import BenchError
 from lazydp_bench.units import format_bytes, parse_size
 
@@ -27,13 +28,6 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
-
-ALGO_HELP = "Comma list of algorithms: " + ", ".join(ALGORITHMS)
-CUDA_GRAPH_HELP = (
-    "auto: on gpu or hybrid placement with --no-breakdown, capture one step's GPU work as a "
-    "CUDA graph and replay it (launch overhead gone; hybrid host work runs after each "
-    "replay); on: require it; off: eager steps."
-)
 
 
 @contextlib.contextmanager
@@ -89,7 +83,7 @@ Opt = typer.Option
 
 @app.command()
 def run(
-    algo: Annotated[str, Opt(help=ALGO_HELP)] = "sgd,dpsgd-f,lazydp",
+    algo: Annotated[str, Opt(help=o.ALGO_HELP)] = o.DEFAULT_ALGOS,
     workload: Annotated[
         str, Opt(help="Workload name (see `workloads`) or a .toml path.")
     ] = "mlperf-dlrm",
@@ -100,9 +94,9 @@ def run(
             "'full' keeps the workload's size."
         ),
     ] = "96MB",
-    batch_size: Annotated[int | None, Opt(help="Batch size [default: the workload's].")] = None,
+    batch_size: Annotated[int | None, Opt(help="Batch size (default: the workload's).")] = None,
     pooling: Annotated[
-        int | None, Opt(help="Lookups per table per example [default: the workload's].")
+        int | None, Opt(help="Lookups per table per example (default: the workload's).")
     ] = None,
     distribution: Annotated[
         str, Opt(help="Index distribution: uniform, zipf:<alpha>, low, medium, high.")
@@ -110,42 +104,28 @@ def run(
     placement: Annotated[
         str, Opt(help="auto, gpu, hybrid (tables in host RAM, MLPs on GPU) or cpu.")
     ] = "auto",
-    iterations: Annotated[int, Opt(help="Measured steps.")] = 10,
-    warmup: Annotated[int, Opt(help="Unmeasured steps before measuring.")] = 3,
-    seed: Annotated[int, Opt(help="Seed for init, data and noise.")] = 0,
-    lr: Annotated[float, Opt(help="Learning rate (plain SGD, no momentum).")] = 0.01,
-    lr_decay: Annotated[float, Opt(help="lr_t = lr / (1 + decay * t).")] = 0.0,
-    momentum: Annotated[float, Opt(help="Refused unless 0: LazyDP needs plain SGD.")] = 0.0,
-    weight_decay: Annotated[float, Opt(help="Refused unless 0: LazyDP needs plain SGD.")] = 0.0,
-    clip_norm: Annotated[float, Opt(help="Per-example clipping norm C.")] = 0.4,
-    noise_multiplier: Annotated[
-        float | None, Opt(help="sigma; if omitted, derived from --epsilon/--delta (Opacus RDP).")
-    ] = None,
-    epsilon: Annotated[float, Opt(help="Target epsilon for deriving sigma.")] = 50.0,
-    delta: Annotated[float, Opt(help="Target delta.")] = 1e-5,
-    dataset_size: Annotated[
-        int, Opt(help="Examples in one epoch (sample rate = batch / this).")
-    ] = 45_840_617,
-    epochs: Annotated[float, Opt(help="Epochs of the full training run being accounted.")] = 1.0,
-    clipping: Annotated[
-        str | None,
-        Opt(help="Override the clipping mode: materialize, reweight, ghost, bookkeeping."),
-    ] = None,
-    noise_impl: Annotated[
-        str, Opt(help="Dense noise engine: auto, torch (chunked), fused.")
-    ] = "auto",
-    breakdown: Annotated[
-        bool, Opt(help="Time each stage (--no-breakdown: end-to-end only).")
-    ] = True,
-    cuda_graph: Annotated[str, Opt(help=CUDA_GRAPH_HELP)] = "auto",
-    chunk_size: Annotated[str, Opt(help="Bound on any noise buffer.")] = "256MiB",
-    host_threads: Annotated[
-        int | None, Opt(help="Threads for host noise/init [default: all cores].")
-    ] = None,
-    host_mem_limit: Annotated[
-        str | None, Opt(help="Host RAM the run may use [default: MemAvailable].")
-    ] = None,
-    dtype: Annotated[str, Opt(help="float32, or float64 for exactness studies.")] = "float32",
+    iterations: o.Iterations = 10,
+    warmup: o.Warmup = 3,
+    seed: o.Seed = 0,
+    lr: o.Lr = 0.01,
+    lr_decay: o.LrDecay = 0.0,
+    momentum: o.Momentum = 0.0,
+    weight_decay: o.WeightDecay = 0.0,
+    clip_norm: o.ClipNorm = 0.4,
+    noise_multiplier: o.NoiseMultiplier = None,
+    epsilon: o.Epsilon = 50.0,
+    delta: o.Delta = 1e-5,
+    dataset_size: o.DatasetSize = 45_840_617,
+    epochs: o.Epochs = 1.0,
+    clipping: o.Clipping = None,
+    noise_impl: o.NoiseImpl = "auto",
+    breakdown: o.Breakdown = True,
+    cuda_graph: o.CudaGraph = "auto",
+    chunk_size: o.ChunkSize = "256MiB",
+    host_threads: o.HostThreads = None,
+    host_mem_limit: o.HostMemLimit = None,
+    dtype: o.Dtype = "float32",
+    max_seconds: o.MaxSeconds = None,
     out: Annotated[Path, Opt(help="Directory whose runs.jsonl gets one record per run.")] = Path(
         "runs"
     ),
@@ -156,16 +136,33 @@ def run(
     from lazydp_bench.runtime.trainer import execute, plan_run
 
     with user_errors():
-        privacy = PrivacyConfig(
+        base = o.base_config(
+            iterations=iterations,
+            warmup=warmup,
+            seed=seed,
+            lr=lr,
+            lr_decay=lr_decay,
+            momentum=momentum,
+            weight_decay=weight_decay,
             clip_norm=clip_norm,
             noise_multiplier=noise_multiplier,
             epsilon=epsilon,
             delta=delta,
             dataset_size=dataset_size,
             epochs=epochs,
+            clipping=clipping,
+            noise_impl=noise_impl,
+            breakdown=breakdown,
+            cuda_graph=cuda_graph,
+            chunk_size=chunk_size,
+            host_threads=host_threads,
+            host_mem_limit=host_mem_limit,
+            dtype=dtype,
+            max_seconds=max_seconds,
         )
         configs = [
-            RunConfig(
+            replace(
+                base,
                 algo=name,
                 workload=workload,
                 table_size=None if table_size.lower() == "full" else table_size,
@@ -173,19 +170,6 @@ def run(
                 pooling=pooling,
                 distribution=distribution,
                 placement=placement,
-                iterations=iterations,
-                warmup=warmup,
-                seed=seed,
-                lr=LRSchedule(lr, lr_decay, momentum, weight_decay),
-                privacy=privacy,
-                clipping=clipping,
-                noise_impl=noise_impl,
-                breakdown=breakdown,
-                cuda_graph=cuda_graph,
-                dtype=dtype,
-                chunk_bytes=parse_size(chunk_size),
-                host_threads=host_threads,
-                host_mem_limit=parse_size(host_mem_limit) if host_mem_limit else None,
             )
             for name in split_list(algo)
         ]
@@ -309,31 +293,40 @@ def sweep(
     preset: Annotated[
         str | None, Opt(help="Paper grid: fig3, fig5, fig10, fig11, fig12, fig13a-d, fig14, paper.")
     ] = None,
-    algo: Annotated[str | None, Opt(help="Comma list (overrides the preset). " + ALGO_HELP)] = None,
+    algo: Annotated[
+        str | None, Opt(help=f"Comma list (default: {o.DEFAULT_ALGOS}). " + o.ALGO_HELP)
+    ] = None,
     table_size: Annotated[str | None, Opt(help="Comma list of sizes, e.g. 96MB,960MB.")] = None,
     batch_size: Annotated[str | None, Opt(help="Comma list of batch sizes.")] = None,
     pooling: Annotated[str | None, Opt(help="Comma list of pooling factors.")] = None,
     distribution: Annotated[str | None, Opt(help="Comma list: uniform, zipf:A, low, ...")] = None,
     workload: Annotated[str | None, Opt(help="Comma list of workloads.")] = None,
     placement: Annotated[str | None, Opt(help="Comma list: auto, gpu, hybrid, cpu.")] = None,
-    iterations: Annotated[int, Opt(help="Measured steps per point.")] = 10,
-    warmup: Annotated[int, Opt(help="Warm-up steps per point.")] = 3,
-    seed: Annotated[int, Opt(help="Seed.")] = 0,
-    noise_multiplier: Annotated[float | None, Opt(help="sigma [default: from epsilon].")] = None,
-    clip_norm: Annotated[float, Opt(help="Clipping norm C.")] = 0.4,
-    noise_impl: Annotated[str, Opt(help="auto, torch or fused.")] = "auto",
-    clipping: Annotated[
-        str | None, Opt(help="Clipping mode for the private algorithms (SGD keeps none).")
-    ] = None,
-    breakdown: Annotated[bool, Opt(help="Per-stage timing.")] = True,
-    cuda_graph: Annotated[str, Opt(help=CUDA_GRAPH_HELP)] = "auto",
-    host_mem_limit: Annotated[str | None, Opt(help="Host RAM to plan with.")] = None,
+    iterations: o.Iterations = 10,
+    warmup: o.Warmup = 3,
+    seed: o.Seed = 0,
+    lr: o.Lr = 0.01,
+    lr_decay: o.LrDecay = 0.0,
+    momentum: o.Momentum = 0.0,
+    weight_decay: o.WeightDecay = 0.0,
+    clip_norm: o.ClipNorm = 0.4,
+    noise_multiplier: o.NoiseMultiplier = None,
+    epsilon: o.Epsilon = 50.0,
+    delta: o.Delta = 1e-5,
+    dataset_size: o.DatasetSize = 45_840_617,
+    epochs: o.Epochs = 1.0,
+    clipping: o.Clipping = None,
+    noise_impl: o.NoiseImpl = "auto",
+    breakdown: o.Breakdown = True,
+    cuda_graph: o.CudaGraph = "auto",
+    chunk_size: o.ChunkSize = "256MiB",
+    host_threads: o.HostThreads = None,
+    host_mem_limit: o.HostMemLimit = None,
+    dtype: o.Dtype = "float32",
+    max_seconds: o.MaxSeconds = None,
     point_timeout: Annotated[
         float, Opt(help="Seconds before a point is killed (timeout).")
     ] = 1800.0,
-    max_seconds: Annotated[
-        float | None, Opt(help="Budget for a point's measured steps (down to 3 steps).")
-    ] = None,
     resume: Annotated[bool, Opt(help="Skip points whose record is already in OUT.")] = False,
     dry_run: Annotated[bool, Opt(help="List the points and their memory estimates only.")] = False,
     out: Annotated[Path, Opt(help="Directory whose runs.jsonl gets one record per point.")] = Path(
@@ -347,19 +340,31 @@ def sweep(
     from lazydp_bench.sweep.runner import grid_configs, plan_points, run_sweep
 
     with user_errors():
-        base = RunConfig(
+        base = o.base_config(
             iterations=iterations,
             warmup=warmup,
             seed=seed,
-            privacy=PrivacyConfig(clip_norm=clip_norm, noise_multiplier=noise_multiplier),
-            noise_impl=noise_impl,
+            lr=lr,
+            lr_decay=lr_decay,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            clip_norm=clip_norm,
+            noise_multiplier=noise_multiplier,
+            epsilon=epsilon,
+            delta=delta,
+            dataset_size=dataset_size,
+            epochs=epochs,
             clipping=clipping,
+            noise_impl=noise_impl,
             breakdown=breakdown,
             cuda_graph=cuda_graph,
-            host_mem_limit=parse_size(host_mem_limit) if host_mem_limit else None,
+            chunk_size=chunk_size,
+            host_threads=host_threads,
+            host_mem_limit=host_mem_limit,
+            dtype=dtype,
             max_seconds=max_seconds,
         )
-        grids = expand_preset(preset) if preset else [{}]
+        grids = expand_preset(preset) if preset else [{"algo": tuple(split_list(o.DEFAULT_ALGOS))}]
         overrides = {
             "algo": tuple(split_list(algo)) if algo else None,
             "table_size": tuple(split_list(table_size)) if table_size else None,

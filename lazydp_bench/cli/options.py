@@ -1,0 +1,110 @@
+"""The options of one measured run, defined once for `run` and `sweep`.
+
+Each option is an `Annotated` type with its help text; both commands declare all of them
+(a test checks that `sweep` accepts every option of `run`), and `base_config` turns the
+values that are not sweep axes into a `RunConfig`, so a run and a sweep point built from
+the same flags are the same configuration. The axes (algorithm, workload, size, batch,
+pooling, distribution, placement) are single values in `run` (the algorithm a comma list)
+and comma lists in `sweep`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from lazydp_bench.algorithms import ALGORITHMS
+from lazydp_bench.config import LRSchedule, PrivacyConfig, RunConfig
+from lazydp_bench.units import parse_size
+
+Opt = typer.Option
+
+ALGO_HELP = "Comma list of algorithms: " + ", ".join(ALGORITHMS)
+CUDA_GRAPH_HELP = (
+    "auto: on gpu or hybrid placement with --no-breakdown, capture one step's GPU work as a "
+    "CUDA graph and replay it (launch overhead gone; hybrid host work runs after each "
+    "replay); on: require it; off: eager steps."
+)
+DEFAULT_ALGOS = "sgd,dpsgd-f,lazydp"
+
+Iterations = Annotated[int, Opt(help="Measured steps.")]
+Warmup = Annotated[int, Opt(help="Unmeasured steps before measuring.")]
+Seed = Annotated[int, Opt(help="Seed for init, data and noise.")]
+Lr = Annotated[float, Opt(help="Learning rate (plain SGD, no momentum).")]
+LrDecay = Annotated[float, Opt(help="lr_t = lr / (1 + decay * t).")]
+Momentum = Annotated[float, Opt(help="Refused unless 0: LazyDP needs plain SGD.")]
+WeightDecay = Annotated[float, Opt(help="Refused unless 0: LazyDP needs plain SGD.")]
+ClipNorm = Annotated[float, Opt(help="Per-example clipping norm C.")]
+NoiseMultiplier = Annotated[
+    float | None, Opt(help="sigma; if omitted, derived from --epsilon/--delta (Opacus RDP).")
+]
+Epsilon = Annotated[float, Opt(help="Target epsilon for deriving sigma.")]
+Delta = Annotated[float, Opt(help="Target delta.")]
+DatasetSize = Annotated[int, Opt(help="Examples in one epoch (sample rate = batch / this).")]
+Epochs = Annotated[float, Opt(help="Epochs of the full training run being accounted.")]
+Clipping = Annotated[
+    str | None,
+    Opt(help="Clipping mode of the private algorithms: materialize, reweight, ghost, bookkeeping."),
+]
+NoiseImpl = Annotated[str, Opt(help="Dense noise engine: auto, torch (chunked), fused.")]
+Breakdown = Annotated[bool, Opt(help="Time each stage (--no-breakdown: end-to-end only).")]
+CudaGraph = Annotated[str, Opt(help=CUDA_GRAPH_HELP)]
+ChunkSize = Annotated[str, Opt(help="Bound on any noise buffer.")]
+HostThreads = Annotated[int | None, Opt(help="Threads for host noise/init (default: all cores).")]
+HostMemLimit = Annotated[str | None, Opt(help="Host RAM to plan with (default: MemAvailable).")]
+Dtype = Annotated[str, Opt(help="float32, or float64 for exactness studies.")]
+MaxSeconds = Annotated[
+    float | None, Opt(help="Budget for the measured steps (at least 3 steps run).")
+]
+
+
+def base_config(
+    *,
+    iterations: int,
+    warmup: int,
+    seed: int,
+    lr: float,
+    lr_decay: float,
+    momentum: float,
+    weight_decay: float,
+    clip_norm: float,
+    noise_multiplier: float | None,
+    epsilon: float,
+    delta: float,
+    dataset_size: int,
+    epochs: float,
+    clipping: str | None,
+    noise_impl: str,
+    breakdown: bool,
+    cuda_graph: str,
+    chunk_size: str,
+    host_threads: int | None,
+    host_mem_limit: str | None,
+    dtype: str,
+    max_seconds: float | None,
+) -> RunConfig:
+    """The RunConfig of every option that is not an axis (axes keep their defaults)."""
+    return RunConfig(
+        iterations=iterations,
+        warmup=warmup,
+        seed=seed,
+        lr=LRSchedule(lr, lr_decay, momentum, weight_decay),
+        privacy=PrivacyConfig(
+            clip_norm=clip_norm,
+            noise_multiplier=noise_multiplier,
+            epsilon=epsilon,
+            delta=delta,
+            dataset_size=dataset_size,
+            epochs=epochs,
+        ),
+        clipping=clipping,
+        noise_impl=noise_impl,
+        breakdown=breakdown,
+        cuda_graph=cuda_graph,
+        chunk_bytes=parse_size(chunk_size),
+        host_threads=host_threads,
+        host_mem_limit=parse_size(host_mem_limit) if host_mem_limit else None,
+        dtype=dtype,
+        max_seconds=max_seconds,
+    )
