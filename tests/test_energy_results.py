@@ -68,13 +68,20 @@ def test_rapl_package_energy_with_wraparound(tmp_path):
 
 
 def test_append_is_one_line_per_record_and_loads_back(tmp_path):
+    from lazydp_bench.records.schema import new_header
+
+    def record(run_id: str, algo: str, step_ms: float) -> dict:
+        head = {**new_header("ok"), "run_id": run_id}
+        timing = {"step_median_ms": step_ms}
+        return {**head, "config": {"algo": algo}, "env": {}, "timing": timing, "stages": []} | {
+            "memory": {}
+        }
+
     path = tmp_path / "runs.jsonl"
-    append_record(
-        path, {"schema_version": 1, "run_id": "a", "config": {"algo": "sgd"}, "x": float("inf")}
-    )
-    append_record(path, {"schema_version": 1, "run_id": "b", "config": {"algo": "lazydp"}})
+    append_record(path, record("a", "sgd", float("inf")))
+    append_record(path, record("b", "lazydp", 1.0))
     lines = path.read_text().splitlines()
-    assert len(lines) == 2 and json.loads(lines[0])["x"] is None
+    assert len(lines) == 2 and json.loads(lines[0])["timing"]["step_median_ms"] is None
     with open(path, "a") as f:
         f.write('{"schema_version": 1, "run_id": "torn"')  # a crash mid-write
     with pytest.warns(UserWarning, match="malformed"):

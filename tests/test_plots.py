@@ -75,7 +75,7 @@ def test_csv_numbers_equal_record_medians(records):
             "step_median_ms"
         ]
         for r in records
-        if r.get("kind") is None
+        if r.get("kind") == "run"
     }
     ok = res.data[res.data["status"] == "ok"]
     assert len(ok) == 9  # sgd, dpsgd-f, lazydp x (96MB, 9.6GB gpu; 960MB hybrid)
@@ -85,7 +85,7 @@ def test_csv_numbers_equal_record_medians(records):
 
 
 def test_runs_from_two_machines_are_not_mixed(records):
-    other = json.loads(json.dumps([r for r in records if r.get("kind") is None]))
+    other = json.loads(json.dumps([r for r in records if r.get("kind") == "run"]))
     for r in other:
         r["env"]["gpu_name"] = "NVIDIA H200"
         r["created_utc"] = "2026-11-24T00:00:00+00:00"
@@ -168,7 +168,7 @@ def _variant(rec: dict, **changes) -> dict:
 
 
 def test_step_figures_prefer_graph_replays_even_when_older(records):
-    base = [r for r in records if r.get("kind") is None]
+    base = [r for r in records if r.get("kind") == "run"]
     sgd = next(r for r in base if r["config"]["algo"] == "sgd")
     eager = _variant(sgd, config__breakdown=False, timing__step_median_ms=111.0)
     eager["created_utc"] = "2026-11-30T00:00:00+00:00"  # newest
@@ -183,7 +183,7 @@ def test_step_figures_prefer_graph_replays_even_when_older(records):
 
 
 def test_sensitivity_figure_uses_the_size_whose_runs_vary_the_axis(records):
-    base = [r for r in records if r.get("kind") is None and r["config"]["placement"] == "gpu"]
+    base = [r for r in records if r.get("kind") == "run" and r["config"]["placement"] == "gpu"]
     small = min(r["config"]["table_bytes"] for r in base)
     extra = [
         _variant(r, config__pooling=10, timing__step_median_ms=r["timing"]["step_median_ms"] * 2)
@@ -200,7 +200,7 @@ def test_sensitivity_figure_uses_the_size_whose_runs_vary_the_axis(records):
 def test_torch_engine_runs_only_feed_fig5_torch(records):
     """A newer --noise-impl torch run of a point must not replace the fused-engine run in
     the comparison figures; fig5-torch draws it (and only it)."""
-    base = [r for r in records if r.get("kind") is None]
+    base = [r for r in records if r.get("kind") == "run"]
     dp = next(r for r in base if r["config"]["algo"] == "dpsgd-f")
     torch_run = _variant(dp, config__noise_impl="torch", timing__step_median_ms=999.0)
     torch_run["created_utc"] = "2026-11-30T00:00:00+00:00"  # newest
@@ -219,7 +219,7 @@ def test_torch_engine_runs_only_feed_fig5_torch(records):
 def test_energy_figure_skips_runs_too_short_for_the_counter(records):
     """A newer graph replay without energy (window under the NVML update period) must not
     blank the point: fig12 takes the run that measured energy."""
-    base = [r for r in records if r.get("kind") is None]
+    base = [r for r in records if r.get("kind") == "run"]
     before = make_figure("fig12", records)
     plt.close(before.figure)
     short = []

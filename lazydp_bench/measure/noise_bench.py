@@ -16,11 +16,10 @@ from collections.abc import Callable
 
 import torch
 
-from lazydp_bench import __version__
 from lazydp_bench.dp.noise import DenseNoiseEngine, make_engine
 from lazydp_bench.measure.env import machine_info
 from lazydp_bench.measure.profiling import NULL_TIMER
-from lazydp_bench.records.store import SCHEMA_VERSION, new_run_id, utc_now
+from lazydp_bench.records.schema import new_header
 
 _COPY_BYTES = 2**30
 _DIM = 128
@@ -123,13 +122,8 @@ def _record(
     memory_bound = copy_bps / 8  # float32 samples per second for one read + write each
     bound = min(memory_bound, arithmetic_bound or memory_bound)
     return {
-        "schema_version": SCHEMA_VERSION,
         "kind": "bench_noise",
-        "run_id": new_run_id(),
-        "created_utc": utc_now(),
-        "tool_version": __version__,
-        "status": "ok",
-        "error": None,
+        **new_header("ok"),
         "config": {
             "algo": f"noise:{impl}",
             "bench": "noise",

@@ -3,33 +3,23 @@
 A line is written with a single `write` on an O_APPEND descriptor and fsynced, so a crash
 leaves either the whole record or nothing (a torn last line, if the OS ever produced
 one, is skipped on load with a warning). Units live in field names; a missing
-measurement is null, never 0. `schema_version` + `upgrade()` keep old records loading.
+measurement is null, never 0. Every line written is a record `schema.from_dict` accepts;
+`upgrade()` brings older versions to the current schema on load.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import math
 import os
-import uuid
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
 from lazydp_bench.errors import BenchError
+from lazydp_bench.records.schema import SCHEMA_VERSION, Record, from_dict, to_dict
 
-SCHEMA_VERSION = 2
 RUNS_FILE = "runs.jsonl"
-STATUSES = ("ok", "oom", "timeout", "error", "skipped")
-
-
-def new_run_id() -> str:
-    return uuid.uuid4().hex[:12]
-
-
-def utc_now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _finite(obj):
@@ -55,8 +45,10 @@ def ensure_writable(out_dir: Path) -> Path:
     return path
 
 
-def append_record(path: Path, record: dict) -> None:
-    line = (json.dumps(_finite(record), allow_nan=False, sort_keys=False) + "\n").encode()
+def append_record(path: Path, record: dict | Record) -> None:
+    """Append one record (checked against the schema first: nothing malformed is written)."""
+    typed = record if isinstance(record, Record) else from_dict(_finite(record))
+    line = (json.dumps(to_dict(typed), allow_nan=False, sort_keys=False) + "\n").encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         written = os.write(fd, line)
@@ -70,11 +62,15 @@ def append_record(path: Path, record: dict) -> None:
 def upgrade(record: dict) -> dict:
     """Bring an older record to the current schema.
 
-    v2: `bench noise` records spell the host placement `cpu` (v1: `host`) and carry the
-    engine's key width and the pass's bounds (null where v1 did not measure them)."""
+    v2: every record names its `kind` (v1 run records had none); `bench noise` records
+    spell the host placement `cpu` (v1: `host`) and carry the engine's key width and the
+    pass's bounds (null where v1 did not measure them)."""
     version = record.get("schema_version", 1)
     if version > SCHEMA_VERSION:
         raise BenchError(f"record {record.get('run_id')} has newer schema {version}")
+    if version < 2:
+        record.setdefault("kind", "run")
+        record["schema_version"] = 2
     if version < 2 and record.get("kind") == "bench_noise":
         config = record.get("config") or {}
         if config.get("placement") == "host":
@@ -84,7 +80,6 @@ def upgrade(record: dict) -> dict:
         for key in ("memory_bound_samples_per_s", "arithmetic_bound_samples_per_s"):
             bench.setdefault(key, None)
         bench.setdefault("pct_of_bound", None)
-        record["schema_version"] = 2
     return record
 
 
@@ -107,7 +102,8 @@ def load_records(paths: Iterable[Path]) -> list[dict]:
             if not line.strip():
                 continue
             try:
-                records.append(upgrade(json.loads(line)))
-            except json.JSONDecodeError:
-                warnings.warn(f"{path}:{n}: skipping a malformed line", stacklevel=2)
+                records.append(to_dict(from_dict(upgrade(json.loads(line)))))
+            except (json.JSONDecodeError, BenchError) as exc:
+                why = "not JSON" if isinstance(exc, json.JSONDecodeError) else str(exc)
+                warnings.warn(f"{path}:{n}: skipping a malformed line ({why})", stacklevel=2)
     return records

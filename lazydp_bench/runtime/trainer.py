@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import torch
 
-from lazydp_bench import __version__
 from lazydp_bench.algorithms import AlgoContext, get_algorithm
 from lazydp_bench.algorithms.base import Algorithm
 from lazydp_bench.config import RunConfig
@@ -48,7 +47,7 @@ from lazydp_bench.placement.layout import (
     machine_limits,
 )
 from lazydp_bench.placement.registry import PLACEMENTS, make_placement
-from lazydp_bench.records.store import SCHEMA_VERSION, new_run_id, utc_now
+from lazydp_bench.records.schema import new_header
 from lazydp_bench.runtime.graph_step import GraphedStep, graph_blocker
 from lazydp_bench.runtime.host_work import HostWork
 from lazydp_bench.runtime.sparse import SparseOps
@@ -382,12 +381,8 @@ def _base_record(plan: RunPlan) -> dict:
             privacy["note"] = "NOT DP-SGD-equivalent: no epsilon is reported"
     need = plan.needs[plan.placement]
     return {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": new_run_id(),
-        "created_utc": utc_now(),
-        "tool_version": __version__,
-        "status": None,
-        "error": None,
+        **new_header(),
+        "kind": "run",
         "config": {
             "algo": cfg.algo,
             "summary": plan.algo.summary,

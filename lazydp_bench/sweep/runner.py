@@ -21,13 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from lazydp_bench import __version__
 from lazydp_bench.algorithms import ALGORITHMS
 from lazydp_bench.config import RunConfig
 from lazydp_bench.errors import DoesNotFit
 from lazydp_bench.measure.env import machine_info
 from lazydp_bench.placement.layout import MemoryLimits
-from lazydp_bench.records.store import RUNS_FILE, SCHEMA_VERSION, load_records, new_run_id, utc_now
+from lazydp_bench.records.schema import new_header
+from lazydp_bench.records.store import RUNS_FILE, load_records
 from lazydp_bench.runtime.trainer import RunPlan, plan_run
 from lazydp_bench.workloads import load_workload
 
@@ -109,12 +109,8 @@ def _stub_record(point: Point, status: str, error: str, limits: MemoryLimits) ->
         n = point.plan.needs[point.plan.placement]
         need = {"estimate_gpu_bytes": n.gpu_bytes, "estimate_host_bytes": n.host_bytes}
     return {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": new_run_id(),
-        "created_utc": utc_now(),
-        "tool_version": __version__,
-        "status": status,
-        "error": error,
+        "kind": "run",
+        **new_header(status, error),
         "config": {
             "algo": cfg.algo,
             "workload": point.plan.workload.name if point.plan else cfg.workload,

@@ -1,0 +1,91 @@
+"""The record schema: what the writer accepts, what the loader upgrades and skips, and the
+README's record section checked against the dataclasses."""
+
+import json
+import re
+
+import pytest
+
+from lazydp_bench.errors import BenchError
+from lazydp_bench.records.schema import (
+    KINDS,
+    BenchRecord,
+    RunRecord,
+    field_names,
+    from_dict,
+    new_header,
+    to_dict,
+)
+from lazydp_bench.records.store import append_record, load_records, upgrade
+from tests.conftest import ROOT
+
+OK_RUN = {
+    **new_header("ok"),
+    "kind": "run",
+    "config": {"algo": "sgd"},
+    "env": {},
+    "timing": {"step_median_ms": 1.0},
+    "stages": [],
+    "memory": {},
+}
+
+
+def test_a_complete_run_record_round_trips():
+    rec = from_dict(OK_RUN)
+    assert isinstance(rec, RunRecord) and rec.energy is None  # not measured: null
+    assert to_dict(rec) == {
+        **OK_RUN,
+        **{k: None for k in ("privacy", "energy", "noise")},
+        "sweep": None,
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"kind": "bogus"}, "unknown record kind"),
+        ({"extra": 1}, "unknown run record field(s): extra"),
+        ({"status": "fine"}, "status must be one of"),
+        ({"timing": None}, "an ok run record needs 'timing'"),
+        ({"config": "sgd"}, "'config' must be an object"),
+        ({"schema_version": 1}, "was not upgraded"),
+    ],
+)
+def test_malformed_records_are_refused(change, message):
+    with pytest.raises(BenchError, match=re.escape(message)):
+        from_dict({**OK_RUN, **change})
+
+
+def test_a_missing_field_is_refused_and_nothing_is_written(tmp_path):
+    path = tmp_path / "runs.jsonl"
+    broken = {k: v for k, v in OK_RUN.items() if k != "env"}
+    with pytest.raises(BenchError, match="incomplete run record"):
+        append_record(path, broken)
+    assert not path.exists() or path.read_text() == ""
+    stub = {**OK_RUN, "status": "skipped", "timing": None, "stages": None, "memory": None}
+    append_record(path, stub)  # a stub may leave its measurements null
+    assert json.loads(path.read_text())["status"] == "skipped"
+
+
+def test_loader_skips_a_schema_invalid_line_with_its_place(tmp_path):
+    path = tmp_path / "runs.jsonl"
+    append_record(path, OK_RUN)
+    with open(path, "a") as f:
+        f.write(json.dumps({**OK_RUN, "status": "fine"}) + "\n")
+    with pytest.warns(UserWarning, match=r"runs.jsonl:2: skipping a malformed line"):
+        records = load_records([path])
+    assert [r["status"] for r in records] == ["ok"]
+
+
+def test_v1_run_records_gain_their_kind():
+    v1 = {k: v for k, v in OK_RUN.items() if k != "kind"} | {"schema_version": 1}
+    assert isinstance(from_dict(upgrade(v1)), RunRecord)
+
+
+def test_readme_record_section_names_every_field():
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Records") : readme.index("### `sweep`")]
+    for cls in KINDS.values():
+        for name in field_names(cls):
+            assert name in section, f"README's Records section does not name {name!r}"
+    assert BenchRecord.kind in section
