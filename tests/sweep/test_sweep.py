@@ -10,8 +10,7 @@ import time
 from lazydp_bench.config import RunConfig
 from lazydp_bench.sweep.presets import expand_preset
 from lazydp_bench.sweep.runner import grid_configs
-from tests.conftest import ROOT
-from tests.test_cli import cli
+from tests.conftest import ROOT, cli
 
 TINY = ("--workload", "tiny", "--iterations", "2", "--warmup", "1", "--noise-multiplier", "1")
 

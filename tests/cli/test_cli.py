@@ -1,27 +1,11 @@
 """The CLI end to end on the tiny workload, and every bad input's one-line error."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from lazydp_bench.measure.stages import Stage
-from tests.conftest import ROOT
-
-
-def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "160", "OMP_NUM_THREADS": "2"}
-    return subprocess.run(
-        [sys.executable, "-m", "lazydp_bench", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd or ROOT,
-        env=env,
-        timeout=300,
-    )
-
+from tests.conftest import cli
 
 TINY = ("--workload", "tiny", "--table-size", "full", "--iterations", "3", "--warmup", "1")
 

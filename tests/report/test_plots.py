@@ -9,8 +9,7 @@ import pytest
 
 from lazydp_bench.records.store import load_records
 from lazydp_bench.report.figures import ALL_FIGURES, make_figure
-from tests.conftest import ROOT
-from tests.test_cli import cli
+from tests.conftest import ROOT, cli
 
 FIXTURE = ROOT / "tests" / "data" / "h100_records.jsonl"
 
