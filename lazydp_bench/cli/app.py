@@ -3,8 +3,6 @@ function; `BenchError` becomes a one-line message and exit code 2 (no traceback)
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -16,6 +14,8 @@ from rich.table import Table
 
 from lazydp_bench.algorithms import get_algorithm
 from lazydp_bench.cli import options as o
+from lazydp_bench.cli.edge import err_console, user_errors
+from lazydp_bench.config import RunConfig
 from lazydp_bench.errors import BenchError
 from lazydp_bench.units import format_bytes, parse_size
 
@@ -27,16 +27,6 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
-err_console = Console(stderr=True)
-
-
-@contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    try:
-        yield
-    except BenchError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
 
 
 def split_list(text: str) -> list[str]:
@@ -82,6 +72,7 @@ Opt = typer.Option
 
 
 @app.command()
+@o.with_run_options
 def run(
     algo: Annotated[str, Opt(help=o.ALGO_HELP)] = o.DEFAULT_ALGOS,
     workload: Annotated[
@@ -104,31 +95,11 @@ def run(
     placement: Annotated[
         str, Opt(help="auto, gpu, hybrid (tables in host RAM, MLPs on GPU) or cpu.")
     ] = "auto",
-    iterations: o.Iterations = 10,
-    warmup: o.Warmup = 3,
-    seed: o.Seed = 0,
-    lr: o.Lr = 0.01,
-    lr_decay: o.LrDecay = 0.0,
-    momentum: o.Momentum = 0.0,
-    weight_decay: o.WeightDecay = 0.0,
-    clip_norm: o.ClipNorm = 0.4,
-    noise_multiplier: o.NoiseMultiplier = None,
-    epsilon: o.Epsilon = 50.0,
-    delta: o.Delta = 1e-5,
-    dataset_size: o.DatasetSize = 45_840_617,
-    epochs: o.Epochs = 1.0,
-    clipping: o.Clipping = None,
-    noise_impl: o.NoiseImpl = "auto",
-    breakdown: o.Breakdown = True,
-    cuda_graph: o.CudaGraph = "auto",
-    chunk_size: o.ChunkSize = "256MiB",
-    host_threads: o.HostThreads = None,
-    host_mem_limit: o.HostMemLimit = None,
-    dtype: o.Dtype = "float32",
-    max_seconds: o.MaxSeconds = None,
     out: Annotated[Path, Opt(help="Directory whose runs.jsonl gets one record per run.")] = Path(
         "runs"
     ),
+    *,
+    base: RunConfig,
 ) -> None:
     """Train a few steps of each algorithm and print the per-stage breakdown."""
     from lazydp_bench.records.store import append_record, ensure_writable
@@ -136,30 +107,6 @@ def run(
     from lazydp_bench.runtime.trainer import execute, plan_run
 
     with user_errors():
-        base = o.base_config(
-            iterations=iterations,
-            warmup=warmup,
-            seed=seed,
-            lr=lr,
-            lr_decay=lr_decay,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            clip_norm=clip_norm,
-            noise_multiplier=noise_multiplier,
-            epsilon=epsilon,
-            delta=delta,
-            dataset_size=dataset_size,
-            epochs=epochs,
-            clipping=clipping,
-            noise_impl=noise_impl,
-            breakdown=breakdown,
-            cuda_graph=cuda_graph,
-            chunk_size=chunk_size,
-            host_threads=host_threads,
-            host_mem_limit=host_mem_limit,
-            dtype=dtype,
-            max_seconds=max_seconds,
-        )
         configs = [
             replace(
                 base,
@@ -289,6 +236,7 @@ def _int_list(text: str, name: str) -> tuple[int, ...]:
 
 
 @app.command()
+@o.with_run_options
 def sweep(
     preset: Annotated[
         str | None, Opt(help="Paper grid: fig3, fig5, fig10, fig11, fig12, fig13a-d, fig14, paper.")
@@ -302,28 +250,6 @@ def sweep(
     distribution: Annotated[str | None, Opt(help="Comma list: uniform, zipf:A, low, ...")] = None,
     workload: Annotated[str | None, Opt(help="Comma list of workloads.")] = None,
     placement: Annotated[str | None, Opt(help="Comma list: auto, gpu, hybrid, cpu.")] = None,
-    iterations: o.Iterations = 10,
-    warmup: o.Warmup = 3,
-    seed: o.Seed = 0,
-    lr: o.Lr = 0.01,
-    lr_decay: o.LrDecay = 0.0,
-    momentum: o.Momentum = 0.0,
-    weight_decay: o.WeightDecay = 0.0,
-    clip_norm: o.ClipNorm = 0.4,
-    noise_multiplier: o.NoiseMultiplier = None,
-    epsilon: o.Epsilon = 50.0,
-    delta: o.Delta = 1e-5,
-    dataset_size: o.DatasetSize = 45_840_617,
-    epochs: o.Epochs = 1.0,
-    clipping: o.Clipping = None,
-    noise_impl: o.NoiseImpl = "auto",
-    breakdown: o.Breakdown = True,
-    cuda_graph: o.CudaGraph = "auto",
-    chunk_size: o.ChunkSize = "256MiB",
-    host_threads: o.HostThreads = None,
-    host_mem_limit: o.HostMemLimit = None,
-    dtype: o.Dtype = "float32",
-    max_seconds: o.MaxSeconds = None,
     point_timeout: Annotated[
         float, Opt(help="Seconds before a point is killed (timeout).")
     ] = 1800.0,
@@ -332,6 +258,8 @@ def sweep(
     out: Annotated[Path, Opt(help="Directory whose runs.jsonl gets one record per point.")] = Path(
         "runs"
     ),
+    *,
+    base: RunConfig,
 ) -> None:
     """Run a grid of points, each in its own process; OOM, crashes and hangs become records."""
     from lazydp_bench.placement.layout import machine_limits
@@ -340,30 +268,6 @@ def sweep(
     from lazydp_bench.sweep.runner import grid_configs, plan_points, run_sweep
 
     with user_errors():
-        base = o.base_config(
-            iterations=iterations,
-            warmup=warmup,
-            seed=seed,
-            lr=lr,
-            lr_decay=lr_decay,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            clip_norm=clip_norm,
-            noise_multiplier=noise_multiplier,
-            epsilon=epsilon,
-            delta=delta,
-            dataset_size=dataset_size,
-            epochs=epochs,
-            clipping=clipping,
-            noise_impl=noise_impl,
-            breakdown=breakdown,
-            cuda_graph=cuda_graph,
-            chunk_size=chunk_size,
-            host_threads=host_threads,
-            host_mem_limit=host_mem_limit,
-            dtype=dtype,
-            max_seconds=max_seconds,
-        )
         grids = expand_preset(preset) if preset else [{"algo": tuple(split_list(o.DEFAULT_ALGOS))}]
         overrides = {
             "algo": tuple(split_list(algo)) if algo else None,

@@ -1,20 +1,25 @@
 """The options of one measured run, defined once for `run` and `sweep`.
 
-Each option is an `Annotated` type with its help text; both commands declare all of them
-(a test checks that `sweep` accepts every option of `run`), and `base_config` turns the
-values that are not sweep axes into a `RunConfig`, so a run and a sweep point built from
-the same flags are the same configuration. The axes (algorithm, workload, size, batch,
-pooling, distribution, placement) are single values in `run` (the algorithm a comma list)
-and comma lists in `sweep`.
+Each option is an `Annotated` type with its help text and default (`SHARED`);
+`with_run_options` adds all of them to a command's signature, which typer reads, and
+hands the command one `RunConfig` (`base_config`: every value that is not a sweep axis),
+so a run and a sweep point built from the same flags are the same configuration. The
+axes (algorithm, workload, size, batch, pooling, distribution, placement) are the
+commands' own options: single values in `run` (the algorithm a comma list), comma lists
+in `sweep`.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 
 from lazydp_bench.algorithms import ALGORITHMS
+from lazydp_bench.cli.edge import user_errors
 from lazydp_bench.config import LRSchedule, PrivacyConfig, RunConfig
 from lazydp_bench.units import parse_size
 
@@ -108,3 +113,54 @@ def base_config(
         dtype=dtype,
         max_seconds=max_seconds,
     )
+
+
+# name, option, default: every run option that is not a sweep axis, in --help order
+SHARED: tuple[tuple[str, Any, Any], ...] = (
+    ("iterations", Iterations, 10),
+    ("warmup", Warmup, 3),
+    ("seed", Seed, 0),
+    ("lr", Lr, 0.01),
+    ("lr_decay", LrDecay, 0.0),
+    ("momentum", Momentum, 0.0),
+    ("weight_decay", WeightDecay, 0.0),
+    ("clip_norm", ClipNorm, 0.4),
+    ("noise_multiplier", NoiseMultiplier, None),
+    ("epsilon", Epsilon, 50.0),
+    ("delta", Delta, 1e-5),
+    ("dataset_size", DatasetSize, 45_840_617),
+    ("epochs", Epochs, 1.0),
+    ("clipping", Clipping, None),
+    ("noise_impl", NoiseImpl, "auto"),
+    ("breakdown", Breakdown, True),
+    ("cuda_graph", CudaGraph, "auto"),
+    ("chunk_size", ChunkSize, "256MiB"),
+    ("host_threads", HostThreads, None),
+    ("host_mem_limit", HostMemLimit, None),
+    ("dtype", Dtype, "float32"),
+    ("max_seconds", MaxSeconds, None),
+)
+
+
+def with_run_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give a typer command every option in `SHARED`, after its own; the command takes
+    them as one keyword argument, `base: RunConfig`, instead of one parameter each."""
+    own = [
+        p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "base"
+    ]
+    shared = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
+        for name, kind, default in SHARED
+    ]
+
+    @functools.wraps(command)
+    def wrapper(**values: Any) -> None:
+        options = {name: values.pop(name) for name, _, _ in SHARED}
+        with user_errors():  # RunConfig checks its values: bad input is one line, exit 2
+            base = base_config(**options)
+        return command(base=base, **values)
+
+    del wrapper.__wrapped__  # typer must read the wrapper's signature, not the command's
+    wrapper.__signature__ = inspect.Signature([*own, *shared])
+    wrapper.__annotations__ = {p.name: p.annotation for p in [*own, *shared]}
+    return wrapper
