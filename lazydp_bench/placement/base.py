@@ -105,6 +105,7 @@ class Placement(ABC):
 
     name: ClassVar[str]
     timer_mode: ClassVar[str] = "sync_wall"  # cuda_events only when all work is on one GPU
+    graph_blocker: ClassVar[str | None] = None  # why its steps cannot be CUDA graphs
 
     def __init__(self, table_device: torch.device, mlp_device: torch.device) -> None:
         self.table_device = table_device

@@ -11,6 +11,7 @@ from lazydp_bench.placement.base import InPlace, MemoryNeed, Merged, OwedNoiseDe
 
 class CpuPlacement(Placement):
     name = "cpu"
+    graph_blocker = "cpu placement runs no GPU work"
 
     @classmethod
     def create(cls) -> CpuPlacement:

@@ -29,6 +29,7 @@ import torch
 from lazydp_bench.data import Batch
 from lazydp_bench.measure.profiling import NULL_TIMER, StageTimer
 from lazydp_bench.measure.stages import Stage
+from lazydp_bench.placement.registry import PLACEMENTS
 
 MIN_WARMUP = 2  # eager steps before capture: Triton compiles, cuBLAS and autograd warm up
 
@@ -47,8 +48,9 @@ def graph_blocker(
     """Why this run cannot replay a captured step (None: it can). `mode` is auto|on|off."""
     if mode == "off":
         return "--cuda-graph off"
+    blocked_by_placement = PLACEMENTS[placement].graph_blocker
     reasons = [
-        (placement == "cpu", "cpu placement runs no GPU work"),
+        (blocked_by_placement is not None, blocked_by_placement),
         (not graphable, "the algorithm's step changes shape with the step index"),
         (breakdown, "stage breakdown needs eager steps (use --no-breakdown)"),
         (private and noise_impl == "torch", "the torch noise engine takes seeds as arguments"),
