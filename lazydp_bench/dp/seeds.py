@@ -54,11 +54,11 @@ def keyed_cpu_generator(*key: int) -> torch.Generator:
     312 outputs are the 624 state words, written through `set_state`, so torch's
     vectorized normal_ still draws the samples. (SeedSequence.generate_state(624) alone
     costs ~50 us with the GIL held, once per 16 MiB chunk: too slow for 16 threads.)"""
-    # Fixed-width words plus the word count: SeedSequence alone reads a list of ints as
-    # variable-width 32-bit words and ignores trailing zeros, so (7, 1) and (7 + 2**32,),
-    # or (7,) and (7, 0), would be the same key.
+    # Two 32-bit words per key word, plus the word count: SeedSequence reads each int (even
+    # of a uint64 array) as variable-width 32-bit words and ignores trailing zeros, so
+    # (7, 1) and (7 + 2**32,), or (7,) and (7, 0), would otherwise be the same key.
     words64 = [int(k) & MASK64 for k in key] + [len(key)]
-    seq = np.random.SeedSequence(np.array(words64, dtype=np.uint64))
+    seq = np.random.SeedSequence(np.array(words64, dtype=np.uint64).view(np.uint32))
     words = np.random.PCG64DXSM(seq).random_raw(_MT_WORDS // 2).view(np.uint32)
     gen = torch.Generator()
     state = gen.get_state().numpy().copy()

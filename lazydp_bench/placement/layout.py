@@ -49,9 +49,12 @@ def gpu_free_bytes() -> int | None:
     if not torch.cuda.is_available():
         return None
     dev = open_device(0)
-    if isinstance(dev, str):
+    try:
+        if isinstance(dev, str):
+            raise RuntimeError(dev)
+        return int(dev.lib.nvmlDeviceGetMemoryInfo(dev.handle).free)
+    except Exception:  # NVML missing or failing: ask CUDA after all
         return int(torch.cuda.mem_get_info()[0])
-    return int(dev.lib.nvmlDeviceGetMemoryInfo(dev.handle).free)
 
 
 def machine_limits(host_limit: int | None = None) -> MemoryLimits:

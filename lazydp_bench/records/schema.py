@@ -79,6 +79,7 @@ class RunRecord(Record):
     energy: dict | None = None
     noise: dict | None = None
     sweep: dict | None = None  # a sweep point's key and timeout
+    traceback: str | None = None  # where an `error` run failed
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -191,6 +191,7 @@ def test_keyed_generator_uses_every_bit_of_every_key_word():
     draws = set()
     keys = [(7,), (7 + 2**32,), (7 + 2**48,), (7 + 2**63,), (7, 0), (7, 1), (7, 2**40)]
     keys += [(1 << 32, 0), (0, 1, 0), (1, 0)]  # word boundaries and trailing zeros
+    keys += [(7 + 5 * 2**32, 3), (7, 5 + 3 * 2**32)]  # the same 32-bit words, split apart
     for key in keys:
         gen = keyed_cpu_generator(*key)
         draws.add(tuple(torch.empty(4).normal_(generator=gen).tolist()))

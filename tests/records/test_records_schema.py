@@ -35,8 +35,7 @@ def test_a_complete_run_record_round_trips():
     assert isinstance(rec, RunRecord) and rec.energy is None  # not measured: null
     assert to_dict(rec) == {
         **OK_RUN,
-        **{k: None for k in ("privacy", "energy", "noise")},
-        "sweep": None,
+        **{k: None for k in ("privacy", "energy", "noise", "sweep", "traceback")},
     }
 
 
@@ -89,3 +88,21 @@ def test_readme_record_section_names_every_field():
         for name in field_names(cls):
             assert name in section, f"README's Records section does not name {name!r}"
     assert BenchRecord.kind in section
+
+
+def test_a_failed_run_is_recorded_with_its_traceback(tmp_path, monkeypatch):
+    """A run that raises becomes an error record (with where it failed) that the writer
+    accepts: a crash never loses the record or stops a sweep."""
+    from lazydp_bench.runtime import trainer
+    from tests.conftest import tiny_config
+
+    def broken(*_args, **_kw):
+        raise RuntimeError("a kernel failed")
+
+    monkeypatch.setattr(trainer, "_measure", broken)
+    record = trainer.execute(trainer.plan_run(tiny_config("sgd")))
+    assert record["status"] == "error" and "a kernel failed" in record["error"]
+    assert "RuntimeError" in record["traceback"]
+    path = tmp_path / "runs.jsonl"
+    append_record(path, record)
+    assert load_records([path])[0]["traceback"] == record["traceback"]
