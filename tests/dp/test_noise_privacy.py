@@ -239,3 +239,41 @@ def test_engine_draws_are_standard_normal(name):
     assert d < 1.95 / math.sqrt(n), d
     assert abs(z.var().item() - 1) < 5 * math.sqrt(2 / n)
     assert abs(z.mean().item()) < 5 / math.sqrt(n)
+
+
+def test_prv_mesh_stops_growing_and_its_error_is_stated():
+    """PRV's mesh has ~sqrt(steps) / eps_error points: past PRV_REF_STEPS the error grows
+    so the mesh does not, and the plan states the error it used."""
+    from lazydp_bench.dp.privacy import PRV_EPS_ERROR, PRV_REF_STEPS, prv_eps_error
+
+    def mesh(steps):
+        return math.sqrt(steps) / prv_eps_error(steps)
+
+    assert prv_eps_error(1_000) == prv_eps_error(PRV_REF_STEPS) == PRV_EPS_ERROR
+    for steps in (10**5, 5_730_078, 10**9):
+        assert mesh(steps) == pytest.approx(mesh(PRV_REF_STEPS))
+    plan = plan_privacy(PrivacyConfig(noise_multiplier=1.0), 2048)
+    assert plan.epsilon_prv_error == prv_eps_error(plan.steps)
+
+
+_ACCOUNTING_PROBE = """
+import json, resource
+from lazydp_bench.config import PrivacyConfig
+from lazydp_bench.dp.privacy import plan_privacy
+plan = plan_privacy(PrivacyConfig(), 8)  # the paper's epsilon 50 at batch 8: 5.7 M steps
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"peak": peak, "rdp": plan.epsilon_rdp, "prv": plan.epsilon_prv,
+                  "err": plan.epsilon_prv_error}))
+"""
+
+
+def test_accounting_at_a_tiny_batch_stays_in_bounded_memory():
+    """At batch 8 (5.7 M steps per Criteo epoch) PRV took 7.6 GB before its mesh was bounded."""
+    out = subprocess.run(
+        [sys.executable, "-c", _ACCOUNTING_PROBE], capture_output=True, text=True, cwd=ROOT
+    )
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    assert got["peak"] < 3 * 2**30, got
+    assert got["rdp"] == pytest.approx(50, rel=1e-3)  # sigma derived for epsilon 50
+    assert got["prv"] <= got["rdp"] and got["err"] > 0.01
