@@ -6,6 +6,7 @@ Every default that changes a measurement lives here, next to its reason, so a re
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 from lazydp_bench.errors import BenchError
@@ -16,6 +17,15 @@ NOISE_MODES = ("gaussian", "unit", "off")
 DTYPES = ("float32", "float64")
 CUDA_GRAPH_MODES = ("auto", "on", "off")
 DEFAULT_CHUNK_BYTES = 256 * 2**20  # bound on any noise buffer: never table-sized
+
+
+def _check(flag: str, value: float, *, low: float, inclusive: bool = False) -> None:
+    """A finite number above `low` (or at it, `inclusive`): nan and inf are refused, since
+    they would run and record nonsense, or hang an accountant."""
+    ok = math.isfinite(value) and (value >= low if inclusive else value > low)
+    if not ok:
+        bound = ">=" if inclusive else ">"
+        raise BenchError(f"{flag} must be a finite number {bound} {low:g}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -32,13 +42,16 @@ class LRSchedule:
     weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
-        if not self.base > 0:
-            raise BenchError(f"--lr must be positive, got {self.base}")
-        if self.decay < 0:
-            raise BenchError(f"--lr-decay must be >= 0, got {self.decay}")
+        _check("--lr", self.base, low=0.0)
+        _check("--lr-decay", self.decay, low=0.0, inclusive=True)
+        _check("--momentum", self.momentum, low=0.0, inclusive=True)
+        _check("--weight-decay", self.weight_decay, low=0.0, inclusive=True)
 
     def lr(self, step: int) -> float:
         return self.base / (1.0 + self.decay * step)
+
+
+DEFAULT_EPSILON = 50.0  # the paper's
 
 
 @dataclass(frozen=True)
@@ -53,25 +66,32 @@ class PrivacyConfig:
 
     clip_norm: float = 0.4
     noise_multiplier: float | None = None
-    epsilon: float = 50.0
+    epsilon: float | None = None  # the target when sigma is derived (default 50)
     delta: float = 1e-5
     dataset_size: int = 45_840_617
     epochs: float = 1.0
     noise_mode: str = "gaussian"
 
     def __post_init__(self) -> None:
-        if not self.clip_norm > 0:
-            raise BenchError(f"--clip-norm must be positive, got {self.clip_norm}")
-        if self.noise_multiplier is not None and self.noise_multiplier < 0:
-            raise BenchError(f"--noise-multiplier must be >= 0, got {self.noise_multiplier}")
-        if not self.epsilon > 0:
-            raise BenchError(f"--epsilon must be positive, got {self.epsilon}")
+        _check("--clip-norm", self.clip_norm, low=0.0)
+        if self.noise_multiplier is not None:
+            _check("--noise-multiplier", self.noise_multiplier, low=0.0, inclusive=True)
+            if self.epsilon is not None:
+                raise BenchError(
+                    "give --noise-multiplier or --epsilon, not both (sigma is derived from "
+                    "epsilon only when no multiplier is given)"
+                )
+        if self.epsilon is not None:
+            _check("--epsilon", self.epsilon, low=0.0)
         if not 0 < self.delta < 1:
             raise BenchError(f"--delta must be in (0, 1), got {self.delta}")
         if self.dataset_size < 1:
             raise BenchError(f"--dataset-size must be positive, got {self.dataset_size}")
-        if not self.epochs > 0:
-            raise BenchError(f"--epochs must be positive, got {self.epochs}")
+        _check("--epochs", self.epochs, low=0.0)
+
+    @property
+    def target_epsilon(self) -> float:
+        return DEFAULT_EPSILON if self.epsilon is None else self.epsilon
         if self.noise_mode not in NOISE_MODES:
             raise BenchError(f"noise mode must be one of {', '.join(NOISE_MODES)}")
 

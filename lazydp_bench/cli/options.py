@@ -44,7 +44,9 @@ ClipNorm = Annotated[float, Opt(help="Per-example clipping norm C.")]
 NoiseMultiplier = Annotated[
     float | None, Opt(help="sigma; if omitted, derived from --epsilon/--delta (Opacus RDP).")
 ]
-Epsilon = Annotated[float, Opt(help="Target epsilon for deriving sigma.")]
+Epsilon = Annotated[
+    float | None, Opt(help="Target epsilon for deriving sigma (default 50; not with sigma).")
+]
 Delta = Annotated[float, Opt(help="Target delta.")]
 DatasetSize = Annotated[int, Opt(help="Examples in one epoch (sample rate = batch / this).")]
 Epochs = Annotated[float, Opt(help="Epochs of the full training run being accounted.")]
@@ -75,7 +77,7 @@ def base_config(
     weight_decay: float,
     clip_norm: float,
     noise_multiplier: float | None,
-    epsilon: float,
+    epsilon: float | None,
     delta: float,
     dataset_size: int,
     epochs: float,
@@ -126,7 +128,7 @@ SHARED: tuple[tuple[str, Any, Any], ...] = (
     ("weight_decay", WeightDecay, 0.0),
     ("clip_norm", ClipNorm, 0.4),
     ("noise_multiplier", NoiseMultiplier, None),
-    ("epsilon", Epsilon, 50.0),
+    ("epsilon", Epsilon, None),
     ("delta", Delta, 1e-5),
     ("dataset_size", DatasetSize, 45_840_617),
     ("epochs", Epochs, 1.0),

@@ -25,7 +25,6 @@ from functools import lru_cache
 from lazydp_bench.config import PrivacyConfig
 from lazydp_bench.errors import BenchError
 
-
 PRV_EPS_ERROR = 0.01  # Opacus' default
 PRV_REF_STEPS = 25_000  # past this many steps the PRV mesh stops growing (see above)
 
@@ -101,7 +100,13 @@ def plan_privacy(cfg: PrivacyConfig, batch_size: int) -> PrivacyPlan:
     if cfg.noise_multiplier is not None:
         sigma, source = cfg.noise_multiplier, "given"
     else:
-        sigma = derive_noise_multiplier(cfg.epsilon, cfg.delta, sample_rate, steps)
+        try:
+            sigma = derive_noise_multiplier(cfg.target_epsilon, cfg.delta, sample_rate, steps)
+        except ValueError as exc:  # Opacus: "The privacy budget is too low."
+            raise BenchError(
+                f"no noise multiplier reaches epsilon {cfg.target_epsilon} at delta "
+                f"{cfg.delta} over {steps} steps ({exc})"
+            ) from None
         source = "derived from target epsilon (rdp)"
     eps = {}
     note = None

@@ -45,8 +45,12 @@ class Point:
 
 
 def point_key(config: RunConfig) -> str:
-    """Identity of a point for --resume: the whole config, canonical JSON, hashed."""
-    blob = json.dumps(config.to_dict(), sort_keys=True, default=str)
+    """Identity of a point for --resume: the whole config, canonical JSON, hashed. The
+    privacy target is spelled out (50 unless given), as records keyed it before an
+    unset --epsilon was None, so existing results resume."""
+    data = config.to_dict()
+    data["privacy"]["epsilon"] = config.privacy.target_epsilon
+    blob = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 

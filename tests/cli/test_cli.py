@@ -209,3 +209,28 @@ def test_sweep_passes_run_options_into_its_points(tmp_path):
     assert rec["status"] == "ok"
     assert (config["lr"], config["lr_decay"], config["dtype"]) == (0.25, 0.5, "float64")
     assert (config["chunk_bytes"], config["host_threads"]) == (2**20, 1)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--noise-multiplier", "nan"), "--noise-multiplier must be a finite number"),
+        (("--noise-multiplier", "inf"), "--noise-multiplier must be a finite number"),
+        (("--lr", "inf"), "--lr must be a finite number > 0"),
+        (("--lr-decay", "nan"), "--lr-decay must be a finite number >= 0"),
+        (("--clip-norm", "inf"), "--clip-norm must be a finite number > 0"),
+        (("--epsilon", "inf"), "--epsilon must be a finite number > 0"),
+        (("--epochs", "inf"), "--epochs must be a finite number > 0"),
+        (("--noise-multiplier", "1", "--epsilon", "3"), "not both"),
+        (("--epsilon", "1e-9"), "no noise multiplier reaches epsilon 1e-09"),
+    ],
+)
+def test_nonsense_privacy_and_lr_values_are_refused(tmp_path, args, message):
+    """nan/inf once ran (recording `lr: null`, or sigma 10 for epsilon inf) or hung the
+    RDP accountant; a sigma and an epsilon together silently ignored the epsilon."""
+    out = tmp_path / "never"
+    res = cli("run", "--algo", "dpsgd-f", *args, "--out", str(out))
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr
+    assert message in " ".join(res.stderr.split())
+    assert not out.exists()
