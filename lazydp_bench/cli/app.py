@@ -14,7 +14,7 @@ from rich.table import Table
 
 from lazydp_bench.algorithms import get_algorithm
 from lazydp_bench.cli import options as o
-from lazydp_bench.cli.edge import err_console, user_errors
+from lazydp_bench.cli.edge import err_console, user_errors, warnings_as_lines
 from lazydp_bench.config import RunConfig
 from lazydp_bench.errors import BenchError
 from lazydp_bench.units import format_bytes, parse_size
@@ -294,7 +294,7 @@ def sweep(
         if p.plan is None and p.skip_reason and "not implemented" in p.skip_reason:
             err_console.print(f"[yellow]note:[/] {p.skip_reason}: recorded as skipped")
     view = SweepView(points, console)
-    with view.live():
+    with warnings_as_lines(), view.live():
         records = run_sweep(
             points, out, point_timeout, limits, resume, on_start=view.start, on_done=view.done
         )
@@ -338,7 +338,8 @@ def plot(
         bad = [f for f in formats if f not in ("png", "pdf", "svg")]
         if bad:
             raise BenchError(f"unknown format {bad[0]!r} (valid: png, pdf, svg)")
-        records = load_records(results)
+        with warnings_as_lines():
+            records = load_records(results)
         if not records:
             raise BenchError("no records in " + ", ".join(map(str, results)))
         try:

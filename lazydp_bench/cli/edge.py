@@ -21,3 +21,20 @@ def user_errors() -> Iterator[None]:
     except BenchError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+
+
+@contextlib.contextmanager
+def warnings_as_lines() -> Iterator[None]:
+    """The library's warnings (e.g. skipped malformed records) as one `warning:` line each
+    on stderr, not Python's multi-line warning dump."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        try:
+            yield
+        finally:
+            for w in caught:
+                err_console.print(
+                    f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True
+                )

@@ -87,6 +87,13 @@ class RunRecord(Record):
             for name in ("timing", "stages", "memory"):
                 if getattr(self, name) is None:
                     raise BenchError(f"an ok run record needs {name!r}")
+        for stage in self.stages or []:
+            if not isinstance(stage, dict) or not isinstance(stage.get("name"), str):
+                raise BenchError("every stage needs a name")
+            if not isinstance(stage.get("median_ms"), int | float | None):
+                raise BenchError(f"stage {stage['name']!r} needs a numeric median_ms")
+            if "median_ms" not in stage:
+                raise BenchError(f"stage {stage['name']!r} has no median_ms")
 
 
 @dataclass(frozen=True, kw_only=True)

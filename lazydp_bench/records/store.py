@@ -49,8 +49,11 @@ def append_record(path: Path, record: dict | Record) -> None:
     """Append one record (checked against the schema first: nothing malformed is written)."""
     typed = record if isinstance(record, Record) else from_dict(_finite(record))
     line = (json.dumps(to_dict(typed), allow_nan=False, sort_keys=False) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":  # a torn last line: start anew
+            line = b"\n" + line
         written = os.write(fd, line)
         if written != len(line):  # pragma: no cover - regular files do not short-write
             raise OSError(f"short write to {path}")
@@ -65,7 +68,11 @@ def upgrade(record: dict) -> dict:
     v2: every record names its `kind` (v1 run records had none); `bench noise` records
     spell the host placement `cpu` (v1: `host`) and carry the engine's key width and the
     pass's bounds (null where v1 did not measure them)."""
+    if not isinstance(record, dict):
+        raise BenchError("a record must be a JSON object")
     version = record.get("schema_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise BenchError(f"schema_version must be a positive integer, got {version!r}")
     if version > SCHEMA_VERSION:
         raise BenchError(f"record {record.get('run_id')} has newer schema {version}")
     if version < 2:
@@ -96,14 +103,22 @@ def iter_result_files(paths: Iterable[Path]) -> list[Path]:
 
 
 def load_records(paths: Iterable[Path]) -> list[dict]:
-    records = []
+    """Every valid record of the files; lines that are not one (not UTF-8, not JSON, not a
+    record of this or an older schema) are skipped and named in ONE warning."""
+    records, bad = [], []
     for path in iter_result_files(paths):
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip():
+        for n, raw in enumerate(path.read_bytes().splitlines(), 1):
+            if not raw.strip():
                 continue
             try:
-                records.append(to_dict(from_dict(upgrade(json.loads(line)))))
-            except (json.JSONDecodeError, BenchError) as exc:
-                why = "not JSON" if isinstance(exc, json.JSONDecodeError) else str(exc)
-                warnings.warn(f"{path}:{n}: skipping a malformed line ({why})", stacklevel=2)
+                records.append(to_dict(from_dict(upgrade(json.loads(raw.decode())))))
+            except UnicodeDecodeError:
+                bad.append(f"{path}:{n} (not UTF-8)")
+            except json.JSONDecodeError:
+                bad.append(f"{path}:{n} (not JSON)")
+            except BenchError as exc:
+                bad.append(f"{path}:{n} ({exc})")
+    if bad:
+        shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
+        warnings.warn(f"skipped {len(bad)} malformed line(s): {shown}", stacklevel=2)
     return records

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from lazydp_bench.measure.stages import Stage
-from tests.conftest import cli
+from tests.conftest import ROOT, cli
 
 TINY = ("--workload", "tiny", "--table-size", "full", "--iterations", "3", "--warmup", "1")
 
@@ -234,3 +234,15 @@ def test_nonsense_privacy_and_lr_values_are_refused(tmp_path, args, message):
     assert "Traceback" not in res.stderr
     assert message in " ".join(res.stderr.split())
     assert not out.exists()
+
+
+def test_plot_names_bad_lines_in_one_warning_line(tmp_path):
+    """A bad line never breaks a command: `plot` draws from the good records and says what
+    it skipped on one line (no Python warning dump)."""
+    records = (ROOT / "tests" / "data" / "h100_records.jsonl").read_text()
+    (tmp_path / "runs.jsonl").write_text(records + "[1, 2]\n")
+    res = cli("plot", str(tmp_path), "--figure", "fig13a", "--out", str(tmp_path / "figs"))
+    assert res.returncode == 0, res.stderr
+    assert "warning: skipped 1 malformed line(s)" in " ".join(res.stderr.split())
+    assert "UserWarning" not in res.stderr and "Traceback" not in res.stderr
+    assert (tmp_path / "figs" / "fig13a.png").exists()

@@ -41,7 +41,7 @@ def test_advice_is_given_on_linux_and_skipped_when_there_is_no_whole_huge_page()
 
 def test_advised_table_initializes_like_an_unadvised_one(monkeypatch):
     """The advice happens before the first touch and changes no value."""
-    rows, dim = (3000, 5000), 128  # ~4 MB: at least one whole huge page
+    rows, dim = (6000, 10000), 128  # 8.2 MB: a whole 2 MiB page inside wherever it starts
     advised, was_advised = init_table(rows, dim, torch.device("cpu"), torch.float32, 7, 2)
     from lazydp_bench.model import init
 

@@ -71,7 +71,7 @@ def test_loader_skips_a_schema_invalid_line_with_its_place(tmp_path):
     append_record(path, OK_RUN)
     with open(path, "a") as f:
         f.write(json.dumps({**OK_RUN, "status": "fine"}) + "\n")
-    with pytest.warns(UserWarning, match=r"runs.jsonl:2: skipping a malformed line"):
+    with pytest.warns(UserWarning, match=r"malformed line\(s\): .*runs.jsonl:2 \("):
         records = load_records([path])
     assert [r["status"] for r in records] == ["ok"]
 
@@ -106,3 +106,43 @@ def test_a_failed_run_is_recorded_with_its_traceback(tmp_path, monkeypatch):
     path = tmp_path / "runs.jsonl"
     append_record(path, record)
     assert load_records([path])[0]["traceback"] == record["traceback"]
+
+
+BAD_LINES = [
+    b"[1, 2]",
+    b"null",
+    b'{"schema_version": "abc"}',
+    b'{"schema_version": 99, "kind": "run"}',
+    b"\xff\xfe not utf-8",
+    b"{torn",
+]
+
+
+def test_every_kind_of_bad_line_is_skipped_in_one_warning(tmp_path):
+    path = tmp_path / "runs.jsonl"
+    append_record(path, OK_RUN)
+    no_median = {**OK_RUN, "stages": [{"name": "forward"}]}
+    config_text = {**OK_RUN, "config": "sgd"}
+    with open(path, "ab") as f:
+        for line in [*BAD_LINES, json.dumps(no_median).encode(), json.dumps(config_text).encode()]:
+            f.write(line + b"\n")
+    append_record(path, {**OK_RUN, "run_id": "last"})
+    with pytest.warns(UserWarning) as caught:
+        records = load_records([path])
+    assert [r["run_id"] for r in records] == [OK_RUN["run_id"], "last"]
+    assert len(caught) == 1  # one warning with the count, not one per line
+    message = str(caught[0].message)
+    assert message.startswith("skipped 8 malformed line(s): ")
+    assert "runs.jsonl:2 (" in message and "and 3 more" in message
+
+
+def test_an_append_after_a_torn_line_starts_a_new_line(tmp_path):
+    """A crash mid-line used to glue the next record onto it, losing both."""
+    path = tmp_path / "runs.jsonl"
+    append_record(path, OK_RUN)
+    text = path.read_text()
+    path.write_text(text + text[: len(text) // 2])  # a second copy, torn mid-way
+    append_record(path, {**OK_RUN, "run_id": "after"})
+    with pytest.warns(UserWarning, match="skipped 1 malformed"):
+        records = load_records([path])
+    assert [r["run_id"] for r in records] == [OK_RUN["run_id"], "after"]
