@@ -254,6 +254,9 @@ def sweep(
         float, Opt(help="Seconds before a point is killed (timeout).")
     ] = 1800.0,
     resume: Annotated[bool, Opt(help="Skip points whose record is already in OUT.")] = False,
+    retry_failed: Annotated[
+        bool, Opt(help="With --resume, run again the points recorded as oom, timeout or error.")
+    ] = False,
     dry_run: Annotated[bool, Opt(help="List the points and their memory estimates only.")] = False,
     out: Annotated[Path, Opt(help="Directory whose runs.jsonl gets one record per point.")] = Path(
         "runs"
@@ -294,9 +297,16 @@ def sweep(
         if p.plan is None and p.skip_reason and "not implemented" in p.skip_reason:
             err_console.print(f"[yellow]note:[/] {p.skip_reason}: recorded as skipped")
     view = SweepView(points, console)
-    with warnings_as_lines(), view.live():
+    with user_errors(), warnings_as_lines(), view.live():
         records = run_sweep(
-            points, out, point_timeout, limits, resume, on_start=view.start, on_done=view.done
+            points,
+            out,
+            point_timeout,
+            limits,
+            resume,
+            retry_failed=retry_failed,
+            on_start=view.start,
+            on_done=view.done,
         )
     console.print(view.table())
     statuses = {}

@@ -9,11 +9,13 @@ measurement is null, never 0. Every line written is a record `schema.from_dict` 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from lazydp_bench.errors import BenchError
@@ -43,6 +45,24 @@ def ensure_writable(out_dir: Path) -> Path:
     except OSError as exc:
         raise BenchError(f"cannot write results to {out_dir}: {exc.strerror or exc}") from exc
     return path
+
+
+@contextlib.contextmanager
+def exclusive_store(out_dir: Path) -> Iterator[None]:
+    """One sweep writes a results folder at a time: a second one refuses to start (two
+    `--resume` sweeps on one store ran the same points twice)."""
+    lock = out_dir / ".runs.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise BenchError(f"another sweep is writing to {out_dir} (it holds {lock})") from None
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def append_record(path: Path, record: dict | Record) -> None:

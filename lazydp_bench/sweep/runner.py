@@ -45,11 +45,13 @@ class Point:
 
 
 def point_key(config: RunConfig) -> str:
-    """Identity of a point for --resume: the whole config, canonical JSON, hashed. The
-    privacy target is spelled out (50 unless given), as records keyed it before an
-    unset --epsilon was None, so existing results resume."""
+    """Identity of a point for --resume: the measured configuration, canonical JSON,
+    hashed. The privacy target is spelled out (50 unless given), as records keyed it
+    before an unset --epsilon was None, and the host memory limit (a planning input) is
+    left out, so existing results resume and adding --host-mem-limit re-runs nothing."""
     data = config.to_dict()
     data["privacy"]["epsilon"] = config.privacy.target_epsilon
+    data["host_mem_limit"] = None  # a planning limit, not part of what is measured
     blob = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
@@ -98,11 +100,51 @@ def plan_points(configs: list[RunConfig], limits: MemoryLimits) -> list[Point]:
     return points
 
 
-def done_keys(out_dir: Path) -> set[str]:
+FAILED = ("oom", "timeout", "error")
+
+
+def done_keys(out_dir: Path, retry_failed: bool = False) -> set[str]:
+    """Keys of the points already recorded in `out_dir` (with `retry_failed`, only those
+    that did not fail: an oom, timeout or error point runs again)."""
     path = out_dir / RUNS_FILE
     if not path.exists():
         return set()
-    return {(r.get("sweep") or {}).get("key") for r in load_records([path])} - {None}
+    records = load_records([path])
+    keys = {(r.get("sweep") or {}).get("key") for r in records if r.get("sweep")}
+    if retry_failed:
+        keys = {
+            (r.get("sweep") or {}).get("key")
+            for r in records
+            if r.get("sweep") and r.get("status") not in FAILED
+        }
+    return keys - {None}
+
+
+def oom_kills(events: Path = Path("/sys/fs/cgroup/memory.events")) -> int | None:
+    """The cgroup's count of processes its OOM killer ended (None: not readable)."""
+    try:
+        for line in events.read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == "oom_kill":
+                return int(value)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def killed_status(returncode: int, oom_before: int | None, oom_after: int | None) -> tuple:
+    """(status, message) of a worker that ended without a record: `oom` only when the
+    cgroup's OOM killer counted a kill meanwhile, else what the exit says (a signal by
+    name)."""
+    oom = oom_before is not None and oom_after is not None and oom_after > oom_before
+    if returncode < 0:
+        name = signal.Signals(-returncode).name
+        if oom:
+            return "oom", f"killed by the OOM killer ({name})"
+        return "error", f"killed (signal {-returncode}: {name})"
+    if oom:
+        return "oom", f"exit code {returncode} after an OOM kill in its cgroup"
+    return "error", f"exit code {returncode}"
 
 
 def _stub_record(point: Point, status: str, error: str, limits: MemoryLimits) -> dict:
@@ -156,6 +198,7 @@ def run_point(point: Point, timeout_s: float, limits: MemoryLimits) -> dict:
             **os.environ,
             "PYTHONPATH": os.pathsep.join(filter(None, [_root(), os.environ.get("PYTHONPATH")])),
         }
+        oom_before = oom_kills()
         proc = subprocess.Popen(
             cmd,
             stdout=subprocess.DEVNULL,
@@ -173,11 +216,8 @@ def run_point(point: Point, timeout_s: float, limits: MemoryLimits) -> dict:
         if out.exists():
             return json.loads(out.read_text())
         tail = "\n".join(stderr.strip().splitlines()[-STDERR_TAIL_LINES:])
-        if proc.returncode in (-signal.SIGKILL, 137):
-            return _stub_record(
-                point, "oom", f"killed by SIGKILL (likely out of host memory)\n{tail}", limits
-            )
-        return _stub_record(point, "error", f"exit code {proc.returncode}\n{tail}", limits)
+        status, message = killed_status(proc.returncode, oom_before, oom_kills())
+        return _stub_record(point, status, f"{message}\n{tail}".rstrip(), limits)
 
 
 def _root() -> str:
@@ -190,14 +230,34 @@ def run_sweep(
     timeout_s: float,
     limits: MemoryLimits,
     resume: bool,
+    *,
+    retry_failed: bool = False,
     on_start: Callable[[Point, int], None] = lambda p, i: None,
     on_done: Callable[[Point, dict | None], None] = lambda p, r: None,
 ) -> list[dict]:
     """Run the points in order, appending each record as soon as it exists."""
-    from lazydp_bench.records.store import append_record
+    from lazydp_bench.records.store import exclusive_store
 
     path = out_dir / RUNS_FILE
-    skip = done_keys(out_dir) if resume else set()
+    with exclusive_store(out_dir):
+        return _run_points(
+            points,
+            path,
+            timeout_s=timeout_s,
+            limits=limits,
+            resume=resume,
+            retry_failed=retry_failed,
+            on_start=on_start,
+            on_done=on_done,
+        )
+
+
+def _run_points(
+    points, path, *, timeout_s, limits, resume, retry_failed, on_start, on_done
+) -> list[dict]:
+    from lazydp_bench.records.store import append_record
+
+    skip = done_keys(path.parent, retry_failed) if resume else set()
     records = []
     for i, point in enumerate(points):
         if point.key in skip:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from lazydp_bench.config import RunConfig
 from lazydp_bench.sweep.presets import expand_preset
 from lazydp_bench.sweep.runner import grid_configs
@@ -183,3 +185,50 @@ def test_time_budget_lowers_measured_steps_to_a_floor_of_three(tmp_path):
     assert rec["config"]["iterations"] == 50
     assert rec["config"]["iterations_measured"] == 3
     assert rec["timing"]["measured_iters"] == 3
+
+
+def test_a_killed_worker_is_oom_only_with_evidence(tmp_path):
+    """SIGKILL used to be recorded as `oom` ("likely out of host memory") with no evidence;
+    now only a kill the cgroup's OOM killer counted is, and a signal is named."""
+    import signal
+
+    from lazydp_bench.sweep.runner import killed_status, oom_kills
+
+    kill, term = -signal.SIGKILL, -signal.SIGTERM
+    assert killed_status(kill, 3, 3) == ("error", "killed (signal 9: SIGKILL)")
+    assert killed_status(kill, None, None) == ("error", "killed (signal 9: SIGKILL)")
+    assert killed_status(kill, 3, 4) == ("oom", "killed by the OOM killer (SIGKILL)")
+    assert killed_status(term, 0, 0) == ("error", "killed (signal 15: SIGTERM)")
+    assert killed_status(1, 0, 0) == ("error", "exit code 1")
+    events = tmp_path / "memory.events"
+    events.write_text("low 0\nhigh 0\nmax 2\noom 1\noom_kill 5\n")
+    assert oom_kills(events) == 5
+    assert oom_kills(tmp_path / "missing") is None
+
+
+def test_resume_keys_leave_out_the_memory_limit_and_retry_failed_points(tmp_path):
+    from lazydp_bench.config import RunConfig
+    from lazydp_bench.records.schema import new_header
+    from lazydp_bench.records.store import append_record
+    from lazydp_bench.sweep.runner import done_keys, point_key
+
+    assert point_key(RunConfig(host_mem_limit=2**30)) == point_key(RunConfig())
+    for key, status in (("a", "ok"), ("b", "oom"), ("c", "timeout"), ("d", "skipped")):
+        stub = {**new_header(status, "x"), "config": {}, "env": {}, "sweep": {"key": key}}
+        if status == "ok":
+            stub |= {"timing": {}, "stages": [], "memory": {}}
+        append_record(tmp_path / "runs.jsonl", stub)
+    assert done_keys(tmp_path) == {"a", "b", "c", "d"}
+    assert done_keys(tmp_path, retry_failed=True) == {"a", "d"}
+
+
+def test_a_second_sweep_on_the_same_store_refuses_to_start(tmp_path):
+    from lazydp_bench.errors import BenchError
+    from lazydp_bench.records.store import exclusive_store
+
+    held = exclusive_store(tmp_path)
+    with held, pytest.raises(BenchError, match="another sweep is writing to"):  # noqa: SIM117
+        with exclusive_store(tmp_path):
+            pass
+    with exclusive_store(tmp_path):  # released: the next sweep may run
+        pass
