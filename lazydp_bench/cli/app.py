@@ -468,4 +468,29 @@ def bench_noise_cmd(
 
 
 def main() -> None:
-    app()
+    """Run the app; a usage error (unknown flag, a value of the wrong type) is one
+    `error:` line and exit code 2, like every other bad input."""
+    import sys
+
+    try:
+        code = app(standalone_mode=False)
+    except Exception as exc:  # click's exceptions (typer may vendor its own click)
+        code = _usage_exit(exc)
+    sys.exit(code or 0)
+
+
+def _usage_exit(exc: Exception) -> int:
+    """The exit code of a click usage error or abort, after saying it in one line; any
+    other exception is re-raised."""
+    name = type(exc).__name__
+    if name == "Abort":
+        return 130
+    if getattr(exc, "exit_code", None) != 2 or not callable(getattr(exc, "format_message", None)):
+        raise exc
+    if name == "NoArgsIsHelpError":
+        exc.show()  # the command's help, as no arguments ask for
+    else:
+        err_console.print(
+            f"[bold red]error:[/] {exc.format_message()}", highlight=False, soft_wrap=True
+        )
+    return 2

@@ -246,3 +246,20 @@ def test_plot_names_bad_lines_in_one_warning_line(tmp_path):
     assert "warning: skipped 1 malformed line(s)" in " ".join(res.stderr.split())
     assert "UserWarning" not in res.stderr and "Traceback" not in res.stderr
     assert (tmp_path / "figs" / "fig13a.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("run", "--bogus"), "error: No such option: --bogus"),
+        (("run", "--batch-size", "x"), "error: Invalid value for '--batch-size'"),
+        (("sweep", "--pooling"), "error: Option '--pooling' requires an argument"),
+    ],
+)
+def test_usage_errors_are_one_line_with_exit_2(args, message):
+    """Typer's usage errors printed a 5-line box without `error:`; now like every other
+    bad input."""
+    res = cli(*args)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), res.stderr
