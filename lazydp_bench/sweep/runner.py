@@ -9,6 +9,7 @@ points whose record is already in the file.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import itertools
 import json
@@ -206,6 +207,7 @@ def run_point(point: Point, timeout_s: float, limits: MemoryLimits) -> dict:
             text=True,
             env=env,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         try:
             _, stderr = proc.communicate(timeout=timeout_s)
@@ -213,11 +215,25 @@ def run_point(point: Point, timeout_s: float, limits: MemoryLimits) -> dict:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
             return _stub_record(point, "timeout", f"no result after {timeout_s:g} s", limits)
+        except BaseException:  # Ctrl-C or a kill of the sweep: the point ends with it
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
         if out.exists():
             return json.loads(out.read_text())
         tail = "\n".join(stderr.strip().splitlines()[-STDERR_TAIL_LINES:])
         status, message = killed_status(proc.returncode, oom_before, oom_kills())
         return _stub_record(point, status, f"{message}\n{tail}".rstrip(), limits)
+
+
+def die_with_parent() -> None:
+    """In the worker before it runs: SIGTERM when the sweep process exits (Linux
+    PR_SET_PDEATHSIG), so no worker outlives a killed sweep."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        if os.getppid() == 1:  # the sweep died before the request took effect
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _root() -> str:

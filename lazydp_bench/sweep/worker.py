@@ -3,17 +3,32 @@
 IN holds {"config": RunConfig dict, "privacy": PrivacyPlan dict | null}; OUT receives the
 finished record, written to a temporary name and renamed, so the parent sees either a
 whole record or none. An OOM, CUDA fault or hang stays inside this process.
+
+The worker dies with its sweep: the parent asks the kernel for SIGTERM when it exits
+(`runner.die_with_parent`, even when it was killed), and the worker then removes the
+point's temporary folder, which the parent can no longer clean, and exits.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import sys
 from pathlib import Path
 
 
+def _orphaned(folder: Path):
+    def handler(signum: int, _frame) -> None:
+        shutil.rmtree(folder, ignore_errors=True)
+        os._exit(128 + signum)
+
+    return handler
+
+
 def main(argv: list[str]) -> int:
+    signal.signal(signal.SIGTERM, _orphaned(Path(argv[0]).parent))
     from lazydp_bench.config import RunConfig
     from lazydp_bench.dp.privacy import PrivacyPlan
     from lazydp_bench.runtime.trainer import execute, plan_run

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -232,3 +233,62 @@ def test_a_second_sweep_on_the_same_store_refuses_to_start(tmp_path):
             pass
     with exclusive_store(tmp_path):  # released: the next sweep may run
         pass
+
+
+def _workers_of(parent: int) -> list[int]:
+    """PIDs of the sweep workers whose parent is `parent`."""
+    pids = []
+    for proc in os.listdir("/proc"):
+        if not proc.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{proc}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if b"lazydp_bench.sweep.worker" in cmdline and parent_marker(proc) == parent:
+            pids.append(int(proc))
+    return pids
+
+
+def parent_marker(pid: str) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+LONG = ("--iterations", "100000")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT])
+def test_a_worker_dies_with_its_sweep_and_leaves_no_temp_folder(tmp_path, how):
+    """kill -9 (or Ctrl-C) of the sweep alone used to leave its worker running (under PID
+    1, for the rest of its point) and the point's temp folder behind."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(temp)}
+    out = ("--out", str(tmp_path / "out"))
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "lazydp_bench", "sweep", *TINY, "--algo", "sgd", *LONG, *out],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not _workers_of(sweep.pid):
+        time.sleep(0.2)
+    workers = _workers_of(sweep.pid)
+    assert workers, "the sweep never started its worker"
+    time.sleep(2)  # the worker is past its imports, running steps
+    sweep.send_signal(how)  # SIGKILL: the sweep itself can clean nothing
+    code = sweep.wait()
+    assert code == (-signal.SIGKILL if how == signal.SIGKILL else 130)
+    deadline = time.time() + 30
+    while time.time() < deadline and any(os.path.exists(f"/proc/{p}") for p in workers):
+        time.sleep(0.2)
+    alive = [p for p in workers if os.path.exists(f"/proc/{p}") and parent_marker(str(p))]
+    assert not alive, f"workers outlived their sweep: {alive}"
+    assert not list(temp.glob("lazydp-point-*")), "the point's temp folder was left behind"
