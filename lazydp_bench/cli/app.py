@@ -194,7 +194,7 @@ def verify(
         str, Opt(help="cpu, gpu, or hybrid (table in host RAM, MLPs on the GPU), as for run.")
     ] = "cpu",
     steps: Annotated[int, Opt(help="Training steps per check.")] = 12,
-    seed: Annotated[int, Opt(help="Seed for init, data and noise.")] = 0,
+    seed: o.Seed = 0,
 ) -> None:
     """Prove LazyDP gives DP-SGD's model: exact equality without noise and with unit noise,
     and the right noise distribution with real noise. Exit code 1 on any failure."""

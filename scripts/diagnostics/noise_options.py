@@ -150,7 +150,7 @@ def gpu_side(size_gib: float) -> None:
     import triton.language as tl
 
     from lazydp_bench.dp.noise.triton_fused import TritonFusedEngine
-    from lazydp_bench.measure.noise_bench import time_ms
+    from lazydp_bench.measure.noise_bench import arithmetic_bound, time_ms
     from lazydp_bench.measure.profiling import NULL_TIMER
 
     @triton.jit
@@ -198,7 +198,7 @@ def gpu_side(size_gib: float) -> None:
         print(
             f"  fused math={math_path} ({eng.describe(dev)['rng'][-34:]}): {ms:7.2f} ms "
             f"{100 * bw / copy:5.1f} % of copy, {table.numel() / ms / 1e6:6.1f} G normals/s; "
-            f"draw alone {eng.arithmetic_bound(dev) / 1e9:6.1f} G normals/s"
+            f"draw alone {arithmetic_bound(eng, dev) / 1e9:6.1f} G normals/s"
         )
     for block, warps in ((512, 4), (1024, 4), (2048, 8), (2048, 16)):
         tf.BLOCK, tf.NUM_WARPS = block, warps

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 import torch
 
@@ -82,9 +83,9 @@ class DenseNoiseEngine(ABC):
     def describe(self, device: torch.device) -> dict[str, str]:
         """{"engine": ..., "rng": ..., "key_bits": ...} for the record."""
 
-    def arithmetic_bound(self, device: torch.device) -> float | None:
-        """Normals per second the engine's generator makes with no memory traffic, where
-        the engine can measure it (the fused GPU kernel); None elsewhere."""
+    def draw_only(self, device: torch.device) -> tuple[Callable[[], None], int] | None:
+        """A launch of the generator alone (no memory traffic) and the normals it makes,
+        where the engine has one (the fused GPU kernel): its arithmetic bound."""
         return None
 
     def rows_per_chunk(self, target: torch.Tensor) -> int:

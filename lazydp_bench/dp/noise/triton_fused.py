@@ -24,6 +24,8 @@ libdevice (0) and polynomials on the reduced angle (2: 7e-7 from float64 Box-Mul
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from lazydp_bench.dp.noise.base import DenseNoiseEngine, SeedArg, Std
@@ -321,8 +323,9 @@ class TritonFusedEngine(DenseNoiseEngine):
                     num_warps=NUM_WARPS,
                 )
 
-    def arithmetic_bound(self, device: torch.device) -> float:
-        """Normals per second that the draw alone reaches on `device` (median of 5)."""
+    def draw_only(self, device: torch.device) -> tuple[Callable[[], None], int]:
+        """A launch of the engine's draws with no memory traffic, and the normals it makes
+        (the arithmetic bound: `bench noise` times it)."""
         progs, iters = 64 * torch.cuda.get_device_properties(device).multi_processor_count, 64
         out = torch.empty(progs * BLOCK, device=device)
         seed = _seed_tensor(1, device)
@@ -330,16 +333,7 @@ class TritonFusedEngine(DenseNoiseEngine):
         def launch() -> None:
             _draw_only_kernel[(progs,)](out, seed, iters, BLOCK=BLOCK, MATH=self.math)
 
-        launch()
-        times = []
-        for _ in range(5):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            launch()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        return progs * iters * BLOCK * 4 / sorted(times)[2]
+        return launch, progs * iters * BLOCK * 4
 
     def describe(self, device: torch.device) -> dict[str, str]:
         return {
