@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+
 from lazydp_bench.errors import BenchError
 
 PLACEMENTS = ("auto", "gpu", "hybrid", "cpu")
@@ -17,6 +19,7 @@ NOISE_MODES = ("gaussian", "unit", "off")
 DTYPES = ("float32", "float64")
 CUDA_GRAPH_MODES = ("auto", "on", "off")
 DEFAULT_CHUNK_BYTES = 256 * 2**20  # bound on any noise buffer: never table-sized
+MIN_CHUNK_BYTES = 4096  # one page: smaller chunks only add per-chunk overhead
 
 
 def _check(flag: str, value: float, *, low: float, inclusive: bool = False) -> None:
@@ -50,7 +53,13 @@ class LRSchedule:
     def lr(self, step: int) -> float:
         return self.base / (1.0 + self.decay * step)
 
+    def rates(self, steps: np.ndarray) -> np.ndarray:
+        """`lr` of every step in `steps` at once, bit-equal to `lr` (float64, same
+        operations): per-step schedules of many steps are built in milliseconds."""
+        return self.base / (1.0 + self.decay * steps.astype(np.float64))
 
+
+MAX_STEPS = 10**6  # warm-up + measured steps of one run: schedules of ~50 MB per device
 DEFAULT_EPSILON = 50.0  # the paper's
 
 
@@ -129,6 +138,13 @@ class RunConfig:
                 raise BenchError(f"--{name.replace('_', '-')} must be positive, got {value}")
         if self.warmup < 0:
             raise BenchError(f"--warmup must be >= 0, got {self.warmup}")
+        if self.total_steps > MAX_STEPS:
+            raise BenchError(
+                f"--iterations + --warmup is {self.total_steps:,}, above {MAX_STEPS:,} steps "
+                "(per-step schedules are built up front; use --max-seconds to bound a run)"
+            )
+        if not 0 <= self.seed < 2**63:
+            raise BenchError(f"--seed must be in [0, 2**63), got {self.seed}")
         if self.placement not in PLACEMENTS:
             raise BenchError(
                 f"unknown placement {self.placement!r} (valid: {', '.join(PLACEMENTS)})"
@@ -143,7 +159,7 @@ class RunConfig:
             )
         if self.dtype not in DTYPES:
             raise BenchError(f"unknown dtype {self.dtype!r} (valid: {', '.join(DTYPES)})")
-        if self.chunk_bytes < 4096:
+        if self.chunk_bytes < MIN_CHUNK_BYTES:
             raise BenchError("chunk bound must be at least 4 KiB")
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise BenchError(f"--max-seconds must be positive, got {self.max_seconds}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from lazydp_bench.errors import BenchError
@@ -30,6 +31,8 @@ def parse_size(text: str) -> int:
     if unit not in _UNITS:
         valid = "B, KB, MB, GB, TB, KiB, MiB, GiB, TiB"
         raise BenchError(f"unknown size unit {match.group(2)!r} in {text!r} (valid: {valid})")
+    if not math.isfinite(number * _UNITS[unit]):
+        raise BenchError(f"size {text!r} is not a finite number of bytes")
     size = round(number * _UNITS[unit])
     if size <= 0:
         raise BenchError(f"size must be positive, got {text!r}")

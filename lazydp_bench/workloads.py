@@ -91,32 +91,57 @@ def load_workload(name_or_path: str) -> Workload:
             raise BenchError(f"unknown workload {name_or_path!r} (valid: {valid})")
         path = known[name_or_path]
     try:
-        spec = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        spec = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise BenchError(f"cannot read workload {path}: {exc}") from exc
     return _from_spec(spec, path)
 
 
+def _count(value, key: str) -> int:
+    """A positive whole number from the TOML, or why not (bools and 8.5 are not counts)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        raise BenchError(f"{key} must be a positive whole number, got {value!r}")
+    if value < 1:
+        raise BenchError(f"{key} must be positive, got {value!r}")
+    return int(value)
+
+
+def _counts(value, key: str) -> tuple[int, ...]:
+    """A non-empty list of positive whole numbers (no nesting)."""
+    if not isinstance(value, list) or not value:
+        raise BenchError(f"{key} must be a non-empty list of positive whole numbers")
+    return tuple(_count(v, f"{key}[{i}]") for i, v in enumerate(value))
+
+
+def _text(value, key: str) -> str:
+    if not isinstance(value, str):
+        raise BenchError(f"{key} must be a string, got {value!r}")
+    return value
+
+
 def _from_spec(spec: dict, path: Path) -> Workload:
+    """The Workload a TOML describes; every field is type-checked so a bad file is one
+    `invalid workload` line, never a traceback or a run that fails later."""
     required = ("name", "rows", "dim", "dense_features", "bottom_mlp", "top_mlp")
     missing = [k for k in required if k not in spec]
     if missing:
         raise BenchError(f"workload {path} lacks {', '.join(missing)}")
-    wl = Workload(
-        name=str(spec["name"]),
-        description=str(spec.get("description", "")),
-        rows=tuple(int(r) for r in spec["rows"]),
-        dim=int(spec["dim"]),
-        dense_features=int(spec["dense_features"]),
-        bottom_mlp=tuple(int(x) for x in spec["bottom_mlp"]),
-        top_mlp=tuple(int(x) for x in spec["top_mlp"]),
-        pooling=int(spec.get("pooling", 1)),
-        batch_size=int(spec.get("batch_size", 2048)),
-        loss=str(spec.get("loss", "bce")),
-    )
+    try:
+        wl = Workload(
+            name=_text(spec["name"], "name"),
+            description=_text(spec.get("description", ""), "description"),
+            rows=_counts(spec["rows"], "rows"),
+            dim=_count(spec["dim"], "dim"),
+            dense_features=_count(spec["dense_features"], "dense_features"),
+            bottom_mlp=_counts(spec["bottom_mlp"], "bottom_mlp"),
+            top_mlp=_counts(spec["top_mlp"], "top_mlp"),
+            pooling=_count(spec.get("pooling", 1), "pooling"),
+            batch_size=_count(spec.get("batch_size", 2048), "batch_size"),
+            loss=_text(spec.get("loss", "bce"), "loss"),
+        )
+    except BenchError as exc:
+        raise BenchError(f"invalid workload {path}: {exc}") from None
     problems = []
-    if not wl.rows or min(wl.rows) < 1:
-        problems.append("every table needs at least one row")
     if wl.bottom_mlp[-1] != wl.dim:
         problems.append(f"bottom MLP must end at dim {wl.dim}")
     if wl.top_mlp[-1] != 1:

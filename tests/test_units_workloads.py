@@ -4,6 +4,7 @@ from lazydp_bench.errors import BenchError
 from lazydp_bench.runtime.trainer import resolve_workload
 from lazydp_bench.units import parse_size
 from lazydp_bench.workloads import load_workload, scale_to_bytes
+from tests.conftest import ROOT
 
 
 @pytest.mark.parametrize(
@@ -74,3 +75,47 @@ def test_too_small_and_unknown():
         scale_to_bytes(load_workload("mlperf-dlrm"), 1000)
     with pytest.raises(BenchError, match=r"valid: .*mlperf-dlrm"):
         load_workload("nope")
+
+
+def test_parse_size_refuses_overflow():
+    """1e400GB was an OverflowError traceback."""
+    with pytest.raises(BenchError, match="not a finite number of bytes"):
+        parse_size("1e400GB")
+
+
+TINY_TOML = (ROOT / "workloads" / "tiny.toml").read_text()
+
+
+@pytest.mark.parametrize(
+    ("line", "replacement", "message"),
+    [
+        ("rows = [40, 7, 300, 120]", 'rows = "abc"', "rows must be a non-empty list"),
+        ("rows = [40, 7, 300, 120]", "rows = [[40, 7], 300]", r"rows\[0\] must be a positive"),
+        ("rows = [40, 7, 300, 120]", "rows = []", "rows must be a non-empty list"),
+        ("rows = [40, 7, 300, 120]", "rows = [40, 0]", r"rows\[1\] must be positive"),
+        ("dim = 8", 'dim = "eight"', "dim must be a positive whole number"),
+        ("dim = 8", "dim = -8", "dim must be positive"),
+        ("dim = 8", "dim = 0", "dim must be positive"),
+        ("dim = 8", "dim = 8.5", "dim must be a positive whole number"),
+        ("dim = 8", "dim = true", "dim must be a positive whole number"),
+        ("bottom_mlp = [16, 8]", "bottom_mlp = []", "bottom_mlp must be a non-empty list"),
+        ("pooling = 3", "pooling = 0", "pooling must be positive"),
+        ("batch_size = 8", "batch_size = 0", "batch_size must be positive"),
+        ('loss = "mse"', "loss = 3", "loss must be a string"),
+    ],
+)
+def test_bad_workload_toml_is_one_bench_error(tmp_path, line, replacement, message):
+    """Each of these was a traceback (ValueError, TypeError, IndexError, ZeroDivisionError
+    in a private run) or an error record written after the run started."""
+    assert line in TINY_TOML
+    path = tmp_path / "bad.toml"
+    path.write_text(TINY_TOML.replace(line, replacement))
+    with pytest.raises(BenchError, match=f"invalid workload {path}: {message}"):
+        load_workload(str(path))
+
+
+def test_workload_toml_with_invalid_utf8_is_one_bench_error(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_bytes(TINY_TOML.encode().replace(b'"tiny"', b'"ti\xffny"'))
+    with pytest.raises(BenchError, match="cannot read workload"):
+        load_workload(str(path))

@@ -62,7 +62,7 @@ class Algorithm:
         self._clip = get_clipping(self.clipping)
         self.steps_done = 0
         self.scalars = StepScalars(
-            ctx.lr.lr,
+            ctx.lr,
             ctx.batch_size,
             ctx.noise_multiplier * ctx.clip_norm,
             seed=ctx.seed,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import torch
 
 from lazydp_bench.algorithms.base import AlgoContext, Algorithm
@@ -75,7 +76,7 @@ class LazyDP(Algorithm):
         """S1[k] = sum_{s<k} lr_s and S2[k] = sum_{s<k} lr_s^2, on the work device."""
         if steps <= self._prefix_steps:
             return
-        lrs = torch.tensor([self.ctx.lr.lr(s) for s in range(steps)], dtype=torch.float64)
+        lrs = torch.from_numpy(self.ctx.lr.rates(np.arange(steps)))
         zero = torch.zeros(1, dtype=torch.float64)
         self._s1 = torch.cat([zero, lrs.cumsum(0)]).to(self.device)
         self._s2 = torch.cat([zero, lrs.square().cumsum(0)]).to(self.device)

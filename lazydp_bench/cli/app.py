@@ -3,6 +3,7 @@ function; `BenchError` becomes a one-line message and exit code 2 (no traceback)
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -32,7 +33,7 @@ console = Console()
 def split_list(text: str) -> list[str]:
     items = [x.strip() for x in text.split(",") if x.strip()]
     if not items:
-        raise BenchError(f"empty list {text!r}")
+        raise BenchError(f"expected a comma list of one or more values, got {text!r}")
     return items
 
 
@@ -95,9 +96,9 @@ def run(
     placement: Annotated[
         str, Opt(help="auto, gpu, hybrid (tables in host RAM, MLPs on GPU) or cpu.")
     ] = "auto",
-    out: Annotated[Path, Opt(help="Directory whose runs.jsonl gets one record per run.")] = Path(
-        "runs"
-    ),
+    out: Annotated[
+        Path, Opt(help="Directory whose runs.jsonl gets one record per run.", parser=o.out_dir)
+    ] = Path("runs"),
     *,
     base: RunConfig,
 ) -> None:
@@ -229,10 +230,22 @@ def verify(
 
 
 def _int_list(text: str, name: str) -> tuple[int, ...]:
+    """A comma list of positive integers (0 would silently mean the workload's default)."""
     try:
-        return tuple(int(x) for x in split_list(text))
+        values = tuple(int(x) for x in split_list(text))
     except ValueError as exc:
         raise BenchError(f"--{name} takes a comma list of integers, got {text!r}") from exc
+    if bad := [v for v in values if v < 1]:
+        raise BenchError(f"--{name} values must be positive, got {bad[0]}")
+    return values
+
+
+def _algo_list(text: str) -> tuple[str, ...]:
+    """Registered algorithm names (an unknown one is refused before any point runs)."""
+    names = tuple(split_list(text))
+    for name in names:
+        get_algorithm(name)
+    return names
 
 
 @app.command()
@@ -258,9 +271,9 @@ def sweep(
         bool, Opt(help="With --resume, run again the points recorded as oom, timeout or error.")
     ] = False,
     dry_run: Annotated[bool, Opt(help="List the points and their memory estimates only.")] = False,
-    out: Annotated[Path, Opt(help="Directory whose runs.jsonl gets one record per point.")] = Path(
-        "runs"
-    ),
+    out: Annotated[
+        Path, Opt(help="Directory whose runs.jsonl gets one record per point.", parser=o.out_dir)
+    ] = Path("runs"),
     *,
     base: RunConfig,
 ) -> None:
@@ -273,17 +286,17 @@ def sweep(
     with user_errors():
         grids = expand_preset(preset) if preset else [{"algo": tuple(split_list(o.DEFAULT_ALGOS))}]
         overrides = {
-            "algo": tuple(split_list(algo)) if algo else None,
-            "table_size": tuple(split_list(table_size)) if table_size else None,
-            "batch_size": _int_list(batch_size, "batch-size") if batch_size else None,
-            "pooling": _int_list(pooling, "pooling") if pooling else None,
-            "distribution": tuple(split_list(distribution)) if distribution else None,
-            "workload": tuple(split_list(workload)) if workload else None,
-            "placement": tuple(split_list(placement)) if placement else None,
+            "algo": _algo_list(algo) if algo is not None else None,
+            "table_size": tuple(split_list(table_size)) if table_size is not None else None,
+            "batch_size": _int_list(batch_size, "batch-size") if batch_size is not None else None,
+            "pooling": _int_list(pooling, "pooling") if pooling is not None else None,
+            "distribution": tuple(split_list(distribution)) if distribution is not None else None,
+            "workload": tuple(split_list(workload)) if workload is not None else None,
+            "placement": tuple(split_list(placement)) if placement is not None else None,
         }
         grids = [{**g, **{k: v for k, v in overrides.items() if v is not None}} for g in grids]
-        if point_timeout <= 0:
-            raise BenchError(f"--point-timeout must be positive, got {point_timeout}")
+        if not (math.isfinite(point_timeout) and point_timeout > 0):
+            raise BenchError(f"--point-timeout must be a finite number > 0, got {point_timeout}")
         limits = machine_limits(base.host_mem_limit)
         points = plan_points(grid_configs(base, grids), limits)
         if not dry_run:
@@ -392,9 +405,9 @@ def bench_noise_cmd(
     repeats: Annotated[int, Opt(help="Timed passes per engine (median reported).")] = 10,
     host_threads: Annotated[int | None, Opt(help="Host threads [default: all cores].")] = None,
     chunk_size: Annotated[str, Opt(help="Bound on any noise buffer.")] = "256MiB",
-    out: Annotated[Path, Opt(help="Directory whose runs.jsonl gets one record per engine.")] = Path(
-        "runs"
-    ),
+    out: Annotated[
+        Path, Opt(help="Directory whose runs.jsonl gets one record per engine.", parser=o.out_dir)
+    ] = Path("runs"),
 ) -> None:
     """Dense noisy update of each engine vs its bounds (the Fig. 6 roofline): the measured
     copy bandwidth (memory) and, for the fused GPU kernel, its draw rate with no memory
@@ -403,8 +416,9 @@ def bench_noise_cmd(
 
     import torch
 
+    from lazydp_bench.config import MIN_CHUNK_BYTES
     from lazydp_bench.dp.noise import NOISE_ENGINES
-    from lazydp_bench.measure.noise_bench import bench_noise
+    from lazydp_bench.measure.noise_bench import bench_noise, check_bench_fits
     from lazydp_bench.records.store import append_record, ensure_writable
 
     with user_errors():
@@ -421,8 +435,13 @@ def bench_noise_cmd(
             raise BenchError("placement 'gpu' needs a CUDA GPU, and none is available")
         if repeats < 1:
             raise BenchError(f"--repeats must be positive, got {repeats}")
+        if host_threads is not None and host_threads < 1:
+            raise BenchError(f"--host-threads must be positive, got {host_threads}")
         threads = host_threads or os.cpu_count() or 1
         chunk = parse_size(chunk_size)
+        if chunk < MIN_CHUNK_BYTES:
+            raise BenchError("chunk bound must be at least 4 KiB")
+        check_bench_fits(size_bytes, placement, threads=threads, chunk_bytes=chunk)
         path = ensure_writable(out)
     with progress_bar() as bar:
         task = bar.add_task("noise bench", total=None)

@@ -14,12 +14,13 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from lazydp_bench.algorithms import ALGORITHMS
-from lazydp_bench.cli.edge import user_errors
+from lazydp_bench.cli.edge import err_console, user_errors
 from lazydp_bench.config import LRSchedule, PrivacyConfig, RunConfig
 from lazydp_bench.units import parse_size
 
@@ -33,9 +34,11 @@ CUDA_GRAPH_HELP = (
 )
 DEFAULT_ALGOS = "sgd,dpsgd-f,lazydp"
 
-Iterations = Annotated[int, Opt(help="Measured steps.")]
+Iterations = Annotated[
+    int, Opt(help="Measured steps (with --warmup at most 1,000,000; see --max-seconds).")
+]
 Warmup = Annotated[int, Opt(help="Unmeasured steps before measuring.")]
-Seed = Annotated[int, Opt(help="Seed for init, data and noise.")]
+Seed = Annotated[int, Opt(help="Seed for init, data and noise.", min=0, max=2**63 - 1)]
 Lr = Annotated[float, Opt(help="Learning rate (plain SGD, no momentum).")]
 LrDecay = Annotated[float, Opt(help="lr_t = lr / (1 + decay * t).")]
 Momentum = Annotated[float, Opt(help="Refused unless 0: LazyDP needs plain SGD.")]
@@ -64,6 +67,13 @@ Dtype = Annotated[str, Opt(help="float32, or float64 for exactness studies.")]
 MaxSeconds = Annotated[
     float | None, Opt(help="Budget for the measured steps (at least 3 steps run).")
 ]
+
+
+def out_dir(text: str | Path) -> Path:
+    """A results directory; an empty path would silently mean the current directory."""
+    if not str(text).strip():
+        raise typer.BadParameter("needs a directory, got an empty path")
+    return Path(text)
 
 
 def base_config(
@@ -144,6 +154,23 @@ SHARED: tuple[tuple[str, Any, Any], ...] = (
 )
 
 
+def warn_host_limit(limit: int | None) -> None:
+    """Say when --host-mem-limit is above the RAM the kernel reports: plans made with it
+    may not fit (warned, not refused: some virtual machines grow MemTotal on use)."""
+    from lazydp_bench.placement.layout import host_total_bytes
+    from lazydp_bench.units import format_bytes
+
+    total = host_total_bytes()
+    if limit is not None and limit > total:
+        err_console.print(
+            f"[yellow]warning:[/] --host-mem-limit {format_bytes(limit)} is above this "
+            f"machine's RAM ({format_bytes(total)} MemTotal now); runs planned to fit it may "
+            "be killed for memory",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
 def with_run_options(command: Callable[..., None]) -> Callable[..., None]:
     """Give a typer command every option in `SHARED`, after its own; the command takes
     them as one keyword argument, `base: RunConfig`, instead of one parameter each."""
@@ -160,6 +187,7 @@ def with_run_options(command: Callable[..., None]) -> Callable[..., None]:
         options = {name: values.pop(name) for name, _, _ in SHARED}
         with user_errors():  # RunConfig checks its values: bad input is one line, exit 2
             base = base_config(**options)
+        warn_host_limit(base.host_mem_limit)
         return command(base=base, **values)
 
     del wrapper.__wrapped__  # typer must read the wrapper's signature, not the command's

@@ -40,6 +40,28 @@ def derive_seed(*parts: int) -> int:
     return h
 
 
+def _splitmix64_array(x: np.ndarray) -> np.ndarray:
+    """`_splitmix64` on a uint64 array (numpy's uint64 arithmetic wraps mod 2**64)."""
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def derive_seeds(*parts: int | np.ndarray) -> np.ndarray:
+    """`derive_seed` over arrays of parts (broadcast), as uint64: the keys of many steps in
+    one pass, equal to `derive_seed` element by element."""
+    words = [
+        p.astype(np.uint64) if isinstance(p, np.ndarray) else np.uint64(int(p) & MASK64)
+        for p in parts
+    ]
+    shape = np.broadcast_shapes(*(np.shape(w) for w in words))
+    h = _splitmix64_array(np.full(shape, len(parts), dtype=np.uint64))
+    for w in words:
+        h = _splitmix64_array(h ^ w)
+    return h
+
+
 def as_int64(key: int) -> int:
     """The int64 with the same 64 bits as the unsigned `key` (for int64 device tensors)."""
     key &= MASK64

@@ -17,12 +17,29 @@ from collections.abc import Callable
 import torch
 
 from lazydp_bench.dp.noise import DenseNoiseEngine, make_engine
+from lazydp_bench.errors import BenchError
 from lazydp_bench.measure.env import machine_info
 from lazydp_bench.measure.profiling import NULL_TIMER
+from lazydp_bench.placement.layout import machine_limits
 from lazydp_bench.records.schema import new_header
+from lazydp_bench.units import format_bytes
 
-_COPY_BYTES = 2**30
+_COPY_MAX = 2**30  # the copy that measures bandwidth: the table's size, at most 1 GiB
 _DIM = 128
+
+
+def copy_bytes(table_bytes: int) -> int:
+    """Bytes of each copy buffer: as large as the table (a small table's noise pass runs
+    in cache, so its copy does too) up to 1 GiB (enough to leave every cache)."""
+    return min(_COPY_MAX, table_bytes)
+
+
+def bench_need(size_bytes: int, placement: str, *, threads: int, chunk_bytes: int) -> int:
+    """Upper bound of the bench's memory on its device: the table, two copy buffers, and
+    the engines' chunk buffers (one per host thread)."""
+    table = max(1, size_bytes // (_DIM * 4)) * _DIM * 4
+    buffers = chunk_bytes * (threads if placement == "cpu" else 1)
+    return table + 2 * copy_bytes(table) + buffers
 
 
 def time_ms(fn: Callable[[], None], device: torch.device, repeats: int) -> list[float]:
@@ -53,13 +70,30 @@ def arithmetic_bound(engine: DenseNoiseEngine, device: torch.device) -> float | 
     return normals / (statistics.median(time_ms(launch, device, 5)) / 1e3)
 
 
-def copy_bandwidth(device: torch.device, repeats: int = 10) -> float:
-    """Bytes read + written per second by a 1 GiB device-to-device (or host) copy."""
-    src = torch.rand(_COPY_BYTES // 4, device=device)
+def check_bench_fits(size_bytes: int, placement: str, *, threads: int, chunk_bytes: int) -> None:
+    """Refuse a bench whose buffers exceed the free memory of its device (before anything
+    is allocated or written)."""
+    limits = machine_limits()
+    need = bench_need(size_bytes, placement, threads=threads, chunk_bytes=chunk_bytes)
+    have, where = (
+        (limits.gpu_bytes, "GPU memory free")
+        if placement == "gpu"
+        else (limits.host_bytes, "host memory available")
+    )
+    if have is not None and need > have:
+        raise BenchError(
+            f"bench noise --size {format_bytes(size_bytes)} needs {format_bytes(need)} "
+            f"(table, two copy buffers, chunk buffers); {where}: {format_bytes(have)}"
+        )
+
+
+def copy_bandwidth(device: torch.device, nbytes: int = _COPY_MAX, repeats: int = 10) -> float:
+    """Bytes read + written per second by a device-to-device (or host) copy of `nbytes`."""
+    src = torch.rand(max(1, nbytes // 4), device=device)
     dst = torch.empty_like(src)
     dst.copy_(src)
     ms = statistics.median(time_ms(lambda: dst.copy_(src), device, repeats))
-    return 2 * _COPY_BYTES / (ms / 1e3)
+    return 2 * src.numel() * 4 / (ms / 1e3)
 
 
 def bench_noise(
@@ -77,7 +111,7 @@ def bench_noise(
     table = torch.empty((rows, _DIM), dtype=torch.float32, device=device)
     table.uniform_(-0.01, 0.01)  # real values, never zeros (zeros can time differently)
     progress("measuring copy bandwidth")
-    copy_bps = copy_bandwidth(device)
+    copy_bps = copy_bandwidth(device, copy_bytes(table.numel() * 4))
     env = machine_info()
     records = []
     for impl in impls:

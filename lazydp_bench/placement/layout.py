@@ -18,6 +18,7 @@ from lazydp_bench.errors import BenchError, DoesNotFit
 from lazydp_bench.measure.nvml import open_device
 from lazydp_bench.placement.base import MemoryNeed
 from lazydp_bench.placement.registry import PLACEMENTS
+from lazydp_bench.runtime.step_scalars import schedule_bytes
 from lazydp_bench.units import format_bytes
 from lazydp_bench.workloads import Workload
 
@@ -32,15 +33,28 @@ class MemoryLimits:
     host_source: str
 
 
-def host_available_bytes() -> int:
+def _meminfo(field: str) -> int | None:
+    """A /proc/meminfo field in bytes, or None where there is none."""
     try:
         with open("/proc/meminfo") as f:
             for line in f:
-                if line.startswith("MemAvailable:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return None
+
+
+def host_total_bytes() -> int:
+    """The host's RAM as the kernel reports it now (MemTotal; on some virtual machines it
+    grows as memory is touched, so a larger --host-mem-limit is warned, not refused)."""
+    total = _meminfo("MemTotal")
+    return total if total is not None else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def host_available_bytes() -> int:
+    available = _meminfo("MemAvailable")
+    return available if available is not None else host_total_bytes()
 
 
 def gpu_free_bytes() -> int | None:
@@ -75,17 +89,19 @@ def estimate_need(
     chunk_bytes: int,
     clipping: str,
     history_table: bool,
+    steps: int = 0,
 ) -> MemoryNeed:
-    """A deliberately simple upper-bound model of the run's memory, per side."""
+    """A deliberately simple upper-bound model of the run's memory, per side. `steps`
+    sizes the per-step schedules (and LazyDP's three float64 prefix sums over steps)."""
     table = wl.table_bytes(elem)
-    history = wl.total_rows * 4 if history_table else 0
+    history = wl.total_rows * 4 + 3 * 8 * steps if history_table else 0
     lookups = batch * wl.num_tables * pooling
     # sparse path: indices, sort/segment temporaries, expanded row gradients, noise rows
     sparse = lookups * (8 * 8 + wl.dim * elem * 6)
     params = wl.mlp_param_count()
     widths = sum(wl.bottom_mlp) + sum(wl.top_mlp) + wl.interaction_features
     activations = batch * (widths + (wl.num_tables + 1) ** 2 + wl.num_tables * wl.dim) * elem * 6
-    dense = params * elem * 6 + activations
+    dense = params * elem * 6 + activations + schedule_bytes(steps, elem)
     if clipping == "materialize":
         dense += batch * params * elem * 2
     elif clipping == "reweight":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gc
 import os
-import resource
 import time
 import traceback
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from lazydp_bench.errors import BenchError
 from lazydp_bench.measure.energy import EnergyMeter
 from lazydp_bench.measure.env import machine_info
 from lazydp_bench.measure.host_cpu import cpu_share, cpu_times
+from lazydp_bench.measure.host_memory import host_peak_bytes, reset_host_peak
 from lazydp_bench.measure.profiling import StageTimer, quantiles, summarize_stages
 from lazydp_bench.measure.stages import Stage
 from lazydp_bench.model.dlrm import DLRM
@@ -130,6 +130,7 @@ def plan_run(
             chunk_bytes=config.chunk_bytes,
             clipping=clipping,
             history_table=algo.history_table,
+            steps=config.total_steps,
         )
         for p in ("gpu", "hybrid", "cpu")
     }
@@ -280,6 +281,7 @@ def _measure(plan: RunPlan, progress: Progress, record: dict) -> None:
     cfg = plan.config
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
+    record["memory"]["host_peak_scope"] = reset_host_peak()
     progress.phase(f"{cfg.algo}: init {plan.workload.name}", None)
     session = build_session(plan)
     placement, engines, algo = session.placement, session.engines, session.algo
@@ -362,7 +364,7 @@ def _fill_measurements(record, plan, step_ms, per_step, energy, flush_ms, algo) 
     for section, fields in algo.record_extras().items():
         record[section].update(fields)
     memory = record["memory"]
-    memory["host_peak_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    memory["host_peak_bytes"] = host_peak_bytes()
     if torch.cuda.is_available():
         memory["gpu_peak_bytes"] = torch.cuda.max_memory_allocated()
 
@@ -420,6 +422,7 @@ def _base_record(plan: RunPlan) -> dict:
         "memory": {
             "gpu_peak_bytes": None,
             "host_peak_bytes": None,
+            "host_peak_scope": None,
             "history_table_bytes": None,
             "estimate_gpu_bytes": need.gpu_bytes,
             "estimate_host_bytes": need.host_bytes,

@@ -97,6 +97,10 @@ def test_run_several_algorithms_appends_one_record_each(tmp_path):
         (("--chunk-size", "1KB"), "chunk bound must be at least 4 KiB"),
         (("--cuda-graph", "always"), "unknown --cuda-graph"),
         (("--cuda-graph", "on", "--placement", "cpu"), "cuda-graph on: cpu placement runs no GPU"),
+        (("--table-size", "1e400GB"), "size '1e400GB' is not a finite number of bytes"),
+        (("--seed", "-1"), "Invalid value for '--seed'"),
+        (("--iterations", "1000000000000"), "above 1,000,000 steps"),
+        (("--algo", ""), "expected a comma list of one or more values"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):
@@ -263,3 +267,93 @@ def test_usage_errors_are_one_line_with_exit_2(args, message):
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message), res.stderr
+
+
+def test_empty_out_is_refused_not_the_current_directory(tmp_path):
+    """`--out ""` once wrote runs.jsonl into the current directory."""
+    res = cli("run", *TINY, "--algo", "sgd", "--out", "", cwd=tmp_path)
+    assert res.returncode == 2
+    assert "Invalid value for '--out': needs a directory" in res.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--algo", "foo"), "unknown algorithm 'foo'"),
+        (("--algo", ""), "expected a comma list"),
+        (("--batch-size", "0"), "--batch-size values must be positive, got 0"),
+        (("--pooling", "4,0"), "--pooling values must be positive, got 0"),
+        (("--point-timeout", "nan"), "--point-timeout must be a finite number > 0"),
+        (("--point-timeout", "inf"), "--point-timeout must be a finite number > 0"),
+    ],
+)
+def test_sweep_refuses_bad_axes_before_any_point(tmp_path, args, message):
+    """`--algo foo` once exited 0 with a `skipped` record, `--algo ""` was ignored,
+    `--batch-size 0` fell back to the workload's batch, `--point-timeout nan` started a
+    worker first."""
+    out = tmp_path / "never"
+    res = cli("sweep", "--workload", "tiny", "--placement", "cpu", *args, "--out", str(out))
+    assert res.returncode == 2, res.stderr
+    assert message in " ".join(res.stderr.split())
+    assert "Traceback" not in res.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--host-threads", "0"), "--host-threads must be positive, got 0"),
+        (("--host-threads", "-1"), "--host-threads must be positive, got -1"),
+        (("--chunk-size", "1KB"), "chunk bound must be at least 4 KiB"),
+        (("--size", "1PB"), "unknown size unit"),
+        (("--size", "1000TB"), "needs 1e+03 TB"),
+    ],
+)
+def test_bench_noise_refuses_bad_input_before_allocating(tmp_path, args, message):
+    """`--host-threads 0` silently meant all cores, 1 KB chunks were accepted, and a size
+    larger than the machine started filling memory (or a traceback after creating
+    runs.jsonl)."""
+    out = tmp_path / "never"
+    res = cli("bench", "noise", "--placement", "cpu", *args, "--out", str(out))
+    assert res.returncode == 2, res.stderr
+    assert message in " ".join(res.stderr.split())
+    assert not out.exists()
+
+
+def test_verify_refuses_a_negative_seed():
+    res = cli("verify", "--seed", "-1")
+    assert res.returncode == 2
+    assert res.stderr.strip().startswith("error: Invalid value for '--seed'")
+
+
+def test_host_mem_limit_above_physical_ram_is_warned():
+    res = cli(
+        "sweep",
+        "--workload",
+        "tiny",
+        "--placement",
+        "cpu",
+        "--algo",
+        "sgd",
+        "--host-mem-limit",
+        "900TB",
+        "--dry-run",
+    )
+    assert res.returncode == 0, res.stderr
+    assert "warning: --host-mem-limit 900 TB is above this machine's RAM" in " ".join(
+        res.stderr.split()
+    )
+
+
+def test_bad_workload_toml_refused_before_a_record(tmp_path):
+    """pooling = 0 in a TOML once ran, wrote an error record and exited 1."""
+    toml = (ROOT / "workloads" / "tiny.toml").read_text().replace("pooling = 3", "pooling = 0")
+    (tmp_path / "bad.toml").write_text(toml)
+    out = tmp_path / "never"
+    res = cli(
+        "run", "--workload", str(tmp_path / "bad.toml"), "--algo", "lazydp", "--out", str(out)
+    )
+    assert res.returncode == 2
+    assert "pooling must be positive" in res.stderr
+    assert not out.exists()

@@ -277,3 +277,18 @@ def test_accounting_at_a_tiny_batch_stays_in_bounded_memory():
     assert got["peak"] < 3 * 2**30, got
     assert got["rdp"] == pytest.approx(50, rel=1e-3)  # sigma derived for epsilon 50
     assert got["prv"] <= got["rdp"] and got["err"] > 0.01
+
+
+def test_vectorized_keys_equal_derive_seed():
+    """Per-step schedules take their keys from `derive_seeds` (numpy, one pass); each must
+    be `derive_seed`'s key, including seeds and steps past 2**63 and negative parts."""
+    import numpy as np
+
+    from lazydp_bench.dp.seeds import derive_seeds
+
+    steps = np.array([0, 1, 2**40 + 3, 2**63 - 1], dtype=np.int64)
+    for seed in (0, 12345, 2**63 - 1, 2**64 - 1, -7):
+        for stream in (0, 3):
+            keys = derive_seeds(seed, steps, stream)
+            assert keys.dtype == np.uint64
+            assert [int(k) for k in keys] == [derive_seed(seed, int(t), stream) for t in steps]

@@ -15,9 +15,7 @@ CPU = torch.device("cpu")
 
 def _scalars(steps: int = 4) -> tuple[StepScalars, LRSchedule]:
     lr = LRSchedule(base=0.5, decay=0.25)
-    scalars = StepScalars(
-        lr.lr, 8, 1.5, seed=42, steps=steps, devices=[CPU, CPU], dtype=torch.float64
-    )
+    scalars = StepScalars(lr, 8, 1.5, seed=42, steps=steps, devices=[CPU, CPU], dtype=torch.float64)
     return scalars, lr
 
 
@@ -96,3 +94,30 @@ def test_graph_blocker_torch_engine_is_fine_for_sgd():
     blocker = graph_blocker(**{**GOOD, "noise_impl": "torch", "private": False})
     assert blocker in (None, "no CUDA device")
     assert blocker == (None if torch.cuda.is_available() else "no CUDA device")
+
+
+def test_vectorized_schedule_equals_step_values_bit_for_bit():
+    """The schedule is built with numpy in one pass; every row must equal the per-step
+    Python values (same floats to the bit, same 64-bit keys) the engines and tests use."""
+    from lazydp_bench.dp.seeds import as_int64
+    from lazydp_bench.runtime.step_scalars import schedule_rows, step_values
+
+    lr = LRSchedule(base=0.3, decay=0.7)
+    args = (lr, 24, 1.7, 2**63 - 5)
+    floats, ints = schedule_rows(300, *args)
+    for t in range(300):
+        fl, it = step_values(t, *args)
+        assert floats[t].tolist() == fl
+        assert ints[t].tolist() == [as_int64(v) for v in it]
+
+
+def test_per_step_schedules_are_in_the_memory_estimate():
+    """A million steps' schedules (and LazyDP's prefix sums) are counted before a run."""
+    from lazydp_bench.placement.layout import estimate_need
+    from lazydp_bench.workloads import load_workload
+
+    wl = load_workload("tiny")
+    kw = dict(batch=8, pooling=3, elem=4, chunk_bytes=2**20, clipping="ghost")
+    base = estimate_need(wl, "cpu", history_table=True, **kw)
+    more = estimate_need(wl, "cpu", history_table=True, steps=10**6, **kw)
+    assert more.host_bytes - base.host_bytes == 10**6 * (2 * 4 + 4 * 8 + 3 * 8)
