@@ -343,9 +343,27 @@ def plot(
     ] = "all",
     out: Annotated[Path, Opt(help="Directory for the images and CSVs.")] = Path("figures"),
     format: Annotated[str, Opt(help="Comma list of image formats: png, pdf, svg.")] = "png,pdf",
+    allow_mixed_commits: Annotated[
+        bool,
+        Opt(
+            help="Draw records of different commits side by side. Without it each panel "
+            "draws only its newest commit's records (the commit of its newest successful "
+            "run) and a note names the records left out; with it each point draws its own "
+            "newest commit. Repeats are pooled only within one commit either way."
+        ),
+    ] = False,
 ) -> None:
-    """Redraw the paper's figures from stored records; write the numbers behind each as CSV."""
+    """Redraw the paper's figures from stored records; write the numbers behind each as CSV.
+
+    Each panel (one machine and placement) fixes every configuration field off the
+    figure's axis to one reference value, named under the panel and in a note; repeated
+    runs of a point are pooled (median and IQR of all their raw steps, or the median of
+    their medians for records without raw steps; run count); a point
+    without a successful run is an empty hatched bar labelled with why (not run, OOM,
+    skipped: needs N GB, timeout, error); the footer names the commits drawn.
+    """
     import matplotlib.pyplot as plt
+    from rich.markup import escape
 
     from lazydp_bench.records.store import load_records
     from lazydp_bench.report.figures import ALL_FIGURES, make_figure
@@ -370,9 +388,9 @@ def plot(
         except OSError as exc:
             raise BenchError(f"cannot write figures to {out}: {exc.strerror or exc}") from exc
     for name in names:
-        res = make_figure(name, records)
+        res = make_figure(name, records, allow_mixed_commits=allow_mixed_commits)
         for note in res.notes:
-            err_console.print(f"[yellow]note:[/] {note}")
+            err_console.print(f"[yellow]note:[/] {escape(note)}")
         if res.figure is None:
             err_console.print(f"[yellow]{name}: skipped, nothing to draw[/]")
             continue
@@ -383,12 +401,29 @@ def plot(
             written.append(path.name)
         plt.close(res.figure)
         res.data.to_csv(out / f"{name}.csv", index=False)
-        table = Table(title=f"{name}: {', '.join(written)} + {name}.csv")
-        for col in res.data.columns:
-            table.add_column(str(col))
-        for row in res.data.itertuples(index=False):
-            table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
-        console.print(table)
+        console.print(_figure_table(res.data, f"{name}: {', '.join(written)} + {name}.csv"))
+
+
+# The CSV has every column; the printed table leaves out the step quartiles and pooling
+# details so it fits a terminal.
+PLOT_TABLE_HIDDEN = ("step_p25_ms", "step_p75_ms", "steps", "pooled", "mode")
+
+
+def _figure_table(data, title: str) -> Table:
+    """The numbers behind a figure as a rich table (None and NaN as '-')."""
+    columns = [c for c in data.columns if c not in PLOT_TABLE_HIDDEN]
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(str(col))
+    for row in data[columns].itertuples(index=False):
+        table.add_row(*[_cell(v) for v in row])
+    return table
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 bench_app = typer.Typer(help="Micro-benchmarks of single mechanisms.", no_args_is_help=True)

@@ -1,15 +1,28 @@
-"""The paper's figures, redrawn from stored records only (DataFrame in, Figure out).
+"""The paper's figures, redrawn from stored records only (records in, Figure out).
 
-Every figure function takes the tidy frame of `figure_frame()` and returns a `FigureResult`:
-the matplotlib Figure (or None when there is nothing to draw), the numbers behind it as a
-DataFrame (written as CSV beside the image), and notes on what is missing. Runs from
-different machines or placements are drawn in separate panels, never in one bar; when a
-point was measured more than once the newest record is used.
+`make_figure` returns a `FigureResult`: the matplotlib Figure (None when nothing can be
+drawn), the numbers behind it as a DataFrame (one row per bar slot, or per stage of a
+stacked bar; written as CSV beside the image) and notes. `points.py` holds the rules by
+which records become points:
+
+- one panel per (machine, placement), never mixed in one bar;
+- every configuration field off the figure's axis is fixed per panel to one reference
+  value (the workload's own batch size and pooling, uniform access, float32, Gaussian
+  noise, the table size the figure's rule names, else the most common value), written
+  under the panel and in the notes with what was measured but left out;
+- a panel draws only its newest commit's records (a note names what was left out) unless
+  mixed commits are allowed, when each point draws its own newest commit; the footer
+  names the commits drawn;
+- repeated runs of a point are pooled: raw step times concatenated (median, IQR, run
+  count), a note when the IQR exceeds 10 % of the median;
+- a point without a successful run is an empty hatched bar labelled with its reason (not
+  run, OOM, skipped: needs N GB, timeout, error); a figure none of whose points succeeded
+  is skipped with a reason, and an algorithm with no run at all is named in a note.
 """
 
 from __future__ import annotations
 
-import numbers
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -18,8 +31,35 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.patches import Rectangle
 
 from lazydp_bench.measure.stages import LABELS, UPDATE_CHILDREN, Stage
+from lazydp_bench.report.points import (
+    CONFIG_FIELDS,
+    ENERGY,
+    NOISY_IQR,
+    PANEL_FIELDS,
+    STAGES,
+    STEPS,
+    Fixed,
+    Measure,
+    Point,
+    Reference,
+    commit_label,
+    config_fields,
+    failure_reason,
+    fix_reference,
+    largest_table,
+    most_common,
+    newest_commit,
+    pool_stages,
+    prefer,
+    record_placement,
+    resolve,
+    sort_key,
+    timing_fields,
+    workload_default,
+)
 from lazydp_bench.units import format_bytes
 
 # Okabe-Ito, colorblind-safe; the stages' colours, and the algorithms' (set on their classes).
@@ -78,12 +118,16 @@ STAGE_COLOR = {
     Stage.NOISY_UPDATE_FUSED: PALETTE[5],
     Stage.OTHER: "#999999",
 }
-FAILED = ("oom", "skipped", "timeout", "error")
-MAIN_ALGOS = ["sgd", "dpsgd-f", "lazydp"]
+MAIN_ALGOS = ("sgd", "dpsgd-f", "lazydp")
+RMC = ("rmc1", "rmc2", "rmc3")
+MISSING_HATCH = "///"
 
 
-@dataclass
+@dataclass(frozen=True)
 class FigureResult:
+    """A drawn figure (None when skipped), the numbers behind it and what to tell the
+    reader about it."""
+
     name: str
     figure: plt.Figure | None
     data: pd.DataFrame
@@ -101,70 +145,572 @@ def algo_variant(algo: str | None, clipping: str | None) -> str | None:
     return f"{algo}[{clipping}]"
 
 
+# ---- records to a frame ----------------------------------------------------------------
+
+
+def _frame_row(r: dict) -> dict:
+    """What the figures read from one record: configuration, status, timing, commit."""
+    c, env = r.get("config") or {}, r.get("env") or {}
+    status = r.get("status")
+    stages = r.get("stages") or []
+    return {
+        "algo": algo_variant(c.get("algo"), c.get("clipping")),
+        **config_fields(r),
+        "placement": record_placement(r),
+        "machine": env.get("gpu_name") or env.get("cpu") or "unknown",
+        "status": status,
+        "reason": None if status == "ok" else failure_reason(r),
+        **timing_fields(r),
+        "stages": {s["name"]: s["median_ms"] for s in stages if s.get("median_ms") is not None},
+        "commit": commit_label(env),
+        "breakdown": bool(c.get("breakdown", True)),
+        "created": r.get("created_utc") or "",
+    }
+
+
 def figure_frame(records: list[dict]) -> pd.DataFrame:
-    """One row per training-run record (bench records are kept apart), newest per point."""
-    rows = []
-    for r in records:
-        if r.get("kind") == "bench_noise":
-            continue
-        c, t = r.get("config") or {}, r.get("timing") or {}
-        env, energy = r.get("env") or {}, r.get("energy") or {}
-        stages = {s["name"]: s["median_ms"] for s in r.get("stages") or []}
-        rows.append(
-            {
-                "algo": algo_variant(c.get("algo"), c.get("clipping")),
-                "workload": c.get("workload"),
-                "table_bytes": c.get("table_bytes"),
-                "placement": c.get("placement"),
-                "batch_size": c.get("batch_size"),
-                "pooling": c.get("pooling"),
-                "distribution": c.get("distribution"),
-                "noise_impl": "torch" if c.get("noise_impl") == "torch" else "fused",
-                "status": r.get("status"),
-                "step_ms": t.get("step_median_ms"),
-                "throughput": t.get("throughput_samples_per_s"),
-                "gpu_j_per_step": energy.get("gpu_j_per_step"),
-                "stages": stages,
-                "machine": env.get("gpu_name") or env.get("cpu") or "unknown",
-                "commit": (env.get("commit") or "")[:10],
-                "breakdown": bool(c.get("breakdown", True)),
-                "cuda_graph": bool(t.get("cuda_graph", False)),
-                "created": r.get("created_utc") or "",
-            }
-        )
+    """One row per training-run record (bench records are kept apart), repeats included.
+    Configuration columns keep Python values (batch 2048, not 2048.0) and None where a
+    record does not say."""
+    rows = [_frame_row(r) for r in records if r.get("kind") != "bench_noise"]
     df = pd.DataFrame(rows)
-    if df.empty:
-        return df
-    mode = [*POINT_KEY, "breakdown", "cuda_graph"]
-    df = df.sort_values("created").drop_duplicates(subset=mode, keep="last")
-    return df.reset_index(drop=True)
+    for name in ("algo", *CONFIG_FIELDS, *PANEL_FIELDS):
+        if not df.empty:
+            df[name] = pd.Series([row[name] for row in rows], dtype=object, index=df.index)
+    return df
 
 
-POINT_KEY = [
-    "algo",
-    "workload",
-    "table_bytes",
-    "placement",
-    "batch_size",
-    "pooling",
-    "distribution",
-    "noise_impl",
-    "machine",
-]
+POINT_KEY = ["algo", *CONFIG_FIELDS[:8], "placement", "machine"]
 
 
 def for_steps(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per point for step-time figures: an end-to-end (--no-breakdown) record wins,
-    and among those a CUDA-graph replay (the step without launch overhead)."""
+    """The newest record per point, a CUDA-graph replay first, then an eager end-to-end
+    run (scripts/headline.py's table; the figures pool repeats instead)."""
     if df.empty:
         return df
-    order = df.sort_values(["breakdown", "cuda_graph"], ascending=[True, False])
+    newest = df.sort_values("created", ascending=False, kind="stable")
+    order = newest.sort_values(["breakdown", "cuda_graph"], ascending=[True, False], kind="stable")
     return order.drop_duplicates(subset=POINT_KEY, keep="first")
 
 
-def for_stages(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows with a stage breakdown, for the stacked figures."""
-    return df if df.empty else df[df["breakdown"]]
+# ---- figure specs ------------------------------------------------------------------------
+
+
+def main_workloads(df: pd.DataFrame) -> pd.DataFrame:
+    """Every workload but the RMC models (those belong to fig. 13c)."""
+    return df[~df["workload"].isin(RMC)]
+
+
+def rmc_workloads(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["workload"].isin(RMC)]
+
+
+def reference(**overrides) -> Reference:
+    """The paper's setting where a run has it: mlperf-dlrm at its own batch size and
+    pooling, uniform access, float32, Gaussian noise, the largest table with LazyDP runs;
+    `overrides` replace a field's rule."""
+    choose = {
+        "workload": prefer("mlperf-dlrm"),
+        "noise_mode": prefer("gaussian"),
+        "dtype": prefer("float32"),
+        "distribution": prefer("uniform"),
+        "batch_size": workload_default("batch_size"),
+        "pooling": workload_default("pooling"),
+        "table_bytes": largest_table(("lazydp",)),
+    }
+    per_x = overrides.pop("per_x", ())
+    return Reference({**choose, **overrides}, per_x)
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """One figure: its axis, algorithms, reference rule, what it reads and how it draws."""
+
+    name: str
+    title: str
+    axis: str
+    algos: tuple[str, ...]
+    measure: Measure
+    ylabel: str
+    reference: Reference = field(default_factory=reference)
+    candidates: Callable[[pd.DataFrame], pd.DataFrame] = main_workloads
+    stages: tuple[Stage, ...] = ()
+    normalize: bool = False
+    logy: bool = False
+    speedup: bool = False
+    min_x: int = 1  # sensitivity figures need two axis values
+
+    @property
+    def stacked(self) -> bool:
+        return bool(self.stages)
+
+
+# ---- panels and their slots ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One bar slot of a panel: its group, axis value, algorithm, position and point."""
+
+    i: int
+    j: int
+    x: object
+    algo: str
+    pos: float
+    width: float
+    point: Point
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One machine and placement at its reference point, with its bar slots."""
+
+    label: str
+    fixed: Fixed
+    xs: list
+    slots: list[Slot]
+    baseline: dict  # axis value -> SGD's pooled value (normalized figures)
+
+
+def _panel_parts(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """One part per (machine, placement); a stub that did not resolve its placement joins
+    every panel of its machine."""
+    known = df[df["placement"].notna()]
+    out = []
+    for (machine, placement), _ in known.groupby(["machine", "placement"], sort=True):
+        here = (df["machine"] == machine) & (
+            (df["placement"] == placement) | df["placement"].isna()
+        )
+        out.append((f"{machine} · {placement}", df[here]))
+    return out
+
+
+def _one_commit(spec: FigureSpec, label: str, rows: pd.DataFrame, notes: list[str]) -> Fixed:
+    """The panel at its reference point, from its newest commit's records only."""
+    fixed = fix_reference(rows, spec.axis, spec.reference)
+    commits = set(fixed.rows["commit"])
+    if len(commits) <= 1:
+        return fixed
+    newest = newest_commit(fixed.rows)
+    older = fixed.rows[fixed.rows["commit"] != newest]["commit"].value_counts()
+    left = ", ".join(f"{n} from {c}" for c, n in sorted(older.items()))
+    notes.append(
+        f"{spec.name} [{label}]: records from {len(commits)} commits; drew only the newest, "
+        f"{newest} (left out {left}); --allow-mixed-commits draws them together"
+    )
+    return fix_reference(rows[rows["commit"] == newest], spec.axis, spec.reference)
+
+
+def _slots(spec: FigureSpec, fixed: Fixed, algos: list[str]) -> tuple[list, list[Slot]]:
+    """Every (axis value, algorithm) slot of a panel with its resolved point."""
+    rows = fixed.rows
+    xs = sorted(rows[spec.axis].dropna().unique(), key=sort_key)
+    width = 0.8 / max(1, len(algos))
+    slots = []
+    for j, algo in enumerate(algos):
+        for i, x in enumerate(xs):
+            here = rows[(rows["algo"] == algo) & (rows[spec.axis] == x)]
+            pos = i + (j - (len(algos) - 1) / 2) * width
+            slots.append(Slot(i, j, x, algo, pos, width, resolve(here, spec.measure)))
+    return xs, slots
+
+
+def _bar_value(spec: FigureSpec, point: Point) -> float:
+    """The pooled quantity a bar shows: median J per step, else the step-time median."""
+    if spec.measure is ENERGY:
+        return float(statistics.median(point.rows["gpu_j_per_step"]))
+    return float(point.stats.median_ms)
+
+
+def _baseline(spec: FigureSpec, fixed: Fixed, xs: list) -> dict:
+    """SGD's pooled value per axis value, which normalized figures divide by."""
+    out = {}
+    rows = fixed.rows
+    for x in xs:
+        point = resolve(rows[(rows["algo"] == "sgd") & (rows[spec.axis] == x)], spec.measure)
+        if point.status == "ok":
+            out[x] = _bar_value(spec, point)
+    return out
+
+
+def _present_algos(spec: FigureSpec, fixed: list[Fixed], notes: list[str]) -> list[str]:
+    """The figure's algorithms with a record in some panel; the others are noted."""
+    seen = set().union(*(set(f.rows["algo"].dropna()) for f in fixed)) if fixed else set()
+    for algo in spec.algos:
+        if algo not in seen:
+            notes.append(
+                f"{spec.name}: no {algo} runs at the reference point and commit drawn; left out"
+            )
+    return _algos(pd.DataFrame({"algo": sorted(seen)}), list(spec.algos))
+
+
+def _algos(df: pd.DataFrame, wanted: list[str] | None) -> list[str]:
+    """The algorithms of `df` in the registry's plot order (unregistered names last)."""
+    present = set(df["algo"].dropna())
+    order = [a for a in ALGO_ORDER if a in present]
+    order += sorted(present - set(order))  # variants and algorithms not registered here
+    return [a for a in order if wanted is None or a in wanted]
+
+
+def build_panels(
+    spec: FigureSpec, df: pd.DataFrame, allow_mixed: bool, notes: list[str]
+) -> list[Panel]:
+    """Each panel at its reference point, on one commit (unless allowed), with its slots."""
+    parts = []
+    for label, rows in _panel_parts(df):
+        fixed = (
+            fix_reference(rows, spec.axis, spec.reference)
+            if allow_mixed
+            else _one_commit(spec, label, rows, notes)
+        )
+        parts.append((label, fixed))
+    algos = _present_algos(spec, [f for _, f in parts], notes)
+    panels = []
+    for label, fixed in parts:
+        xs, slots = _slots(spec, fixed, algos)
+        panels.append(Panel(label, fixed, xs, slots, _baseline(spec, fixed, xs)))
+    return panels
+
+
+# ---- notes -----------------------------------------------------------------------------------
+
+
+def _x_label(axis: str, value) -> str:
+    if axis == "table_bytes":
+        return format_bytes(value)
+    if axis == "batch_size":
+        return f"batch {value}"
+    if axis == "pooling":
+        return f"pooling {value}"
+    return str(value)
+
+
+MAIN_FIELDS = ("workload", "table_bytes", "batch_size", "pooling", "distribution")
+FIELD_NAMES = {"table_bytes": "table", "batch_size": "batch"}
+
+
+def _value_text(name: str, value) -> str:
+    return format_bytes(value) if name == "table_bytes" else str(value)
+
+
+def _field_text(name: str, value) -> str:
+    """`9.6 GB`, `batch 2048`, `uniform`, `host_threads=16`; per axis value for a dict."""
+    label = FIELD_NAMES.get(name, name)
+    if isinstance(value, dict):
+        per = ", ".join(f"{x} {_value_text(name, v)}" for x, v in value.items())
+        return f"{label} per model: {per}"
+    if name in ("workload", "distribution", "table_bytes"):
+        return _value_text(name, value)
+    if name in MAIN_FIELDS:
+        return f"{label} {value}"
+    return f"{label}={value}"
+
+
+def reference_text(fixed: Fixed, axis: str) -> str:
+    """The fixed fields a reader needs: the main ones, and any other that had a choice."""
+    others = [n for n in CONFIG_FIELDS if n not in MAIN_FIELDS and n in fixed.left_out]
+    shown = [n for n in (*MAIN_FIELDS, *others) if n != axis and fixed.chosen.get(n) is not None]
+    return " · ".join(_field_text(n, fixed.chosen[n]) for n in shown)
+
+
+def _reference_note(spec: FigureSpec, panel: Panel) -> str:
+    """The panel's reference point, and the values measured off it (left out)."""
+    text = f"{spec.name} [{panel.label}]: reference point {reference_text(panel.fixed, spec.axis)}"
+    left = panel.fixed.left_out
+    if left:
+        parts = [
+            f"{FIELD_NAMES.get(n, n)} {', '.join(_value_text(n, v) for v in vs)}"
+            for n, vs in left.items()
+        ]
+        text += "; measured but left out: " + "; ".join(parts)
+    return text
+
+
+def _slot_notes(spec: FigureSpec, panel: Panel) -> list[str]:
+    """Missing points, noisy pooled points and runs on older commits left out."""
+    notes = []
+    for s in panel.slots:
+        where = f"{spec.name} [{panel.label}]: {s.algo} at {_x_label(spec.axis, s.x)}"
+        p = s.point
+        if p.status != "ok":
+            notes.append(f"{where}: {p.reason}")
+            continue
+        if p.stats.iqr_pct > 100 * NOISY_IQR:
+            notes.append(
+                f"{where}: noisy, IQR {p.stats.p75_ms - p.stats.p25_ms:.3g} ms is "
+                f"{p.stats.iqr_pct:.0f}% of the median {p.stats.median_ms:.3g} ms "
+                f"({p.stats.runs} run(s), {p.stats.method})"
+            )
+    older = [s.point.older_runs for s in panel.slots if s.point.older_runs]
+    if older:
+        notes.append(
+            f"{spec.name} [{panel.label}]: {len(older)} point(s) drew their newest commit; "
+            f"{sum(older)} run(s) on older commits left out (see the commit column)"
+        )
+    modes = {s.point.mode for s in panel.slots if s.point.status == "ok"}
+    if len(modes) > 1:
+        notes.append(
+            f"{spec.name} [{panel.label}]: bars use different timing modes "
+            f"({', '.join(sorted(modes))}); see the mode column"
+        )
+    return notes
+
+
+# ---- data rows ------------------------------------------------------------------------------
+
+COLUMNS = [
+    "panel",
+    "algo",
+    "stage",
+    "status",
+    "reason",
+    "value",
+    "step_median_ms",
+    "step_p25_ms",
+    "step_p75_ms",
+    "step_iqr_pct",
+    "runs",
+    "steps",
+    "pooled",
+    "commit",
+    "mode",
+]
+
+
+def _data_row(panel: Panel, axis: str, slot: Slot, value: float | None = None, **extra) -> dict:
+    """The numbers behind one slot: its value and how its runs were pooled."""
+    p = slot.point
+    row = {"panel": panel.label, axis: slot.x, "algo": slot.algo, **extra}
+    row.update(status=p.status, reason=p.reason, value=value, runs=0)
+    if p.stats is not None:
+        row.update(
+            step_median_ms=p.stats.median_ms,
+            step_p25_ms=p.stats.p25_ms,
+            step_p75_ms=p.stats.p75_ms,
+            step_iqr_pct=p.stats.iqr_pct,
+            runs=p.stats.runs,
+            steps=p.stats.steps,
+            pooled=p.stats.method,
+            commit=p.commit,
+            mode=p.mode,
+        )
+    return row
+
+
+def _frame_of(rows: list[dict], axis: str) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    order = [c for c in [COLUMNS[0], axis, *COLUMNS[1:]] if c in df.columns]
+    return df[order]
+
+
+# ---- drawing ------------------------------------------------------------------------------------
+
+
+def _draw_missing(ax, slot: Slot, label: str) -> None:
+    """An empty hatched bar in the algorithm's colour, labelled with why it is empty."""
+    trans = ax.get_xaxis_transform()  # x in data, y in axes fractions: any y scale
+    left = slot.pos - slot.width / 2
+    ax.add_patch(
+        Rectangle(
+            (left, 0),
+            slot.width,
+            0.5,
+            transform=trans,
+            fill=False,
+            hatch=MISSING_HATCH,
+            edgecolor=algo_color(slot.algo),
+            linewidth=0.6,
+        )
+    )
+    ax.text(
+        slot.pos,
+        0.03,
+        label,
+        rotation=90,
+        ha="center",
+        va="bottom",
+        fontsize=6,
+        color="#333333",
+        transform=trans,
+    )
+
+
+def _speedup(panel: Panel, x) -> str | None:
+    """DP-SGD(F)'s step over LazyDP's at `x`, both pooled."""
+    at = {s.algo: s.point for s in panel.slots if s.x == x and s.point.status == "ok"}
+    if "dpsgd-f" not in at or "lazydp" not in at:
+        return None
+    return f"{at['dpsgd-f'].stats.median_ms / at['lazydp'].stats.median_ms:.1f}x"
+
+
+def _draw_bars(ax, spec: FigureSpec, panel: Panel, data: list[dict], notes: list[str]) -> None:
+    """One bar per slot in the algorithm's colour (legend once per algorithm)."""
+    labelled: set[str] = set()
+    for s in panel.slots:
+        if s.point.status != "ok":
+            _draw_missing(ax, s, s.point.reason)
+            data.append(_data_row(panel, spec.axis, s))
+            continue
+        v = _bar_value(spec, s.point)
+        if spec.normalize:
+            if s.x not in panel.baseline or not panel.baseline[s.x]:
+                _missing_baseline(ax, spec, panel, s, data, notes)
+                continue
+            v /= panel.baseline[s.x]
+        label = algo_label(s.algo) if s.algo not in labelled else None
+        labelled.add(s.algo)
+        ax.bar(s.pos, v, s.width, color=algo_color(s.algo), label=label)
+        text = _speedup(panel, s.x) if spec.speedup and s.algo == "lazydp" else None
+        if text:
+            ax.annotate(text, (s.pos, v), ha="center", va="bottom", fontsize=7)
+        data.append(_data_row(panel, spec.axis, s, v))
+
+
+def _missing_baseline(ax, spec, panel: Panel, s: Slot, data: list[dict], notes) -> None:
+    """A normalized bar with no SGD value at its x: drawn empty, its numbers kept."""
+    reason = "no SGD baseline"
+    _draw_missing(ax, s, reason)
+    notes.append(
+        f"{spec.name} [{panel.label}]: no SGD value at {_x_label(spec.axis, s.x)} "
+        f"to normalize {s.algo} by"
+    )
+    data.append({**_data_row(panel, spec.axis, s), "status": "no baseline", "reason": reason})
+
+
+def _draw_stacked(ax, spec: FigureSpec, panel: Panel, data: list[dict], notes) -> None:
+    """One bar of pooled stage medians per slot, stacked in `spec.stages` order."""
+    first = True
+    for s in panel.slots:
+        short = algo_label(s.algo).split(" ")[0]
+        if s.point.status != "ok":
+            _draw_missing(ax, s, f"{short}: {s.point.reason}")
+            data.append(_data_row(panel, spec.axis, s))
+            continue
+        scale = 1.0
+        if spec.normalize:
+            if not panel.baseline.get(s.x):
+                _missing_baseline(ax, spec, panel, s, data, notes)
+                continue
+            scale = 1.0 / panel.baseline[s.x]
+        st = pool_stages(s.point.rows)
+        bottom = 0.0
+        for stage in spec.stages:
+            v = st.get(stage.value, 0.0) * scale
+            if stage is Stage.OTHER:
+                v += st.get(Stage.DATA.value, 0.0) * scale
+            ax.bar(
+                s.pos,
+                v,
+                s.width,
+                bottom=bottom,
+                color=STAGE_COLOR[stage],
+                label=_stage_label(stage) if first else None,
+                edgecolor="white",
+                linewidth=0.3,
+            )
+            bottom += v
+            data.append(_data_row(panel, spec.axis, s, v, stage=stage.value))
+        first = False
+        ax.annotate(short, (s.pos, bottom), ha="center", va="bottom", fontsize=6, rotation=90)
+
+
+def _pooled_runs(panels: list[Panel]) -> pd.DataFrame:
+    return pd.concat([s.point.rows for p in panels for s in p.slots if s.point.rows is not None])
+
+
+def _panel_caption(spec: FigureSpec, panel: Panel) -> str:
+    """Under each panel: its reference point and the commit(s) its bars come from."""
+    runs = [s.point.rows for s in panel.slots if s.point.rows is not None]
+    commits = sorted(set(pd.concat(runs)["commit"])) if runs else []
+    word = "commit" if len(commits) == 1 else "commits"
+    text = reference_text(panel.fixed, spec.axis)
+    return f"{text} | {word} {', '.join(commits)}" if commits else text
+
+
+def _footer(fig: plt.Figure, panels: list[Panel]) -> None:
+    """Machines, placements, dates and commits of the runs drawn, and how they pooled."""
+    runs = _pooled_runs(panels)
+    machines = ", ".join(sorted(set(runs["machine"].astype(str))))
+    places = ", ".join(sorted(set(runs["placement"].astype(str))))
+    dates = sorted(d[:10] for d in runs["created"] if d)
+    span = f"{dates[0]}..{dates[-1]}" if dates else "-"
+    commits = sorted(set(runs["commit"]))
+    word = "commit" if len(commits) == 1 else "commits"
+    methods = sorted({s.point.stats.method for p in panels for s in p.slots if s.point.stats})
+    fig.text(
+        0.01,
+        0.005,
+        f"{machines} | placement {places} | {span} | {word} {', '.join(commits)} | "
+        f"median step: {'; '.join(methods)}",
+        fontsize=7,
+        color="#555555",
+        ha="left",
+        va="bottom",
+    )
+
+
+def _stage_label(stage: Stage) -> str:
+    return "Data + other" if stage is Stage.OTHER else LABELS[stage]
+
+
+def _skip(spec: FigureSpec, panels: list[Panel], data: pd.DataFrame, notes) -> FigureResult:
+    """No point succeeded: no image, and the reasons counted."""
+    reasons = pd.Series([s.point.reason for p in panels for s in p.slots]).value_counts()
+    why = ", ".join(f"{n} {r}" for r, n in reasons.items()) or "no points"
+    notes.insert(0, f"{spec.name}: skipped, no point has a run to draw ({why})")
+    return FigureResult(spec.name, None, data, notes)
+
+
+def _axis_values(panels: list[Panel]) -> list:
+    return sorted({x for p in panels for x in p.xs}, key=sort_key)
+
+
+def render(spec: FigureSpec, df: pd.DataFrame, allow_mixed: bool = False) -> FigureResult:
+    """Draw one figure from the frame's candidate records (see the module docstring)."""
+    cands = spec.candidates(df) if not df.empty else df
+    cands = cands[cands["algo"].isin(spec.algos)] if not cands.empty else cands
+    if cands.empty:
+        return FigureResult(spec.name, None, pd.DataFrame(), [f"{spec.name}: no runs to draw"])
+    notes: list[str] = []
+    panels = build_panels(spec, cands, allow_mixed, notes)
+    if not panels:  # only stubs that never resolved their placement
+        return FigureResult(spec.name, None, pd.DataFrame(), [f"{spec.name}: no runs to draw"])
+    xs = _axis_values(panels)
+    if len(xs) < spec.min_x:
+        found = ", ".join(_x_label(spec.axis, x) for x in xs) or "none"
+        note = f"{spec.name}: needs runs at two or more values of {spec.axis}; found {found}"
+        return FigureResult(spec.name, None, pd.DataFrame(), [note, *notes])
+    for panel in panels:
+        notes.append(_reference_note(spec, panel))
+        notes.extend(_slot_notes(spec, panel))
+    if not any(s.point.status == "ok" for p in panels for s in p.slots):
+        rows = [_data_row(p, spec.axis, s) for p in panels for s in p.slots]
+        return _skip(spec, panels, _frame_of(rows, spec.axis), notes)
+    fig, data = _draw(spec, panels, notes)
+    return FigureResult(spec.name, fig, data, notes)
+
+
+def _draw(spec: FigureSpec, panels: list[Panel], notes: list[str]) -> tuple:
+    """The Figure (one axes per panel) and the numbers behind its bars."""
+    width, height = (7, 4.5) if spec.stacked else (6.5, 4.2)
+    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), height), squeeze=False)
+    data: list[dict] = []
+    for ax, panel in zip(axes[0], panels, strict=True):
+        draw = _draw_stacked if spec.stacked else _draw_bars
+        draw(ax, spec, panel, data, notes)
+        ax.set_xticks(range(len(panel.xs)), [_x_label(spec.axis, x) for x in panel.xs])
+        ax.set_xlim(-0.5, max(1, len(panel.xs)) - 0.5)
+        ax.set_xlabel(_panel_caption(spec, panel), fontsize=7)
+        ax.set_ylabel(spec.ylabel)
+        ax.set_title(panel.label, fontsize=9)
+        if spec.logy:
+            ax.set_yscale("log")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.suptitle(spec.title)
+    _footer(fig, panels)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return fig, _frame_of(data, spec.axis)
 
 
 def bench_frame(records: list[dict]) -> pd.DataFrame:
@@ -188,475 +734,6 @@ def bench_frame(records: list[dict]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
-
-
-def _footer(fig: plt.Figure, df: pd.DataFrame) -> None:
-    machines = ", ".join(sorted(set(df["machine"].astype(str))))
-    places = ", ".join(sorted(set(df["placement"].astype(str)))) if "placement" in df else "-"
-    dates = sorted(d[:10] for d in df["created"] if d)
-    span = f"{dates[0]}..{dates[-1]}" if dates else "-"
-    commits = (
-        ", ".join(sorted(set(df.get("commit", pd.Series(dtype=str)).astype(str)) - {""})) or "-"
-    )
-    fig.text(
-        0.01,
-        0.005,
-        f"{machines} | placement {places} | {span} | commit {commits}",
-        fontsize=7,
-        color="#555555",
-        ha="left",
-        va="bottom",
-    )
-
-
-def _panels(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """One panel per (machine, placement): never mixed into one bar."""
-    out = []
-    for (machine, placement), part in df.groupby(["machine", "placement"], sort=True):
-        out.append((f"{machine} · {placement}", part))
-    return out
-
-
-def _algos(df: pd.DataFrame, wanted: list[str] | None) -> list[str]:
-    present = set(df["algo"].dropna())
-    order = [a for a in ALGO_ORDER if a in present]
-    order += sorted(present - set(order))  # variants and algorithms not registered here
-    return [a for a in order if wanted is None or a in wanted]
-
-
-def _x_label(axis: str, value) -> str:
-    if axis == "table_bytes":
-        return format_bytes(value)
-    if axis == "batch_size":
-        return f"batch {value}"
-    if axis == "pooling":
-        return f"pooling {value}"
-    return str(value)
-
-
-def _sgd_base(part: pd.DataFrame, axis: str) -> dict:
-    ok = part[(part["algo"] == "sgd") & (part["status"] == "ok")]
-    return dict(zip(ok[axis], ok["step_ms"], strict=True))
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One bar slot of a grouped figure: group index, axis value, algorithm, position, row."""
-
-    i: int
-    j: int
-    x: object
-    algo: str
-    pos: float
-    width: float
-    row: pd.Series
-
-
-def _cells(name: str, part: pd.DataFrame, axis: str, algos, label: str, notes: list[str]):
-    """The (x, algorithm) slots of one panel that have a record; missing ones become notes."""
-    xs = sorted(part[axis].dropna().unique(), key=_sort_key)
-    names = _algos(part, algos)
-    width = 0.8 / max(1, len(names))
-    cells = []
-    for j, algo in enumerate(names):
-        for i, x in enumerate(xs):
-            row = part[(part["algo"] == algo) & (part[axis] == x)]
-            if row.empty:
-                notes.append(f"{name}: no {algo} run at {_x_label(axis, x)} ({label})")
-                continue
-            pos = i + (j - (len(names) - 1) / 2) * width
-            cells.append(Cell(i, j, x, algo, pos, width, row.iloc[0]))
-    return xs, cells
-
-
-def _grouped_bars(
-    name: str,
-    df: pd.DataFrame,
-    axis: str,
-    algos: list[str] | None,
-    value: Callable[[pd.Series], float | None],
-    ylabel: str,
-    title: str,
-    logy: bool = False,
-    normalize: bool = False,
-    annotate: Callable[[pd.DataFrame, object, str], str | None] | None = None,
-) -> FigureResult:
-    """Bars of `value` per algorithm, grouped by `axis`, one panel per machine/placement."""
-    notes: list[str] = []
-    df = for_steps(df)
-    if df.empty:
-        return FigureResult(name, None, pd.DataFrame(), [f"{name}: no runs to draw"])
-    panels = _panels(df)
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.2), squeeze=False)
-    data_rows = []
-    for ax, (label, part) in zip(axes[0], panels, strict=True):
-        base = _sgd_base(part, axis)
-        xs, cells = _cells(name, part, axis, algos, label, notes)
-        for cell in cells:
-            i, x, algo, pos, width, r = cell.i, cell.x, cell.algo, cell.pos, cell.width, cell.row
-            if r["status"] != "ok":
-                ax.text(
-                    pos,
-                    0.02,
-                    r["status"].upper(),
-                    rotation=90,
-                    ha="center",
-                    va="bottom",
-                    fontsize=7,
-                    transform=ax.get_xaxis_transform(),
-                )
-                data_rows.append({"panel": label, axis: x, "algo": algo, "status": r["status"]})
-                continue
-            v = value(r)
-            if v is None:
-                notes.append(f"{name}: {algo} at {_x_label(axis, x)} has no value ({label})")
-                continue
-            if normalize:
-                sgd = part[(part["algo"] == "sgd") & (part[axis] == x)]
-                ref = value(sgd.iloc[0]) if x in base and not sgd.empty else None
-                if not ref:
-                    notes.append(f"{name}: no SGD value at {_x_label(axis, x)} to normalize by")
-                    continue
-                v = v / ref
-            ax.bar(
-                pos,
-                v,
-                width,
-                color=algo_color(algo),
-                label=algo_label(algo) if i == 0 else None,
-            )
-            text = annotate(part, x, algo) if annotate else None
-            if text:
-                ax.annotate(text, (pos, v), ha="center", va="bottom", fontsize=7)
-            data_rows.append({"panel": label, axis: x, "algo": algo, "status": "ok", "value": v})
-        ax.set_xticks(range(len(xs)), [_x_label(axis, x) for x in xs])
-        ax.set_ylabel(ylabel)
-        ax.set_title(label, fontsize=9)
-        if logy:
-            ax.set_yscale("log")
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    fig.suptitle(title)
-    _footer(fig, df)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    return FigureResult(name, fig, pd.DataFrame(data_rows), notes)
-
-
-def _stacked(
-    name: str,
-    df: pd.DataFrame,
-    axis: str,
-    algos: list[str] | None,
-    stages: list[Stage],
-    title: str,
-    normalize: bool,
-) -> FigureResult:
-    """Stacked stage bars per algorithm, grouped by `axis` (the paper's Fig. 3/5/11 layout)."""
-    notes: list[str] = []
-    df = for_stages(df)
-    ok = df[df["status"] == "ok"] if not df.empty else df
-    if ok.empty:
-        return FigureResult(name, None, pd.DataFrame(), [f"{name}: no successful runs to draw"])
-    panels = _panels(ok)
-    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), squeeze=False)
-    data_rows = []
-    for ax, (label, part) in zip(axes[0], panels, strict=True):
-        base = _sgd_base(part, axis)
-        xs, cells = _cells(name, part, axis, algos, label, notes)
-        for cell in cells:
-            i, j, x, algo, pos, width = cell.i, cell.j, cell.x, cell.algo, cell.pos, cell.width
-            st = cell.row["stages"]
-            if not st:
-                notes.append(f"{name}: {algo} at {_x_label(axis, x)} has no stage breakdown")
-                continue
-            scale = 1.0
-            if normalize:
-                if x not in base:
-                    notes.append(f"{name}: no SGD run at {_x_label(axis, x)} to normalize by")
-                    continue
-                scale = 1.0 / base[x]
-            bottom = 0.0
-            for s in stages:
-                v = st.get(s.value, 0.0) * scale
-                if s is Stage.OTHER:
-                    v += st.get(Stage.DATA.value, 0.0) * scale
-                ax.bar(
-                    pos,
-                    v,
-                    width,
-                    bottom=bottom,
-                    color=STAGE_COLOR[s],
-                    label=_stage_label(s) if (i == 0 and j == 0) else None,
-                    edgecolor="white",
-                    linewidth=0.3,
-                )
-                bottom += v
-                data_rows.append(
-                    {"panel": label, axis: x, "algo": algo, "stage": s.value, "value": v}
-                )
-            ax.annotate(
-                algo_label(algo).split(" ")[0],
-                (pos, bottom),
-                ha="center",
-                va="bottom",
-                fontsize=6,
-                rotation=90,
-            )
-        ax.set_xticks(range(len(xs)), [_x_label(axis, x) for x in xs])
-        ax.set_ylabel("step time normalized to SGD" if normalize else "time per step (ms)")
-        ax.set_title(label, fontsize=9)
-        ax.legend(fontsize=7)
-    fig.suptitle(title)
-    _footer(fig, ok)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    return FigureResult(name, fig, pd.DataFrame(data_rows), notes)
-
-
-def _stage_label(stage: Stage) -> str:
-    return "Data + other" if stage is Stage.OTHER else LABELS[stage]
-
-
-def _sort_key(v):
-    return (0, float(v)) if isinstance(v, numbers.Number) else (1, str(v))
-
-
-def _select(df: pd.DataFrame, algos: list[str] | None = None, **eq) -> pd.DataFrame:
-    if df.empty:
-        return df
-    out = df
-    if algos:
-        out = out[out["algo"].isin(algos)]
-    for k, v in eq.items():
-        out = out[out[k] == v]
-    return out
-
-
-def _mlperf(df: pd.DataFrame) -> pd.DataFrame:
-    """The main workload's uniform-access runs: mlperf-dlrm if present, else the workload
-    with the most runs (so a small local sweep plots too); RMC runs belong to fig13c."""
-    if df.empty:
-        return df
-    main = df[~df["workload"].isin(["rmc1", "rmc2", "rmc3"])]
-    if main.empty:
-        return main
-    name = (
-        "mlperf-dlrm" if (main["workload"] == "mlperf-dlrm").any() else main["workload"].mode()[0]
-    )
-    return _select(main, workload=name, distribution="uniform")
-
-
-def _step(r: pd.Series) -> float | None:
-    return r["step_ms"]
-
-
-def _speedup_label(part: pd.DataFrame, x, algo: str, axis: str) -> str | None:
-    if algo != "lazydp":
-        return None
-    f = part[(part["algo"] == "dpsgd-f") & (part[axis] == x) & (part["status"] == "ok")]
-    lz = part[(part["algo"] == "lazydp") & (part[axis] == x) & (part["status"] == "ok")]
-    if f.empty or lz.empty:
-        return None
-    return f"{f.iloc[0]['step_ms'] / lz.iloc[0]['step_ms']:.1f}x"
-
-
-def fig3(df: pd.DataFrame) -> FigureResult:
-    part = _one_batch(_select(_mlperf(df), ["sgd", "dpsgd-b", "dpsgd-r", "dpsgd-f", "dpsgd-bk"]))
-    return _stacked(
-        "fig3",
-        part,
-        "table_bytes",
-        None,
-        TOP_STACK,
-        "Fig. 3: DP-SGD step time by stage, normalized to SGD",
-        normalize=True,
-    )
-
-
-def fig5(df: pd.DataFrame) -> FigureResult:
-    part = _one_batch(_select(_mlperf(df), ["dpsgd-b", "dpsgd-r", "dpsgd-f", "dpsgd-bk"]))
-    return _stacked(
-        "fig5",
-        part,
-        "table_bytes",
-        None,
-        list(UPDATE_CHILDREN),
-        "Fig. 5: model update breakdown (ms per step)",
-        normalize=False,
-    )
-
-
-def fig5_torch(df: pd.DataFrame) -> FigureResult:
-    """Fig. 5 with the torch noise engine (`--noise-impl torch`): noise sampling and the
-    parameter update as separate passes, as the paper measured them (the fused engines
-    draw and add in one pass, `noisy_update_fused`)."""
-    part = _one_batch(_select(_mlperf(df), ["dpsgd-f"]))
-    return _stacked(
-        "fig5-torch",
-        part,
-        "table_bytes",
-        None,
-        list(UPDATE_CHILDREN),
-        "Fig. 5, torch noise engine: DP-SGD(F) model update (ms per step)",
-        normalize=False,
-    )
-
-
-def _one_batch(df: pd.DataFrame) -> pd.DataFrame:
-    """The paper's batch 2048 where measured, else the most common batch size."""
-    if df.empty:
-        return df
-    batch = 2048 if (df["batch_size"] == 2048).any() else df["batch_size"].mode()[0]
-    return df[df["batch_size"] == batch]
-
-
-def _largest(df: pd.DataFrame) -> pd.DataFrame:
-    """Per panel, the points at the largest table size that has LazyDP runs."""
-    if df.empty:
-        return df
-    parts = []
-    for _, part in df.groupby(["machine", "placement"]):
-        sizes = part[part["algo"] == "lazydp"]["table_bytes"]
-        size = sizes.max() if not sizes.empty else part["table_bytes"].max()
-        parts.append(part[part["table_bytes"] == size])
-    return pd.concat(parts) if parts else df
-
-
-def _varied(df: pd.DataFrame, axis: str) -> pd.DataFrame:
-    """Per panel, the largest table size whose LazyDP runs span two or more values of
-    `axis` (a sensitivity sweep is often run at a smaller size than the headline points);
-    the largest size if none does."""
-    if df.empty:
-        return df
-    parts = []
-    for _, part in df.groupby(["machine", "placement"]):
-        lazy = part[part["algo"] == "lazydp"]
-        spread = lazy.groupby("table_bytes")[axis].nunique()
-        sizes = spread[spread >= 2].index
-        size = sizes.max() if len(sizes) else part["table_bytes"].max()
-        parts.append(part[part["table_bytes"] == size])
-    return pd.concat(parts)
-
-
-def fig10(df: pd.DataFrame) -> FigureResult:
-    part = _largest(_select(_mlperf(df), MAIN_ALGOS))
-    if not part.empty:
-        part = part[part["pooling"] == part["pooling"].min()]
-    return _grouped_bars(
-        "fig10",
-        part,
-        "batch_size",
-        MAIN_ALGOS,
-        _step,
-        "step time (ms, log)",
-        "Fig. 10: step time by batch size (LazyDP speedup over DP-SGD(F) on bars)",
-        logy=True,
-        annotate=lambda p, x, a: _speedup_label(p, x, a, "batch_size"),
-    )
-
-
-def fig11(df: pd.DataFrame) -> FigureResult:
-    part = _largest(_select(_mlperf(df), MAIN_ALGOS))
-    return _stacked(
-        "fig11",
-        part,
-        "batch_size",
-        MAIN_ALGOS,
-        list(UPDATE_CHILDREN),
-        "Fig. 11: model update breakdown by batch size (ms per step)",
-        normalize=False,
-    )
-
-
-def fig12(df: pd.DataFrame) -> FigureResult:
-    """Energy per step. A run too short for the NVML counter (under ~50 ms) has none, so
-    each point takes the preferred run (`for_steps`) among those that measured energy."""
-    part = _largest(_select(_mlperf(df), MAIN_ALGOS))
-    if not part.empty:
-        part = part[part["gpu_j_per_step"].notna() | (part["status"] != "ok")]
-
-    def energy(r: pd.Series) -> float | None:
-        return r["gpu_j_per_step"] if pd.notna(r["gpu_j_per_step"]) else None
-
-    res = _grouped_bars(
-        "fig12",
-        part,
-        "batch_size",
-        MAIN_ALGOS,
-        energy,
-        "GPU energy per step, normalized to SGD",
-        "Fig. 12: GPU energy per step (NVML), normalized to SGD",
-        normalize=True,
-        logy=True,
-    )
-    return res
-
-
-def _sensitivity(name: str, df: pd.DataFrame, axis: str, title: str) -> FigureResult:
-    if df.empty or df[axis].nunique() < 2:
-        note = f"{name}: needs runs at two or more values of {axis}; found "
-        note += (
-            ", ".join(map(str, sorted(df[axis].unique(), key=_sort_key)))
-            if not df.empty
-            else "none"
-        )
-        return FigureResult(name, None, pd.DataFrame(), [note])
-    return _grouped_bars(
-        name,
-        df,
-        axis,
-        MAIN_ALGOS,
-        _step,
-        "step time (ms, log)",
-        title,
-        logy=True,
-        annotate=lambda p, x, a: _speedup_label(p, x, a, axis),
-    )
-
-
-def fig13a(df: pd.DataFrame) -> FigureResult:
-    part = _one_batch(_select(_mlperf(df), MAIN_ALGOS))
-    if not part.empty:
-        part = part[part["pooling"] == part["pooling"].min()]
-    return _sensitivity("fig13a", part, "table_bytes", "Fig. 13(a): table size")
-
-
-def fig13b(df: pd.DataFrame) -> FigureResult:
-    part = _varied(_select(_mlperf(df), MAIN_ALGOS), "pooling")
-    return _sensitivity("fig13b", part, "pooling", "Fig. 13(b): pooling factor")
-
-
-def fig13c(df: pd.DataFrame) -> FigureResult:
-    part = _select(df, MAIN_ALGOS) if not df.empty else df
-    if not part.empty:
-        part = part[part["workload"].isin(["rmc1", "rmc2", "rmc3"])]
-    return _sensitivity("fig13c", part, "workload", "Fig. 13(c): models RMC1-3")
-
-
-def fig13d(df: pd.DataFrame) -> FigureResult:
-    main = _mlperf(df)
-    if main.empty:
-        return _sensitivity("fig13d", main, "distribution", "Fig. 13(d): access locality")
-    part = _select(df, MAIN_ALGOS, workload=main["workload"].iloc[0])
-    part = _varied(part, "distribution")
-    return _sensitivity("fig13d", part, "distribution", "Fig. 13(d): access locality")
-
-
-def fig14(df: pd.DataFrame) -> FigureResult:
-    part = _select(_mlperf(df), ["eana", "lazydp"])
-    if not part.empty:  # only sizes where EANA ran
-        part = _varied(
-            part[part["table_bytes"].isin(part[part["algo"] == "eana"]["table_bytes"])],
-            "batch_size",
-        )
-    return _grouped_bars(
-        "fig14",
-        part,
-        "batch_size",
-        ["eana", "lazydp"],
-        _step,
-        "step time (ms)",
-        "Fig. 14: EANA (NOT DP-SGD-equivalent) vs LazyDP",
-    )
 
 
 def noise_roofline(bench: pd.DataFrame) -> FigureResult:
@@ -688,29 +765,140 @@ def noise_roofline(bench: pd.DataFrame) -> FigureResult:
     return FigureResult("noise-roofline", fig, bench.drop(columns=["created"]), [])
 
 
-FIGURES: dict[str, Callable[[pd.DataFrame], FigureResult]] = {
-    "fig3": fig3,
-    "fig5": fig5,
-    "fig5-torch": fig5_torch,
-    "fig10": fig10,
-    "fig11": fig11,
-    "fig12": fig12,
-    "fig13a": fig13a,
-    "fig13b": fig13b,
-    "fig13c": fig13c,
-    "fig13d": fig13d,
-    "fig14": fig14,
-}
+# ---- the paper's figures -----------------------------------------------------------------
+
+DP_FAMILY = ("dpsgd-b", "dpsgd-r", "dpsgd-f", "dpsgd-bk")
+STEP_LOG = "step time (ms, log)"
+
+
+def _sensitivity(name: str, axis: str, title: str, **ref) -> FigureSpec:
+    """A fig. 13 panel: MAIN_ALGOS' step times at two or more values of `axis`."""
+    return FigureSpec(
+        name,
+        title,
+        axis,
+        MAIN_ALGOS,
+        STEPS,
+        STEP_LOG,
+        reference=reference(**ref),
+        logy=True,
+        speedup=True,
+        min_x=2,
+    )
+
+
+SPECS: list[FigureSpec] = [
+    FigureSpec(
+        "fig3",
+        "Fig. 3: DP-SGD step time by stage, normalized to SGD",
+        "table_bytes",
+        ("sgd", *DP_FAMILY),
+        STAGES,
+        "step time normalized to SGD",
+        stages=tuple(TOP_STACK),
+        normalize=True,
+    ),
+    FigureSpec(
+        "fig5",
+        "Fig. 5: model update breakdown (ms per step)",
+        "table_bytes",
+        DP_FAMILY,
+        STAGES,
+        "time per step (ms)",
+        stages=tuple(UPDATE_CHILDREN),
+    ),
+    # Fig. 5 from --noise-impl torch runs: noise sampling and the parameter update as
+    # separate passes, as the paper measured them (the fused engines draw and add in one
+    # pass, `noisy_update_fused`).
+    FigureSpec(
+        "fig5-torch",
+        "Fig. 5, torch noise engine: DP-SGD(F) model update (ms per step)",
+        "table_bytes",
+        ("dpsgd-f",),
+        STAGES,
+        "time per step (ms)",
+        stages=tuple(UPDATE_CHILDREN),
+    ),
+    FigureSpec(
+        "fig10",
+        "Fig. 10: step time by batch size (LazyDP speedup over DP-SGD(F) on bars)",
+        "batch_size",
+        MAIN_ALGOS,
+        STEPS,
+        STEP_LOG,
+        logy=True,
+        speedup=True,
+    ),
+    FigureSpec(
+        "fig11",
+        "Fig. 11: model update breakdown by batch size (ms per step)",
+        "batch_size",
+        MAIN_ALGOS,
+        STAGES,
+        "time per step (ms)",
+        stages=tuple(UPDATE_CHILDREN),
+    ),
+    # Energy per step: a run too short for the NVML counter (under ~50 ms) has none, so a
+    # point pools the runs that measured energy.
+    FigureSpec(
+        "fig12",
+        "Fig. 12: GPU energy per step (NVML), normalized to SGD",
+        "batch_size",
+        MAIN_ALGOS,
+        ENERGY,
+        "GPU energy per step, normalized to SGD",
+        normalize=True,
+        logy=True,
+    ),
+    _sensitivity("fig13a", "table_bytes", "Fig. 13(a): table size"),
+    _sensitivity(
+        "fig13b",
+        "pooling",
+        "Fig. 13(b): pooling factor",
+        table_bytes=largest_table(("lazydp",), "pooling"),
+    ),
+    # The RMC models each run at their own batch size and pooling.
+    FigureSpec(
+        "fig13c",
+        "Fig. 13(c): models RMC1-3",
+        "workload",
+        MAIN_ALGOS,
+        STEPS,
+        STEP_LOG,
+        reference=reference(per_x=("batch_size", "pooling"), workload=most_common),
+        candidates=rmc_workloads,
+        logy=True,
+        speedup=True,
+        min_x=2,
+    ),
+    _sensitivity(
+        "fig13d",
+        "distribution",
+        "Fig. 13(d): access locality",
+        table_bytes=largest_table(("lazydp",), "distribution"),
+    ),
+    FigureSpec(
+        "fig14",
+        "Fig. 14: EANA (NOT DP-SGD-equivalent) vs LazyDP",
+        "batch_size",
+        ("eana", "lazydp"),
+        STEPS,
+        "step time (ms)",
+        reference=reference(table_bytes=largest_table(("eana", "lazydp"), "batch_size")),
+    ),
+]
+FIGURES: dict[str, FigureSpec] = {spec.name: spec for spec in SPECS}
 ALL_FIGURES = [*FIGURES, "noise-roofline"]
 
 
-def make_figure(name: str, records: list[dict]) -> FigureResult:
+def make_figure(name: str, records: list[dict], allow_mixed_commits: bool = False) -> FigureResult:
     """Figures compare algorithms under the default (fused) noise engines; `fig5-torch`
-    draws only the `--noise-impl torch` runs."""
+    draws only the `--noise-impl torch` runs. A panel draws one commit's records unless
+    `allow_mixed_commits`."""
     if name == "noise-roofline":
         return noise_roofline(bench_frame(records))
     df = figure_frame(records)
     if not df.empty:
         engine = "torch" if name == "fig5-torch" else "fused"
-        df = df[df["noise_impl"] == engine]
-    return FIGURES[name](df)
+        df = df[(df["noise_impl"] == engine) | df["noise_impl"].isna()]
+    return render(FIGURES[name], df, allow_mixed_commits)

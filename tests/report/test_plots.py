@@ -1,5 +1,7 @@
 """Figures from stored records: each renders, bar groups as expected, missing points are
-noted, numbers behind a figure equal the records' medians, and a real tiny sweep plots."""
+drawn and noted, numbers behind a figure equal the records' medians, and a real tiny sweep
+plots. (test_figure_points.py checks point selection, pooling and commits on records built
+in code.)"""
 
 import json
 
@@ -54,7 +56,7 @@ def test_figures_with_nothing_to_draw_are_skipped_with_a_reason(records):
         assert res.figure is None and res.notes
 
 
-def test_missing_points_are_noted(records):
+def test_missing_points_are_drawn_and_noted(records):
     partial = [
         r
         for r in records
@@ -62,8 +64,10 @@ def test_missing_points_are_noted(records):
     ]
     res = make_figure("fig13a", partial)
     assert res.figure is not None
-    assert any("no lazydp run at 9.6 GB" in n for n in res.notes)
     plt.close(res.figure)
+    assert any("lazydp at 9.6 GB: not run" in n for n in res.notes)
+    missing = res.data[(res.data["algo"] == "lazydp") & (res.data["table_bytes"] == 9.6e9)]
+    assert missing[["status", "reason"]].values.tolist() == [["not run", "not run"]]
 
 
 def test_csv_numbers_equal_record_medians(records):
