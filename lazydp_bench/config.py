@@ -14,7 +14,7 @@ import numpy as np
 from lazydp_bench.errors import BenchError
 
 PLACEMENTS = ("auto", "gpu", "hybrid", "cpu")
-NOISE_IMPLS = ("auto", "torch", "fused")
+NOISE_IMPLS = ("auto", "torch", "fused", "streamed")
 NOISE_MODES = ("gaussian", "unit", "off")
 DTYPES = ("float32", "float64")
 CUDA_GRAPH_MODES = ("auto", "on", "off")

@@ -115,9 +115,46 @@ def test_owed_std(dev):
     assert check_owed_std(dev)
 
 
+def test_streamed_equals_fused(dev, eng, monkeypatch):
+    assert check_streamed_equals_fused(eng, dev, monkeypatch)
+
+
 @pytest.mark.parametrize(("algo", "clipping", "placement"), GRAPH_CASES)
 def test_graph_equals_eager(algo, clipping, placement):
     assert check_graph_equals_eager(algo, clipping, placement)
+
+
+def check_streamed_equals_fused(eng: TritonFusedEngine, dev: torch.device, monkeypatch) -> bool:
+    """A host table noised by the streamed engine (windows drawn on the GPU, copied down,
+    added by host threads) gets the noise the fused kernel adds to the same table on the
+    GPU with the same key: scalar and per-row std, windows across launch chunks (launches
+    shrunk to 2**20 elements), odd column counts, unit mode exactly."""
+    from lazydp_bench.dp.noise import triton_fused
+    from lazydp_bench.dp.noise.streamed import StreamedEngine
+
+    monkeypatch.setattr(triton_fused, "_MAX_LAUNCH_ELEMS", 1 << 20)
+    ok = True
+    for rows, cols, chunk in ((50_000, 128, 2**20), (30_011, 33, 3 * 2**20 + 4096)):
+        host = torch.randn(rows, cols)
+        streamed = StreamedEngine(chunk, 4, drawer=eng, via=dev)
+        for std in (0.5, torch.rand(rows) + 0.1):
+            gpu = host.to(dev)
+            eng.add_noise(
+                gpu, std.to(dev) if isinstance(std, torch.Tensor) else std, 2**63 + 9, NULL_TIMER
+            )
+            got = host.clone()
+            streamed.add_noise(got, std, 2**63 + 9, NULL_TIMER)
+            err = (got - gpu.cpu()).abs().max().item()
+            kind = "per-row" if isinstance(std, torch.Tensor) else "scalar"
+            ok &= check(
+                f"streamed == fused ({rows}x{cols}, {kind} std)",
+                err < 1e-5,
+                f"max |diff| {err:.1e}",
+            )
+        unit = host.clone()
+        streamed.add_noise(unit, 0.25, 3, NULL_TIMER, unit=True)
+        ok &= check("streamed unit mode", bool(torch.equal(unit, host + 0.25)), "bitwise")
+    return ok
 
 
 def check_keys(eng: TritonFusedEngine, dev: torch.device) -> bool:

@@ -24,6 +24,7 @@ tool's SGD has neither, and `LazyDP.check_optimizer` refuses them with the reaso
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -208,16 +209,23 @@ class LazyDP(Algorithm):
     def flush(self) -> None:
         """Give every row all its pending noise; idempotent (a second flush adds nothing)."""
         self.delivery.join()
-        table, upto = self.model.table, self.steps_done
+        table = self.model.table
         engine = self.ctx.engines.for_device(table.device)
-        step = max(1, engine.rows_per_chunk(table))
+        calls = self._flush_calls(max(1, engine.rows_per_chunk(table)))
+        engine.add_noise_calls(table, calls, NULL_TIMER, unit=self.ctx.noise_mode == "unit")
+
+    def _flush_calls(self, step: int) -> Iterator[tuple[int, int, torch.Tensor, int]]:
+        """The flush's noise calls, chunk by chunk as the engine reaches them (the per-row
+        std of one chunk at a time: no table-sized temporary); each chunk's history is
+        marked paid once its calls are made (none with noise off)."""
+        table, upto = self.model.table, self.steps_done
         for chunk, start in enumerate(range(0, table.shape[0], step)):
             stop = min(table.shape[0], start + step)
             terms = self.pending_terms(self.history[start:stop], upto)
             terms = [std.to(table.device) for std in terms]
             seed = derive_seed(self.ctx.seed, STREAM_FLUSH, upto, chunk)
             for std, key in self._draws(terms, seed):
-                self.add_noise(table[start:stop], std, key, NULL_TIMER)
+                yield start, stop, std, key
             self.history[start:stop] = upto
 
     def finalize(self) -> float:

@@ -434,9 +434,19 @@ app.add_typer(bench_app, name="bench")
 def bench_noise_cmd(
     size: Annotated[str, Opt(help="Table size to noise, e.g. 8GiB.")] = "1GiB",
     placement: Annotated[
-        str, Opt(help="gpu (the fused Triton kernel) or cpu (the host engines).")
+        str,
+        Opt(
+            help="gpu (a table in GPU memory), cpu (a table in host RAM, host engines) or "
+            "hybrid (a table in host RAM with the GPU's help: PCIe and host-add bounds too)."
+        ),
     ] = "gpu",
-    impl: Annotated[str, Opt(help="Comma list of engines: torch, fused.")] = "torch,fused",
+    impl: Annotated[
+        str | None,
+        Opt(
+            help="Comma list of engines: torch, fused, streamed [default: torch,fused; "
+            "hybrid: fused,streamed]."
+        ),
+    ] = None,
     repeats: Annotated[int, Opt(help="Timed passes per engine (median reported).")] = 10,
     host_threads: Annotated[int | None, Opt(help="Host threads [default: all cores].")] = None,
     chunk_size: Annotated[str, Opt(help="Bound on any noise buffer.")] = "256MiB",
@@ -458,16 +468,20 @@ def bench_noise_cmd(
 
     with user_errors():
         size_bytes = parse_size(size)
-        impls = split_list(impl)
+        if placement not in BENCH_IMPLS:
+            raise BenchError(f"--placement must be gpu, cpu or hybrid, got {placement!r}")
+        impls = split_list(impl if impl is not None else BENCH_IMPLS[placement])
         for name in impls:
             if name not in NOISE_ENGINES:
                 raise BenchError(
                     f"unknown noise engine {name!r} (valid: {', '.join(NOISE_ENGINES)})"
                 )
-        if placement not in ("gpu", "cpu"):
-            raise BenchError(f"--placement must be gpu or cpu, got {placement!r}")
-        if placement == "gpu" and not torch.cuda.is_available():
-            raise BenchError("placement 'gpu' needs a CUDA GPU, and none is available")
+        if placement != "cpu" and not torch.cuda.is_available():
+            raise BenchError(f"placement {placement!r} needs a CUDA GPU, and none is available")
+        if "streamed" in impls and placement != "hybrid":
+            raise BenchError(
+                "the streamed engine noises a host table with a GPU: --placement hybrid"
+            )
         if repeats < 1:
             raise BenchError(f"--repeats must be positive, got {repeats}")
         if host_threads is not None and host_threads < 1:
@@ -509,6 +523,8 @@ def bench_noise_cmd(
     console.print(
         f"memory bound: copy {copy / 1e9:.0f} GB/s (r+w) = {copy / 8e9:.1f} G samples/s in place"
     )
+    if (hybrid := records[0]["bench"]["hybrid"]) is not None:
+        console.print(hybrid_lines(hybrid))
     for rec in records:
         bound = rec["bench"]["arithmetic_bound_samples_per_s"]
         if bound is not None:
@@ -519,6 +535,21 @@ def bench_noise_cmd(
             f"{rec['noise']['engine']}: {rec['noise']['rng']}; {rec['noise']['key_bits']}"
         )
     console.print(f"{len(records)} record(s) -> {path}")
+
+
+BENCH_IMPLS = {"gpu": "torch,fused", "cpu": "torch,fused", "hybrid": "fused,streamed"}
+
+
+def hybrid_lines(h: dict) -> str:
+    """The hybrid bound's rates and designs, for the terminal."""
+    return (
+        f"PCIe pinned: H2D {h['h2d_bytes_per_s'] / 1e9:.1f} GB/s, D2H "
+        f"{h['d2h_bytes_per_s'] / 1e9:.1f} GB/s, both at once {h['duplex_bytes_per_s'] / 1e9:.1f}"
+        f" GB/s; host add {h['host_add_bytes_per_s'] / 1e9:.1f} GB/s of table; GPU draw "
+        f"{h['gpu_draw_samples_per_s'] / 1e9:.0f} G samples/s\n"
+        f"bound: noise down {h['bound_noise_down_ms']:.1f} ms, rows round trip "
+        f"{h['bound_round_trip_ms']:.1f} ms -> {h['bound_ms']:.1f} ms ({h['bound_design']})"
+    )
 
 
 def main() -> None:

@@ -57,7 +57,14 @@ Clipping = Annotated[
     str | None,
     Opt(help="Clipping mode of the private algorithms: materialize, reweight, ghost, bookkeeping."),
 ]
-NoiseImpl = Annotated[str, Opt(help="Dense noise engine: auto, torch (chunked), fused.")]
+NoiseImpl = Annotated[
+    str,
+    Opt(
+        help="Dense noise engine: auto, torch (chunked), fused (Triton on a GPU, host threads "
+        "for a host table), streamed (hybrid: a host table's noise drawn on the GPU and added "
+        "by host threads; auto's choice there)."
+    ),
+]
 Breakdown = Annotated[bool, Opt(help="Time each stage (--no-breakdown: end-to-end only).")]
 CudaGraph = Annotated[str, Opt(help=CUDA_GRAPH_HELP)]
 ChunkSize = Annotated[str, Opt(help="Bound on any noise buffer.")]

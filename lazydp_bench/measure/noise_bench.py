@@ -6,6 +6,10 @@ device's measured copy bandwidth (bytes read + written by a large `copy_`: the m
 bound), and, where the engine can measure it, with the rate at which its generator makes
 normals with no memory traffic (the arithmetic bound). The pass can go no faster than the
 lower of the two; `pct_of_bound` says how close it gets.
+
+`--placement hybrid` noises a table in host RAM with a GPU beside it (the streamed engine,
+and the host engines for comparison); its bound is the one of `hybrid_bound.py` (PCIe both
+ways, the host's add, the GPU's draw, measured in the same run), recorded in `hybrid`.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import torch
 from lazydp_bench.dp.noise import DenseNoiseEngine, make_engine
 from lazydp_bench.errors import BenchError
 from lazydp_bench.measure.env import machine_info
+from lazydp_bench.measure.hybrid_bound import HybridRates, host_add_rate, pcie_rates
 from lazydp_bench.measure.profiling import NULL_TIMER
 from lazydp_bench.placement.layout import machine_limits
 from lazydp_bench.records.schema import new_header
@@ -107,15 +112,20 @@ def bench_noise(
     progress: Callable[[str], None] = lambda _: None,
 ) -> list[dict]:
     device = torch.device("cuda" if placement == "gpu" else "cpu")
+    via = torch.device("cuda") if placement == "hybrid" else None
     rows = max(1, size_bytes // (_DIM * 4))
     table = torch.empty((rows, _DIM), dtype=torch.float32, device=device)
     table.uniform_(-0.01, 0.01)  # real values, never zeros (zeros can time differently)
     progress("measuring copy bandwidth")
     copy_bps = copy_bandwidth(device, copy_bytes(table.numel() * 4))
+    hybrid = None
+    if via is not None:
+        progress("measuring PCIe, the host's add and the GPU's draw")
+        hybrid = hybrid_rates(table, via, chunk_bytes, threads).bound(table.numel() * 4)
     env = machine_info()
     records = []
     for impl in impls:
-        engine = make_engine(impl, chunk_bytes, threads).for_device(device)
+        engine = make_engine(impl, chunk_bytes, threads, stream_via=via).for_device(device)
         progress(f"{impl}: {engine.describe(device)['engine']}")
         step = iter(range(1 << 30))
 
@@ -139,9 +149,26 @@ def bench_noise(
                 threads=threads,
                 chunk=chunk_bytes,
                 arithmetic_bound=bound,
+                hybrid=hybrid,
             )
         )
     return records
+
+
+def hybrid_rates(
+    table: torch.Tensor, gpu: torch.device, chunk_bytes: int, threads: int
+) -> HybridRates:
+    """The rates that bound a host table's noisy update with `gpu`'s help (see
+    `hybrid_bound.py`): PCIe both ways, the host's add over `table`, the GPU's draw."""
+    h2d, d2h, duplex = pcie_rates(gpu, copy_bytes(table.numel() * table.element_size()))
+    fused = make_engine("fused", chunk_bytes, threads).for_device(gpu)
+    return HybridRates(
+        h2d_bytes_per_s=h2d,
+        d2h_bytes_per_s=d2h,
+        duplex_bytes_per_s=duplex,
+        host_add_bytes_per_s=host_add_rate(table, chunk_bytes, threads),
+        gpu_draw_samples_per_s=arithmetic_bound(fused, gpu) or float("inf"),
+    )
 
 
 def _record(
@@ -158,6 +185,7 @@ def _record(
     threads: int,
     chunk: int,
     arithmetic_bound: float | None,
+    hybrid: dict | None,
 ) -> dict:
     median = statistics.median(times)
     q = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else [median] * 3
@@ -166,6 +194,9 @@ def _record(
     samples = rows * _DIM / (median / 1e3)
     memory_bound = copy_bps / 8  # float32 samples per second for one read + write each
     bound = min(memory_bound, arithmetic_bound or memory_bound)
+    pct_of_bound = 100 * samples / bound
+    if hybrid is not None:  # the host table's bound: PCIe, the host's add, the GPU's draw
+        pct_of_bound = 100 * hybrid["bound_ms"] / median
     return {
         "kind": "bench_noise",
         **new_header("ok"),
@@ -198,6 +229,7 @@ def _record(
             "samples_per_s": samples,
             "memory_bound_samples_per_s": memory_bound,
             "arithmetic_bound_samples_per_s": arithmetic_bound,
-            "pct_of_bound": 100 * samples / bound,
+            "pct_of_bound": pct_of_bound,
+            "hybrid": hybrid,
         },
     }

@@ -106,6 +106,7 @@ class Placement(ABC):
     name: ClassVar[str]
     timer_mode: ClassVar[str] = "sync_wall"  # cuda_events only when all work is on one GPU
     graph_blocker: ClassVar[str | None] = None  # why its steps cannot be CUDA graphs
+    streams_table_noise: ClassVar[bool] = False  # a host table whose noise a GPU can draw
 
     def __init__(self, table_device: torch.device, mlp_device: torch.device) -> None:
         self.table_device = table_device
@@ -120,6 +121,12 @@ class Placement(ABC):
     def work_device(self) -> torch.device:
         """Where LazyDP's history table lives and its per-step noise work runs."""
         return self.table_device
+
+    @property
+    def noise_via(self) -> torch.device | None:
+        """The GPU that draws dense noise for a table in host RAM (`--noise-impl streamed`),
+        or None where the table's own device draws it."""
+        return self.mlp_device if self.streams_table_noise else None
 
     @classmethod
     @abstractmethod

@@ -29,6 +29,7 @@ from lazydp_bench.runtime.sparse import SparseRows, unread_first
 
 class HybridPlacement(Placement):
     name = "hybrid"
+    streams_table_noise = True
 
     @classmethod
     def create(cls) -> HybridPlacement:

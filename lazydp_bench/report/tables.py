@@ -71,8 +71,13 @@ def _facts(rec: dict) -> list[tuple[str, str]]:
     if memory.get("history_table_bytes") is not None:
         facts.append(("history table", format_bytes(memory["history_table_bytes"])))
     if timing.get("flush_ms") is not None:
-        per = timing.get("flush_ms_per_step")
-        facts.append(("final flush ms (per step)", f"{_ms(timing['flush_ms'])} ({_ms(per)})"))
+        per, epoch = timing.get("flush_ms_per_step"), timing.get("flush_ms_per_epoch_step")
+        facts.append(
+            (
+                "final flush ms (per step run; per step of an epoch)",
+                f"{_ms(timing['flush_ms'])} ({_ms(per)}; {_ms(epoch)})",
+            )
+        )
     if energy.get("gpu_j_per_step") is not None:
         facts.append(("GPU energy J/step", _num(energy["gpu_j_per_step"], 3)))
         facts.append(
@@ -119,21 +124,22 @@ def summary_table(records: list[dict]) -> Table:
         "x SGD",
         "samples/s",
         "J/step",
+        "DP-SGD(F) / this",
     ):
         table.add_column(col, justify="left" if col in ("algo", "placement", "status") else "right")
-    sgd = {
-        _point(r): r["timing"]["step_median_ms"]
-        for r in records
-        if r["config"]["algo"] == "sgd" and r.get("status") == "ok"
-    }
+    sgd, dpsgd = _steps_of(records, "sgd"), _steps_of(records, "dpsgd-f")
     for r in records:
         c, timing = r["config"], r.get("timing") or {}
         step = timing.get("step_median_ms")
         base = sgd.get(_point(r))
-        ratio = f"{step / base:.2f}" if step and base else "-"
+        ratio = f"{step / base['timing']['step_median_ms']:.2f}" if step and base else "-"
         energy = (r.get("energy") or {}).get("gpu_j_per_step")
+        f_rec = dpsgd.get(_point(r))
+        vs_f = "-"
+        if step and f_rec and c["algo"] != "dpsgd-f":
+            vs_f = f"{f_rec['timing']['step_median_ms'] / step:.1f}x [{noise_label(f_rec)}]"
         table.add_row(
-            c["algo"],
+            c["algo"] + (f" [{noise_label(r)}]" if r.get("noise") else ""),
             format_bytes(c["table_bytes"]),
             c["placement"],
             str(c["batch_size"]),
@@ -142,8 +148,33 @@ def summary_table(records: list[dict]) -> Table:
             ratio,
             _num(timing.get("throughput_samples_per_s")),
             _num(energy, 3),
+            vs_f,
         )
     return table
+
+
+def _steps_of(records: list[dict], algo: str) -> dict[tuple, dict]:
+    """The ok records of `algo`, by point."""
+    return {
+        _point(r): r for r in records if r["config"]["algo"] == algo and r.get("status") == "ok"
+    }
+
+
+def noise_label(rec: dict) -> str:
+    """The engine of a private record's table noise in one word: streamed (drawn on the
+    GPU for a host table), host (host threads), fused (the Triton kernel) or torch: the
+    name a speedup over this record prints as its baseline."""
+    noise = rec.get("noise") or {}
+    engine = str((noise.get("table") or {}).get("engine", ""))
+    for prefix, label in (
+        ("streamed", "streamed"),
+        ("host-threaded", "host"),
+        ("triton", "fused"),
+        ("torch", "torch"),
+    ):
+        if engine.startswith(prefix):
+            return label
+    return str(noise.get("impl") or rec["config"].get("noise_impl") or "?")
 
 
 def _point(rec: dict) -> tuple:

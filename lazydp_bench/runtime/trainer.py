@@ -12,6 +12,7 @@ table work runs after the replay, `host_work.py`).
 from __future__ import annotations
 
 import gc
+import math
 import os
 import time
 import traceback
@@ -135,6 +136,11 @@ def plan_run(
         for p in ("gpu", "hybrid", "cpu")
     }
     placement = choose_placement(config.placement, needs, limits)
+    if config.noise_impl == "streamed" and not PLACEMENTS[placement].streams_table_noise:
+        raise BenchError(
+            f"--noise-impl streamed draws a host table's noise on the GPU; placement "
+            f"{placement!r} has no such table (use hybrid)"
+        )
     if not algo.private:
         privacy = None
     elif privacy is None:
@@ -256,7 +262,9 @@ def build_session(plan: RunPlan) -> Session:
         dtype=dtype,
         seed=cfg.seed,
     )
-    engines = make_engine(cfg.noise_impl, cfg.chunk_bytes, plan.threads)
+    engines = make_engine(
+        cfg.noise_impl, cfg.chunk_bytes, plan.threads, stream_via=placement.noise_via
+    )
     host_work = HostWork()  # the table's host work: run now, or after each graph replay
     algo = plan.algo(
         AlgoContext(
@@ -277,6 +285,22 @@ def build_session(plan: RunPlan) -> Session:
     return Session(plan, placement, model, source, algo, engines, host_work, init_s, huge_pages)
 
 
+def noise_section(engines: EngineSet, placement: Placement, *, queue: bool) -> dict:
+    """The record's engines: `impl` as resolved (`auto` becomes streamed or fused), the
+    engine of the table's dense noise, of the MLPs', and of LazyDP's queue noise (drawn
+    on the work device), so every speedup can name its baseline."""
+
+    def describe(device: torch.device) -> dict:
+        return engines.for_device(device).describe(device)
+
+    return {
+        "impl": engines.impl,
+        "table": describe(placement.table_device),
+        "mlp": describe(placement.mlp_device),
+        "queue": describe(placement.work_device) if queue else None,
+    }
+
+
 def _measure(plan: RunPlan, progress: Progress, record: dict) -> None:
     cfg = plan.config
     if torch.cuda.is_available():
@@ -289,10 +313,7 @@ def _measure(plan: RunPlan, progress: Progress, record: dict) -> None:
     record["memory"]["table_huge_pages_advised"] = session.table_huge_pages
     record["memory"]["host_huge_pages_bytes"] = huge_page_bytes()
     if plan.algo.private:
-        record["noise"] = {
-            "table": engines.for_device(placement.table_device).describe(placement.table_device),
-            "mlp": engines.for_device(placement.mlp_device).describe(placement.mlp_device),
-        }
+        record["noise"] = noise_section(engines, placement, queue=plan.algo.history_table)
     cuda = torch.device("cuda") if placement.name != "cpu" else None
     timer = StageTimer(placement.timer_mode, cfg.breakdown, device=cuda)
     meter = EnergyMeter(use_gpu=cuda is not None)
@@ -356,6 +377,11 @@ def _fill_measurements(record, plan, step_ms, per_step, energy, flush_ms, algo) 
         step_ms_raw=step_ms,
         flush_ms=flush_ms,
         flush_ms_per_step=(flush_ms / algo.steps_done) if flush_ms is not None else None,
+        flush_ms_per_epoch_step=(
+            flush_ms / math.ceil(plan.config.privacy.dataset_size / plan.batch_size)
+            if flush_ms is not None
+            else None
+        ),
     )
     record["stages"] = (
         [s.to_dict() for s in summarize_stages(per_step)] if plan.config.breakdown else []

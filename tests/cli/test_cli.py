@@ -160,7 +160,11 @@ def test_bench_noise_host_writes_records(tmp_path):
     bad = cli("bench", "noise", "--placement", "gpu", "--out", str(tmp_path / "x"))
     assert bad.returncode == 2 and "needs a CUDA GPU" in bad.stderr
     old = cli("bench", "noise", "--placement", "host", "--out", str(tmp_path / "y"))
-    assert old.returncode == 2 and "--placement must be gpu or cpu" in old.stderr
+    assert old.returncode == 2 and "--placement must be gpu, cpu or hybrid" in old.stderr
+    hybrid = cli("bench", "noise", "--placement", "hybrid", "--out", str(tmp_path / "z"))
+    assert hybrid.returncode == 2 and "placement 'hybrid' needs a CUDA GPU" in hybrid.stderr
+    streamed = cli("bench", "noise", "--placement", "cpu", "--impl", "streamed")
+    assert streamed.returncode == 2 and "--placement hybrid" in streamed.stderr
 
 
 def test_sweep_accepts_every_run_option():

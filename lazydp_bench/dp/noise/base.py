@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -73,6 +73,20 @@ class DenseNoiseEngine(ABC):
         noise = torch.zeros((rows.numel(), table.shape[1]), dtype=table.dtype, device=table.device)
         self.add_noise(noise, std, seed, timer, unit)
         table.index_add_(0, rows, noise)
+
+    def add_noise_calls(
+        self,
+        target: torch.Tensor,
+        calls: Iterable[tuple[int, int, Std | Scalar, SeedArg | Scalar]],
+        timer: StageTimer,
+        unit: bool = False,
+    ) -> None:
+        """`add_noise(target[start:stop], std, seed)` for each call, in order (LazyDP's
+        flush: one call per chunk, each with its own key and per-row std). `calls` may be
+        a generator computing each call when it is reached; engines that pipeline (the
+        streamed one) overlap the calls."""
+        for start, stop, std, seed in calls:
+            self.add_noise(target[start:stop], std, seed, timer, unit)
 
     @abstractmethod
     def _add_gaussian(

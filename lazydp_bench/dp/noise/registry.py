@@ -9,10 +9,11 @@ import torch
 from lazydp_bench.dp.noise import triton_fused
 from lazydp_bench.dp.noise.base import DenseNoiseEngine
 from lazydp_bench.dp.noise.host_threaded import HostThreadedEngine
+from lazydp_bench.dp.noise.streamed import StreamedEngine
 from lazydp_bench.dp.noise.torch_chunked import TorchChunkedEngine
 from lazydp_bench.errors import BenchError
 
-NOISE_ENGINES = ("torch", "fused")
+NOISE_ENGINES = ("torch", "fused", "streamed")
 
 
 @dataclass
@@ -31,16 +32,27 @@ class EngineSet:
         return self.cpu
 
 
-def make_engine(impl: str, chunk_bytes: int, threads: int) -> EngineSet:
-    """`auto` and `fused` pick the fused engines; `torch` the chunked torch engine."""
+def make_engine(
+    impl: str, chunk_bytes: int, threads: int, *, stream_via: torch.device | None = None
+) -> EngineSet:
+    """`torch`: the chunked torch engine everywhere. `fused`: the fused Triton kernel on a
+    GPU, host threads on the host. `streamed`: as `fused`, but a host table's noise is
+    drawn on `stream_via` (the GPU of a `hybrid` placement) and streamed down. `auto`:
+    `streamed` where a placement offers `stream_via` and Triton exists, else `fused`."""
     if impl == "torch":
         engine = TorchChunkedEngine(chunk_bytes, threads)
         return EngineSet("torch", engine, engine)
-    if impl in ("fused", "auto"):
-        cuda = (
-            triton_fused.TritonFusedEngine(chunk_bytes, threads) if triton_fused.AVAILABLE else None
+    if impl not in ("fused", "auto", "streamed"):
+        valid = ", ".join(NOISE_ENGINES)
+        raise BenchError(f"unknown noise impl {impl!r} (valid: auto, {valid})")
+    fused = triton_fused.TritonFusedEngine(chunk_bytes, threads) if triton_fused.AVAILABLE else None
+    cuda = fused or (TorchChunkedEngine(chunk_bytes, threads) if impl == "auto" else None)
+    if impl == "streamed" and (stream_via is None or fused is None):
+        raise BenchError(
+            "--noise-impl streamed draws a host table's noise on the GPU: it needs the hybrid "
+            "placement and Triton"
         )
-        if cuda is None and impl == "auto":
-            cuda = TorchChunkedEngine(chunk_bytes, threads)
-        return EngineSet("fused", cuda, HostThreadedEngine(chunk_bytes, threads))
-    raise BenchError(f"unknown noise impl {impl!r} (valid: auto, {', '.join(NOISE_ENGINES)})")
+    if impl != "fused" and stream_via is not None and fused is not None:
+        host = StreamedEngine(chunk_bytes, threads, drawer=fused, via=stream_via)
+        return EngineSet("streamed", cuda, host)
+    return EngineSet("fused", cuda, HostThreadedEngine(chunk_bytes, threads))

@@ -24,6 +24,7 @@ libdevice (0) and polynomials on the reduced angle (2: 7e-7 from float64 Box-Mul
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -136,11 +137,16 @@ if AVAILABLE:
         n_elements,
         cols,
         chunk,
+        group0,
         scale,
         STD: tl.constexpr,  # 0: scale, 1: scale * std_ptr[0], 2: scale * std_ptr[row]
+        STORE: tl.constexpr,  # 0: w += noise; 1: w = noise (a window of a larger call)
         BLOCK: tl.constexpr,
         MATH: tl.constexpr,
     ):
+        """w[i] += std * z_i over n_elements, z_i Philox normals whose counters start at
+        element group `group0` (0 for a whole launch; a window at element e of a launch
+        starts at group e / 4 and draws exactly that launch's numbers)."""
         pid = tl.program_id(0)
         offs = tl.arange(0, BLOCK)
         i0 = pid * (4 * BLOCK) + offs
@@ -151,11 +157,17 @@ if AVAILABLE:
         m1 = i1 < n_elements
         m2 = i2 < n_elements
         m3 = i3 < n_elements
-        w0 = tl.load(w_ptr + i0, mask=m0)
-        w1 = tl.load(w_ptr + i1, mask=m1)
-        w2 = tl.load(w_ptr + i2, mask=m2)
-        w3 = tl.load(w_ptr + i3, mask=m3)
-        group = (pid * BLOCK + offs).to(tl.uint32)
+        if STORE:
+            w0 = tl.zeros((BLOCK,), w_ptr.dtype.element_ty)
+            w1 = w0
+            w2 = w0
+            w3 = w0
+        else:
+            w0 = tl.load(w_ptr + i0, mask=m0)
+            w1 = tl.load(w_ptr + i1, mask=m1)
+            w2 = tl.load(w_ptr + i2, mask=m2)
+            w3 = tl.load(w_ptr + i3, mask=m3)
+        group = (group0 + pid * BLOCK + offs).to(tl.uint32)
         r0, r1, r2, r3 = normals4(tl.load(seed_ptr), group, chunk, MATH)
         if STD == 2:
             s0 = tl.load(std_ptr + i0 // cols, mask=m0) * scale
@@ -280,12 +292,67 @@ class TritonFusedEngine(DenseNoiseEngine):
                     n,
                     cols,
                     chunk,
+                    0,
                     std if mode == 0 else 1.0,
                     STD=mode,
+                    STORE=0,
                     BLOCK=BLOCK,
                     MATH=self.math,
                     num_warps=NUM_WARPS,
                 )
+
+    # ----- windows of a call: the streamed host-table engine draws through these ----------
+    @staticmethod
+    def launch_rows(cols: int) -> int:
+        """Rows per launch of `_add_gaussian` on a table with `cols` columns."""
+        return max(1, _MAX_LAUNCH_ELEMS // cols)
+
+    @staticmethod
+    def align_rows(cols: int) -> int:
+        """A window must start on a program's first element (4 * BLOCK): a multiple of
+        this many rows from its launch's start."""
+        return 4 * BLOCK // math.gcd(cols, 4 * BLOCK)
+
+    def draw_window(
+        self, out: torch.Tensor, std: Std, seed: SeedArg, *, first_row: int, unit: bool = False
+    ) -> None:
+        """out = the noise `add_noise` on a whole table would add to its rows
+        first_row .. first_row + len(out) (same key, same Philox counters): the window must
+        start at a multiple of `align_rows` from its launch's start and stay in that launch.
+        `std`: a float, a 0-dim tensor or one std per row of the window, on out's device."""
+        rows, cols = out.shape
+        per_launch = self.launch_rows(cols)
+        chunk, local = divmod(first_row, per_launch)
+        if local % self.align_rows(cols) or local + rows > per_launch:
+            raise ValueError(f"window at row {first_row} is not aligned to a program of its launch")
+        per_row = isinstance(std, torch.Tensor) and std.dim() == 1
+        if unit:
+            if per_row:
+                out.copy_(std.view(-1, 1).expand_as(out))
+            else:
+                out.fill_(float(std))
+            return
+        if isinstance(std, float):
+            std = abs(std)
+        elif per_row:
+            std = std.abs()
+        mode = 0 if isinstance(std, float) else (2 if per_row else 1)
+        n = out.numel()
+        _noisy_update_kernel[(triton.cdiv(n, 4 * BLOCK),)](
+            out,
+            std if mode else out,
+            _seed_tensor(seed, out.device),
+            n,
+            cols,
+            chunk,
+            local * cols // 4,
+            std if mode == 0 else 1.0,
+            STD=mode,
+            STORE=1,
+            BLOCK=BLOCK,
+            MATH=self.math,
+            num_warps=NUM_WARPS,
+        )
 
     def add_noise_rows(
         self,

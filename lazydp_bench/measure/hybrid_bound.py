@@ -1,0 +1,128 @@
+"""The fastest a dense noisy update of a table in host RAM can be on this machine.
+
+With the table in host RAM and a GPU beside it, two designs exist:
+- noise down (`--noise-impl streamed`): the GPU draws every normal, pinned device-to-host
+  copies carry them, host threads add them in place. Its time is bounded by the slowest of
+  the D2H copy of the table's bytes, the host's add (read the table and the noise, write
+  the table) and the GPU's draw;
+- rows round trip: each table chunk goes up, gets its noise on the GPU, comes back: bounded
+  by both copies at once (duplex) and each direction alone. (The table is pageable, so this
+  design would also stage every byte through pinned memory on the host twice; the bound
+  leaves that out, in its favour.)
+The machine's bound is the lower of the two; `bench noise --placement hybrid` measures the
+rates here, in the same process as the engines it compares with it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class HybridRates:
+    """Measured rates (bytes per second unless named otherwise)."""
+
+    h2d_bytes_per_s: float
+    d2h_bytes_per_s: float
+    duplex_bytes_per_s: float  # both directions at once, bytes moved per second in total
+    host_add_bytes_per_s: float  # table bytes noised per second by the host's add
+    gpu_draw_samples_per_s: float
+
+    def noise_down_s(self, table_bytes: int) -> float:
+        draw_bps = 4 * self.gpu_draw_samples_per_s
+        slowest = min(self.d2h_bytes_per_s, self.host_add_bytes_per_s, draw_bps)
+        return table_bytes / slowest
+
+    def round_trip_s(self, table_bytes: int) -> float:
+        return max(
+            2 * table_bytes / self.duplex_bytes_per_s,
+            table_bytes / self.h2d_bytes_per_s,
+            table_bytes / self.d2h_bytes_per_s,
+        )
+
+    def bound(self, table_bytes: int) -> dict:
+        """The record's `hybrid` section: rates, each design's bound and the lower one."""
+        down, trip = self.noise_down_s(table_bytes), self.round_trip_s(table_bytes)
+        return {
+            **asdict(self),
+            "bound_noise_down_ms": down * 1e3,
+            "bound_round_trip_ms": trip * 1e3,
+            "bound_ms": min(down, trip) * 1e3,
+            "bound_design": "noise down" if down <= trip else "rows round trip",
+        }
+
+
+def _timed_s(fn, repeats: int) -> float:
+    """Median wall seconds of `fn` (which synchronizes what it launches)."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def pcie_rates(gpu: torch.device, nbytes: int, repeats: int = 5) -> tuple[float, float, float]:
+    """(H2D, D2H, duplex) bytes per second between pinned host buffers and `gpu`."""
+    n = max(1, nbytes // 4)
+    host = [torch.empty(n, pin_memory=True) for _ in range(2)]
+    dev = [torch.empty(n, device=gpu) for _ in range(2)]
+    up, down = torch.cuda.Stream(gpu), torch.cuda.Stream(gpu)
+
+    def h2d() -> None:
+        dev[0].copy_(host[0], non_blocking=True)
+        torch.cuda.synchronize(gpu)
+
+    def d2h() -> None:
+        host[1].copy_(dev[1], non_blocking=True)
+        torch.cuda.synchronize(gpu)
+
+    def duplex() -> None:
+        with torch.cuda.stream(up):
+            dev[0].copy_(host[0], non_blocking=True)
+        with torch.cuda.stream(down):
+            host[1].copy_(dev[1], non_blocking=True)
+        torch.cuda.synchronize(gpu)
+
+    h2d(), d2h(), duplex()  # warm
+    moved = 4 * n
+    return (
+        moved / _timed_s(h2d, repeats),
+        moved / _timed_s(d2h, repeats),
+        2 * moved / _timed_s(duplex, repeats),
+    )
+
+
+def host_add_rate(table: torch.Tensor, chunk_bytes: int, threads: int) -> float:
+    """Table bytes per second that `threads` host threads noise by adding a pinned
+    chunk-sized buffer into every window of `table` once (the streamed engine's host
+    work, over the whole table)."""
+    rows, cols = table.shape
+    window = max(1, min(rows, chunk_bytes // (cols * table.element_size())))
+    noise = torch.full((window, cols), 1e-9, dtype=table.dtype, pin_memory=True).numpy()
+    arr = table.numpy()
+
+    def add(lo: int, hi: int, start: int) -> None:
+        part = arr[lo:hi]
+        part += noise[lo - start : hi - start]
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+
+        def one_pass() -> None:
+            jobs = []
+            for start in range(0, rows, window):
+                stop = min(rows, start + window)
+                cuts = [start + (stop - start) * k // threads for k in range(threads + 1)]
+                jobs += [pool.submit(add, lo, hi, start) for lo, hi in itertools.pairwise(cuts)]
+            for j in jobs:
+                j.result()
+
+        one_pass()  # warm (pages touched, threads started)
+        seconds = _timed_s(one_pass, 3)
+    return rows * cols * table.element_size() / seconds
