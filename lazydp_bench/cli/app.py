@@ -548,7 +548,9 @@ def hybrid_lines(h: dict) -> str:
         f" GB/s; host add {h['host_add_bytes_per_s'] / 1e9:.1f} GB/s of table; GPU draw "
         f"{h['gpu_draw_samples_per_s'] / 1e9:.0f} G samples/s\n"
         f"bound: noise down {h['bound_noise_down_ms']:.1f} ms, rows round trip "
-        f"{h['bound_round_trip_ms']:.1f} ms -> {h['bound_ms']:.1f} ms ({h['bound_design']})"
+        f"{h['bound_round_trip_ms']:.1f} ms -> {h['bound_ms']:.1f} ms ({h['bound_design']}; "
+        f"host DRAM {h['host_dram_bytes_per_s'] / 1e9:.0f} GB/s shared by copies and adds; "
+        f"{h['bound_unshared_ms']:.1f} ms if each resource ran alone)"
     )
 
 

@@ -4,13 +4,16 @@ With the table in host RAM and a GPU beside it, two designs exist:
 - noise down (`--noise-impl streamed`): the GPU draws every normal, pinned device-to-host
   copies carry them, host threads add them in place. Its time is bounded by the slowest of
   the D2H copy of the table's bytes, the host's add (read the table and the noise, write
-  the table) and the GPU's draw;
+  the table), the GPU's draw, and the host's DRAM, which serves all of it at once: the
+  copies write N bytes into it while the add moves 3N, so 4N bytes at the rate the add
+  alone achieves (3N bytes per add time: the host's measured memory throughput);
 - rows round trip: each table chunk goes up, gets its noise on the GPU, comes back: bounded
-  by both copies at once (duplex) and each direction alone. (The table is pageable, so this
-  design would also stage every byte through pinned memory on the host twice; the bound
-  leaves that out, in its favour.)
+  by both copies at once (duplex), each direction alone, and the host's DRAM: the table is
+  pageable, so every byte is staged through pinned memory on the way up and back (2N +
+  2N) and crosses DRAM twice more by DMA, 6N bytes.
 The machine's bound is the lower of the two; `bench noise --placement hybrid` measures the
-rates here, in the same process as the engines it compares with it.
+rates here, in the same process as the engines it compares with it, and also records the
+bound without the shared-DRAM terms (each resource as if it ran alone).
 """
 
 from __future__ import annotations
@@ -34,27 +37,42 @@ class HybridRates:
     host_add_bytes_per_s: float  # table bytes noised per second by the host's add
     gpu_draw_samples_per_s: float
 
-    def noise_down_s(self, table_bytes: int) -> float:
-        draw_bps = 4 * self.gpu_draw_samples_per_s
-        slowest = min(self.d2h_bytes_per_s, self.host_add_bytes_per_s, draw_bps)
-        return table_bytes / slowest
+    @property
+    def host_dram_bytes_per_s(self) -> float:
+        """The host memory throughput the add achieves (it moves 3 bytes per table byte)."""
+        return 3 * self.host_add_bytes_per_s
 
-    def round_trip_s(self, table_bytes: int) -> float:
-        return max(
+    def noise_down_s(self, table_bytes: int, *, shared_dram: bool = True) -> float:
+        alone = max(
+            table_bytes / self.d2h_bytes_per_s,
+            table_bytes / self.host_add_bytes_per_s,
+            table_bytes / (4 * self.gpu_draw_samples_per_s),
+        )
+        return max(alone, 4 * table_bytes / self.host_dram_bytes_per_s) if shared_dram else alone
+
+    def round_trip_s(self, table_bytes: int, *, shared_dram: bool = True) -> float:
+        alone = max(
             2 * table_bytes / self.duplex_bytes_per_s,
             table_bytes / self.h2d_bytes_per_s,
             table_bytes / self.d2h_bytes_per_s,
         )
+        return max(alone, 6 * table_bytes / self.host_dram_bytes_per_s) if shared_dram else alone
 
     def bound(self, table_bytes: int) -> dict:
         """The record's `hybrid` section: rates, each design's bound and the lower one."""
         down, trip = self.noise_down_s(table_bytes), self.round_trip_s(table_bytes)
+        alone = min(
+            self.noise_down_s(table_bytes, shared_dram=False),
+            self.round_trip_s(table_bytes, shared_dram=False),
+        )
         return {
             **asdict(self),
+            "host_dram_bytes_per_s": self.host_dram_bytes_per_s,
             "bound_noise_down_ms": down * 1e3,
             "bound_round_trip_ms": trip * 1e3,
             "bound_ms": min(down, trip) * 1e3,
             "bound_design": "noise down" if down <= trip else "rows round trip",
+            "bound_unshared_ms": alone * 1e3,
         }
 
 

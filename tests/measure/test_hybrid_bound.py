@@ -1,0 +1,33 @@
+"""The hybrid noise bound's arithmetic (the rates themselves are measured on a GPU host)."""
+
+from __future__ import annotations
+
+import pytest
+
+from lazydp_bench.measure.hybrid_bound import HybridRates
+
+GB = 1e9
+
+
+def test_noise_down_is_bounded_by_the_slowest_resource_and_shared_dram():
+    rates = HybridRates(
+        h2d_bytes_per_s=50 * GB,
+        d2h_bytes_per_s=50 * GB,
+        duplex_bytes_per_s=100 * GB,
+        host_add_bytes_per_s=40 * GB,
+        gpu_draw_samples_per_s=500e9,
+    )
+    b = rates.bound(int(120 * GB))
+    # alone: D2H 2.4 s, add 3.0 s, draw 0.06 s; DRAM: 4 x 120 GB at 3 x 40 GB/s = 4.0 s
+    assert b["bound_noise_down_ms"] == pytest.approx(4000)
+    # round trip: duplex 2.4 s, DRAM 6 x 120 GB / 120 GB/s = 6.0 s
+    assert b["bound_round_trip_ms"] == pytest.approx(6000)
+    assert (b["bound_ms"], b["bound_design"]) == (pytest.approx(4000), "noise down")
+    assert b["bound_unshared_ms"] == pytest.approx(2400)  # the round trip's duplex alone
+
+
+def test_the_draw_bounds_noise_down_on_a_slow_gpu():
+    rates = HybridRates(50 * GB, 50 * GB, 100 * GB, 1000 * GB, gpu_draw_samples_per_s=1e9)
+    b = rates.bound(int(8 * GB))
+    assert b["bound_noise_down_ms"] == pytest.approx(2000)  # 2 G samples at 1 G/s
+    assert b["bound_design"] == "rows round trip"
