@@ -137,7 +137,8 @@ def check_streamed_equals_fused(eng: TritonFusedEngine, dev: torch.device, monke
     for rows, cols, chunk in ((50_000, 128, 2**20), (30_011, 33, 3 * 2**20 + 4096)):
         host = torch.randn(rows, cols)
         streamed = StreamedEngine(chunk, 4, drawer=eng, via=dev)
-        for std in (0.5, torch.rand(rows) + 0.1):
+        per_row = torch.rand(rows) + 0.1
+        for std in (0.5, per_row, per_row.to(dev)):  # a GPU std: LazyDP's flush in hybrid
             gpu = host.to(dev)
             eng.add_noise(
                 gpu, std.to(dev) if isinstance(std, torch.Tensor) else std, 2**63 + 9, NULL_TIMER
@@ -145,7 +146,7 @@ def check_streamed_equals_fused(eng: TritonFusedEngine, dev: torch.device, monke
             got = host.clone()
             streamed.add_noise(got, std, 2**63 + 9, NULL_TIMER)
             err = (got - gpu.cpu()).abs().max().item()
-            kind = "per-row" if isinstance(std, torch.Tensor) else "scalar"
+            kind = f"per-row on {std.device}" if isinstance(std, torch.Tensor) else "scalar"
             ok &= check(
                 f"streamed == fused ({rows}x{cols}, {kind} std)",
                 err < 1e-5,

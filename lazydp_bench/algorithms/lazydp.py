@@ -211,18 +211,21 @@ class LazyDP(Algorithm):
         self.delivery.join()
         table = self.model.table
         engine = self.ctx.engines.for_device(table.device)
-        calls = self._flush_calls(max(1, engine.rows_per_chunk(table)))
+        calls = self._flush_calls(max(1, engine.rows_per_chunk(table)), engine.std_device(table))
         engine.add_noise_calls(table, calls, NULL_TIMER, unit=self.ctx.noise_mode == "unit")
 
-    def _flush_calls(self, step: int) -> Iterator[tuple[int, int, torch.Tensor, int]]:
+    def _flush_calls(
+        self, step: int, std_device: torch.device
+    ) -> Iterator[tuple[int, int, torch.Tensor, int]]:
         """The flush's noise calls, chunk by chunk as the engine reaches them (the per-row
-        std of one chunk at a time: no table-sized temporary); each chunk's history is
-        marked paid once its calls are made (none with noise off)."""
+        std of one chunk at a time: no table-sized temporary), each std on the device the
+        engine reads it on; each chunk's history is marked paid once its calls are made
+        (none with noise off)."""
         table, upto = self.model.table, self.steps_done
         for chunk, start in enumerate(range(0, table.shape[0], step)):
             stop = min(table.shape[0], start + step)
             terms = self.pending_terms(self.history[start:stop], upto)
-            terms = [std.to(table.device) for std in terms]
+            terms = [std.to(std_device) for std in terms]
             seed = derive_seed(self.ctx.seed, STREAM_FLUSH, upto, chunk)
             for std, key in self._draws(terms, seed):
                 yield start, stop, std, key

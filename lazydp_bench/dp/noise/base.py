@@ -78,6 +78,11 @@ class DenseNoiseEngine(ABC):
         """Allocate what noising `target` needs and compile its kernels now, so that no
         timed call pays for them (LazyDP's flush is timed once, on its first call)."""
 
+    def std_device(self, target: torch.Tensor) -> torch.device:
+        """Where a per-row std for `target` is best computed and handed over (the
+        streamed engine reads it on its GPU, so it need not cross PCIe twice)."""
+        return target.device
+
     def add_noise_calls(
         self,
         target: torch.Tensor,

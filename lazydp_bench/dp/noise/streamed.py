@@ -138,10 +138,17 @@ class StreamedEngine(DenseNoiseEngine):
         size): at most `chunk_bytes` worth, or one aligned block."""
         return max(stop - start for start, stop in self.windows(rows, cols, itemsize))
 
+    def std_device(self, target: torch.Tensor) -> torch.device:
+        return self.via
+
     def _window_std(self, std: Std, start: int, stop: int) -> Std:
-        """The window's std on `via` (a per-row slice is copied there; it is 1/cols of the
-        window's bytes)."""
+        """The window's std on `via` (a per-row slice is copied there unless it is there
+        already; it is 1/cols of the window's bytes)."""
         if isinstance(std, torch.Tensor) and std.dim() == 1:
+            if std.device.type == "cuda":  # made on another stream: order it, keep it alive
+                stream = torch.cuda.current_stream(std.device)
+                stream.wait_stream(torch.cuda.default_stream(std.device))
+                std.record_stream(stream)
             return std[start:stop].to(self.via)
         if isinstance(std, torch.Tensor):
             return float(std.item())
