@@ -60,6 +60,7 @@ from lazydp_bench.report.points import (
     timing_fields,
     workload_default,
 )
+from lazydp_bench.report.tables import noise_label
 from lazydp_bench.units import format_bytes
 
 # Okabe-Ito, colorblind-safe; the stages' colours, and the algorithms' (set on their classes).
@@ -163,6 +164,7 @@ def _frame_row(r: dict) -> dict:
         **timing_fields(r),
         "stages": {s["name"]: s["median_ms"] for s in stages if s.get("median_ms") is not None},
         "commit": commit_label(env),
+        "table_noise": noise_label(r) if r.get("noise") else None,
         "breakdown": bool(c.get("breakdown", True)),
         "created": r.get("created_utc") or "",
     }
@@ -217,6 +219,7 @@ def reference(**overrides) -> Reference:
         "batch_size": workload_default("batch_size"),
         "pooling": workload_default("pooling"),
         "table_bytes": largest_table(("lazydp",)),
+        "noise_impl": prefer("streamed"),  # the strongest baseline where it was run
     }
     per_x = overrides.pop("per_x", ())
     return Reference({**choose, **overrides}, per_x)
@@ -557,13 +560,23 @@ def _draw_bars(ax, spec: FigureSpec, panel: Panel, data: list[dict], notes: list
                 _missing_baseline(ax, spec, panel, s, data, notes)
                 continue
             v /= panel.baseline[s.x]
-        label = algo_label(s.algo) if s.algo not in labelled else None
+        label = _legend_label(s) if s.algo not in labelled else None
         labelled.add(s.algo)
         ax.bar(s.pos, v, s.width, color=algo_color(s.algo), label=label)
         text = _speedup(panel, s.x) if spec.speedup and s.algo == "lazydp" else None
         if text:
             ax.annotate(text, (s.pos, v), ha="center", va="bottom", fontsize=7)
         data.append(_data_row(panel, spec.axis, s, v))
+
+
+def _legend_label(s: Slot) -> str:
+    """The algorithm's label, with the engine of its table noise for the dense-noise
+    algorithms (`DP-SGD(F) [streamed]`): a speedup over it names its baseline."""
+    label = algo_label(s.algo)
+    engines = s.point.rows["table_noise"].dropna().unique() if s.point.rows is not None else []
+    if s.algo.partition("[")[0] in DP_FAMILY and len(engines):
+        label += f" [{', '.join(sorted(engines))}]"
+    return label
 
 
 def _missing_baseline(ax, spec, panel: Panel, s: Slot, data: list[dict], notes) -> None:
@@ -729,6 +742,8 @@ def bench_frame(records: list[dict]) -> pd.DataFrame:
                 "copy_gbps": b["copy_bytes_per_s"] / 1e9,
                 "pct_of_copy": b["pct_of_copy"],
                 "gsamples_per_s": b["samples_per_s"] / 1e9,
+                **_hybrid_bounds(c["table_bytes"], b.get("hybrid")),
+                "pct_of_bound": b.get("pct_of_bound"),
                 "machine": (r.get("env") or {}).get("gpu_name") or "host",
                 "created": r.get("created_utc") or "",
             }
@@ -736,7 +751,27 @@ def bench_frame(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _hybrid_bounds(table_bytes: int, hybrid: dict | None) -> dict:
+    """A hybrid bench's bounds as GB/s of the table read and written (the bars' unit):
+    with the host DRAM shared by copies and adds, and with each resource alone."""
+
+    def gbps(ms: float | None) -> float | None:
+        return 2 * table_bytes / (ms / 1e3) / 1e9 if ms else None
+
+    hybrid = hybrid or {}
+    if hybrid and "bound_unshared_ms" not in hybrid:  # records before the shared-DRAM term
+        return {"bound_gbps": None, "unshared_bound_gbps": gbps(hybrid.get("bound_ms"))}
+    return {
+        "bound_gbps": gbps(hybrid.get("bound_ms")),
+        "unshared_bound_gbps": gbps(hybrid.get("bound_unshared_ms")),
+    }
+
+
 def noise_roofline(bench: pd.DataFrame) -> FigureResult:
+    """Each engine's dense noisy update against its bound: the measured copy bandwidth for
+    a table in GPU or host memory (dashed), and for a host table noised with a GPU's help
+    (`hybrid`) the bound of PCIe, the host's add and the GPU's draw (solid: the host DRAM
+    shared by copies and adds; dotted: each resource alone)."""
     if bench.empty:
         return FigureResult(
             "noise-roofline", None, bench, ["noise-roofline: no `bench noise` records"]
@@ -744,25 +779,47 @@ def noise_roofline(bench: pd.DataFrame) -> FigureResult:
     bench = bench.sort_values("created").drop_duplicates(
         ["engine", "placement", "table_bytes", "machine"], keep="last"
     )
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    labels = [
-        f"{r.engine}\n{r.placement}, {format_bytes(r.table_bytes)}" for r in bench.itertuples()
-    ]
-    ax.bar(
-        range(len(bench)), bench["achieved_gbps"], color=[PALETTE[i % 8] for i in range(len(bench))]
-    )
-    for i, r in enumerate(bench.itertuples()):
-        ax.hlines(r.copy_gbps, i - 0.4, i + 0.4, colors="black", linestyles="dashed")
-        ax.annotate(
-            f"{r.pct_of_copy:.0f}%", (i, r.achieved_gbps), ha="center", va="bottom", fontsize=8
+    parts = [
+        (title, part)
+        for title, part in (
+            ("table in GPU or host memory", bench[bench["placement"] != "hybrid"]),
+            ("table in host RAM, GPU beside it (hybrid)", bench[bench["placement"] == "hybrid"]),
         )
-    ax.set_xticks(range(len(bench)), labels, fontsize=7)
-    ax.set_ylabel("dense noisy update, GB/s (read + write)")
-    ax.set_yscale("log")
-    ax.set_title("Noise roofline: achieved vs measured copy bandwidth (dashed)")
+        if not part.empty
+    ]
+    fig, axes = plt.subplots(1, len(parts), figsize=(6.5 * len(parts), 4.4), squeeze=False)
+    for ax, (title, part) in zip(axes[0], parts, strict=True):
+        _roofline_panel(ax, part, title)
+    fig.suptitle("Noise roofline: dense noisy update vs its measured bound")
     fig.text(0.01, 0.005, ", ".join(sorted(set(bench["machine"]))), fontsize=7, color="#555555")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     return FigureResult("noise-roofline", fig, bench.drop(columns=["created"]), [])
+
+
+def _roofline_panel(ax, part: pd.DataFrame, title: str) -> None:
+    """Bars of achieved GB/s, each with its bound line(s) and the % of the first."""
+    xs = range(len(part))
+    labels = [
+        f"{r.engine.split(' (')[0]}\n{format_bytes(r.table_bytes)}" for r in part.itertuples()
+    ]
+    ax.bar(xs, part["achieved_gbps"], color=[PALETTE[i % 8] for i in xs])
+    for i, r in enumerate(part.itertuples()):
+        lines = [(r.copy_gbps, "dashed")]
+        if r.placement == "hybrid":
+            pairs = ((r.bound_gbps, "solid"), (r.unshared_bound_gbps, "dotted"))
+            lines = [(v, style) for v, style in pairs if pd.notna(v)]
+        for value, style in lines:
+            ax.hlines(value, i - 0.4, i + 0.4, colors="black", linestyles=style)
+        pct = 100 * r.achieved_gbps / lines[0][0]
+        ax.annotate(f"{pct:.0f}%", (i, r.achieved_gbps), ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(list(xs), labels, fontsize=7)
+    ax.set_ylabel("dense noisy update, GB/s (read + write)")
+    ax.set_yscale("log")
+    ax.set_title(title, fontsize=9)
+    key = "dashed: copy bandwidth"
+    if (part["placement"] == "hybrid").any():
+        key = "solid: bound, host DRAM shared by copies and adds; dotted: each resource alone"
+    ax.text(0.01, 0.99, key, transform=ax.transAxes, fontsize=6, va="top", color="#555555")
 
 
 # ---- the paper's figures -----------------------------------------------------------------
@@ -892,13 +949,14 @@ ALL_FIGURES = [*FIGURES, "noise-roofline"]
 
 
 def make_figure(name: str, records: list[dict], allow_mixed_commits: bool = False) -> FigureResult:
-    """Figures compare algorithms under the default (fused) noise engines; `fig5-torch`
-    draws only the `--noise-impl torch` runs. A panel draws one commit's records unless
+    """Figures compare algorithms under the fused or streamed engines (streamed where it
+    was run: the strongest baseline), each panel under one; `fig5-torch` draws only the
+    `--noise-impl torch` runs. A panel draws one commit's records unless
     `allow_mixed_commits`."""
     if name == "noise-roofline":
         return noise_roofline(bench_frame(records))
     df = figure_frame(records)
     if not df.empty:
-        engine = "torch" if name == "fig5-torch" else "fused"
-        df = df[(df["noise_impl"] == engine) | df["noise_impl"].isna()]
+        torch_runs = df["noise_impl"] == "torch"
+        df = df[(torch_runs if name == "fig5-torch" else ~torch_runs) | df["noise_impl"].isna()]
     return render(FIGURES[name], df, allow_mixed_commits)

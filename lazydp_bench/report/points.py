@@ -103,17 +103,26 @@ def record_placement(record: dict) -> str | None:
     return None if placement in (None, "auto") else placement
 
 
-def _noise_impl(config: dict) -> str | None:
-    """`auto` resolves to the fused engines; a stub that does not say matches any."""
-    impl = config.get("noise_impl")
-    return None if impl is None else ("torch" if impl == "torch" else "fused")
+def _noise_impl(record: dict) -> str | None:
+    """The engines the run used: as resolved in its record (`auto` became streamed or
+    fused), else `auto` read as fused (records before the streamed engine); None (matches
+    any) for a run without noise or a stub that does not say."""
+    c, noise = record.get("config") or {}, record.get("noise")
+    if isinstance(noise, dict) and noise.get("impl"):
+        return noise["impl"]
+    if c.get("algo") in NOISELESS or c.get("noise_impl") is None:
+        return None
+    return "torch" if c["noise_impl"] == "torch" else "fused"
+
+
+NOISELESS = ("sgd",)  # runs whose noise engine is irrelevant
 
 
 def config_fields(record: dict) -> dict:
     """The record's measured configuration, None where the record does not say."""
     c = record.get("config") or {}
     values = {f: c.get(f) for f in CONFIG_FIELDS}
-    values["noise_impl"] = _noise_impl(c)
+    values["noise_impl"] = _noise_impl(record)
     if values["table_bytes"] is None and record.get("status") != "ok":
         values["table_bytes"] = stub_table_bytes(c)
     return values

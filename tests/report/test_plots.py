@@ -258,3 +258,20 @@ def test_figure_styles_come_from_the_registry(monkeypatch):
     assert figures.algo_color("new-algo") in figures.SPARE_COLORS
     frame = pd.DataFrame({"algo": ["lazydp", "sgd", "lazydp[bookkeeping]", "zeta"]})
     assert figures._algos(frame, None) == ["sgd", "lazydp", "lazydp[bookkeeping]", "zeta"]
+
+
+def test_noise_roofline_draws_the_hybrid_bound(records):
+    """A hybrid bench gets its own panel whose line is the PCIe / host-add / draw bound
+    (GB/s of table read + written), not the copy bandwidth; the CSV carries both bounds."""
+    bench = next(r for r in records if r.get("kind") == "bench_noise")
+    hybrid = json.loads(json.dumps(bench))
+    hybrid["config"]["placement"] = "hybrid"
+    hybrid["noise"]["engine"] = "streamed (draw on cuda, add on 16 host threads)"
+    table = hybrid["config"]["table_bytes"]
+    hybrid["bench"]["hybrid"] = {"bound_ms": 2000.0, "bound_unshared_ms": 1500.0}
+    res = make_figure("noise-roofline", [bench, hybrid])
+    assert len([ax for ax in res.figure.axes if ax.patches]) == 2
+    row = res.data[res.data["placement"] == "hybrid"].iloc[0]
+    assert row["bound_gbps"] == pytest.approx(2 * table / 2.0 / 1e9)
+    assert row["unshared_bound_gbps"] == pytest.approx(2 * table / 1.5 / 1e9)
+    plt.close(res.figure)
