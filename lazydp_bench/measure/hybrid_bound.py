@@ -5,8 +5,8 @@ With the table in host RAM and a GPU beside it, two designs exist:
   copies carry them, host threads add them in place. Its time is bounded by the slowest of
   the D2H copy of the table's bytes, the host's add (read the table and the noise, write
   the table), the GPU's draw, and the host's DRAM, which serves all of it at once: the
-  copies write N bytes into it while the add moves 3N, so 4N bytes at the rate the add
-  alone achieves (3N bytes per add time: the host's measured memory throughput);
+  copies write N bytes into it while the add moves 3N, so 4N bytes at the host's measured
+  memory throughput (the higher of the add's 3N bytes per add time and a threaded copy's);
 - rows round trip: each table chunk goes up, gets its noise on the GPU, comes back: bounded
   by both copies at once (duplex), each direction alone, and the host's DRAM: the table is
   pageable, so every byte is staged through pinned memory on the way up and back (2N +
@@ -36,11 +36,13 @@ class HybridRates:
     duplex_bytes_per_s: float  # both directions at once, bytes moved per second in total
     host_add_bytes_per_s: float  # table bytes noised per second by the host's add
     gpu_draw_samples_per_s: float
+    host_copy_bytes_per_s: float | None = None  # threaded host copy, bytes read + written
 
     @property
     def host_dram_bytes_per_s(self) -> float:
-        """The host memory throughput the add achieves (it moves 3 bytes per table byte)."""
-        return 3 * self.host_add_bytes_per_s
+        """The host's memory throughput: the higher of what the add moves (3 bytes per
+        table byte) and what a threaded copy moves (read + write)."""
+        return max(3 * self.host_add_bytes_per_s, self.host_copy_bytes_per_s or 0.0)
 
     def noise_down_s(self, table_bytes: int, *, shared_dram: bool = True) -> float:
         alone = max(
@@ -144,3 +146,25 @@ def host_add_rate(table: torch.Tensor, chunk_bytes: int, threads: int) -> float:
         one_pass()  # warm (pages touched, threads started)
         seconds = _timed_s(one_pass, 3)
     return rows * cols * table.element_size() / seconds
+
+
+def host_copy_rate(nbytes: int, threads: int, repeats: int = 3) -> float:
+    """Bytes read + written per second by `threads` host threads copying disjoint slices
+    of an `nbytes` buffer into another (a STREAM-style copy: the host DRAM's throughput)."""
+    n = max(threads, nbytes // 4)
+    src = torch.ones(n).numpy()
+    dst = torch.zeros(n).numpy()
+    cuts = [n * k // threads for k in range(threads + 1)]
+
+    def copy(lo: int, hi: int) -> None:
+        dst[lo:hi] = src[lo:hi]
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+
+        def one_pass() -> None:
+            for job in [pool.submit(copy, lo, hi) for lo, hi in itertools.pairwise(cuts)]:
+                job.result()
+
+        one_pass()  # pages touched
+        seconds = _timed_s(one_pass, repeats)
+    return 2 * 4 * n / seconds

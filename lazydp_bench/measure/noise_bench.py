@@ -23,7 +23,12 @@ import torch
 from lazydp_bench.dp.noise import DenseNoiseEngine, make_engine
 from lazydp_bench.errors import BenchError
 from lazydp_bench.measure.env import machine_info
-from lazydp_bench.measure.hybrid_bound import HybridRates, host_add_rate, pcie_rates
+from lazydp_bench.measure.hybrid_bound import (
+    HybridRates,
+    host_add_rate,
+    host_copy_rate,
+    pcie_rates,
+)
 from lazydp_bench.measure.profiling import NULL_TIMER
 from lazydp_bench.placement.layout import machine_limits
 from lazydp_bench.records.schema import new_header
@@ -167,6 +172,7 @@ def hybrid_rates(
         d2h_bytes_per_s=d2h,
         duplex_bytes_per_s=duplex,
         host_add_bytes_per_s=host_add_rate(table, chunk_bytes, threads),
+        host_copy_bytes_per_s=host_copy_rate(copy_bytes(table.numel() * 4), threads),
         gpu_draw_samples_per_s=arithmetic_bound(fused, gpu) or float("inf"),
     )
 

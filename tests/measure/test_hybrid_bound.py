@@ -31,3 +31,11 @@ def test_the_draw_bounds_noise_down_on_a_slow_gpu():
     b = rates.bound(int(8 * GB))
     assert b["bound_noise_down_ms"] == pytest.approx(2000)  # 2 G samples at 1 G/s
     assert b["bound_design"] == "rows round trip"
+
+
+def test_host_dram_is_the_higher_of_the_add_and_a_threaded_copy():
+    rates = HybridRates(50 * GB, 50 * GB, 100 * GB, 40 * GB, 500e9, host_copy_bytes_per_s=160 * GB)
+    assert rates.host_dram_bytes_per_s == 160 * GB
+    assert rates.bound(int(120 * GB))["bound_noise_down_ms"] == pytest.approx(3000)  # the add
+    slow_copy = HybridRates(50 * GB, 50 * GB, 100 * GB, 40 * GB, 500e9, host_copy_bytes_per_s=GB)
+    assert slow_copy.host_dram_bytes_per_s == 120 * GB
