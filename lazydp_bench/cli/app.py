@@ -105,7 +105,7 @@ def run(
     """Train a few steps of each algorithm and print the per-stage breakdown."""
     from lazydp_bench.records.store import append_record, ensure_writable
     from lazydp_bench.report.tables import run_table, summary_table
-    from lazydp_bench.runtime.trainer import execute, plan_run
+    from lazydp_bench.runtime.trainer import execute
 
     with user_errors():
         configs = [
@@ -121,7 +121,7 @@ def run(
             )
             for name in split_list(algo)
         ]
-        plans = [plan_run(c) for c in configs]  # every input checked before anything runs
+        plans = _plan_all(configs)  # every input checked before anything runs
         path = ensure_writable(out)
     records = []
     for plan in plans:
@@ -142,6 +142,22 @@ def run(
     console.print(f"{len(records)} record(s) appended to {path}")
     if any(r["status"] == "error" for r in records):
         raise typer.Exit(1)
+
+
+def _plan_all(configs: list[RunConfig]) -> list:
+    """Each algorithm's plan, with a spinner naming the phase (privacy accounting and the
+    memory fit take seconds); a refusal names the algorithm it is about."""
+    from lazydp_bench.runtime.trainer import plan_run
+
+    plans = []
+    with err_console.status("planning") as status:
+        for config in configs:
+            status.update(f"planning {config.algo}: privacy accounting and memory fit")
+            try:
+                plans.append(plan_run(config))
+            except BenchError as exc:
+                raise BenchError(f"{config.algo}: {exc}") if len(configs) > 1 else exc from None
+    return plans
 
 
 @app.command()
@@ -206,7 +222,10 @@ def verify(
     with user_errors():
         names = split_list(algo)
         for name in names:
-            get_algorithm(name)
+            if not get_algorithm(name).private:
+                raise BenchError(
+                    f"verify checks private algorithms against DP-SGD(F); {name!r} is not private"
+                )
         if placement not in ("cpu", "gpu", "hybrid"):
             raise BenchError(f"--placement must be cpu, gpu or hybrid, got {placement!r}")
         if placement != "cpu" and not torch.cuda.is_available():

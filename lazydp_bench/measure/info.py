@@ -50,8 +50,8 @@ def machine_report(host_limit: int | None) -> Table:
     rows = [
         ("GPU", f"{env['gpu_count']} x {env['gpu_name']}" if env["gpu_count"] else "none"),
         ("GPU memory", format_bytes(env["gpu_memory_bytes"])),
-        ("driver", str(env["gpu_driver"])),
-        ("torch / CUDA", f"{env['torch']} / {env['cuda']}"),
+        ("driver", env["gpu_driver"] or "none (no NVIDIA driver found)"),
+        ("torch / CUDA", f"{env['torch']} / {env['cuda'] or 'none (CPU build)'}"),
         ("NVML energy counter", "readable" if meter.gpu_reason is None else meter.gpu_reason),
         ("CPU", f"{env['cpu']} ({env['cpu_count']} cores)"),
         ("RAPL CPU energy", "readable" if meter._rapl.reason is None else meter._rapl.reason),
@@ -60,7 +60,7 @@ def machine_report(host_limit: int | None) -> Table:
             f"{format_bytes(env['host_ram_bytes'])} / "
             f"{format_bytes(limits.host_bytes)} ({limits.host_source})",
         ),
-        ("commit", f"{env['commit']}{' (dirty)' if env['dirty'] else ''}"),
+        ("commit", f"{env['commit'] or 'unknown'}{' (dirty)' if env['dirty'] else ''}"),
     ]
     wl = load_workload(_PROBE_WORKLOAD)
     for placement in ("gpu", "hybrid", "cpu"):

@@ -1,0 +1,38 @@
+"""What ran is named: a refusal says which algorithm it is about, verify refuses what it
+cannot check."""
+
+from __future__ import annotations
+
+from tests.conftest import cli
+
+
+def test_memory_refusal_names_the_algorithm(tmp_path):
+    out = tmp_path / "never"
+    res = cli(
+        "run",
+        "--algo",
+        "sgd,dpsgd-b",
+        "--placement",
+        "cpu",
+        "--table-size",
+        "30TB",
+        "--out",
+        str(out),
+    )
+    assert res.returncode == 2
+    assert res.stderr.startswith("error: sgd: ")  # the first algorithm that does not fit
+    assert not out.exists()
+
+
+def test_verify_refuses_a_non_private_algorithm():
+    """`verify --algo sgd` was accepted and then FAILed every check."""
+    res = cli("verify", "--algo", "sgd")
+    assert res.returncode == 2
+    assert "'sgd' is not private" in res.stderr
+
+
+def test_info_says_none_not_python_none():
+    """`info` printed `driver None` on a machine without a GPU."""
+    res = cli("info")
+    assert res.returncode == 0, res.stderr
+    assert "None" not in res.stdout
