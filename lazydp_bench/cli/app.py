@@ -290,17 +290,26 @@ def sweep(
         bool, Opt(help="With --resume, run again the points recorded as oom, timeout or error.")
     ] = False,
     dry_run: Annotated[bool, Opt(help="List the points and their memory estimates only.")] = False,
+    gpu_mem: Annotated[
+        str | None,
+        Opt(
+            help="With --dry-run only: plan for a GPU with this much free memory, e.g. 141GB, "
+            "instead of this machine's (which may have none); with --host-mem-limit, plan "
+            "for another machine. A real sweep plans against the GPU it runs on."
+        ),
+    ] = None,
     out: Annotated[
         Path, Opt(help="Directory whose runs.jsonl gets one record per point.", parser=o.out_dir)
     ] = Path("runs"),
     *,
     base: RunConfig,
 ) -> None:
-    """Run a grid of points, each in its own process; OOM, crashes and hangs become records."""
+    """Run a grid of points, each in its own process; OOM, crashes and hangs become records.
+    Exit code 1 when a point failed (oom, timeout or error)."""
     from lazydp_bench.placement.layout import machine_limits
     from lazydp_bench.records.store import ensure_writable
     from lazydp_bench.sweep.presets import expand_preset
-    from lazydp_bench.sweep.runner import grid_configs, plan_points, run_sweep
+    from lazydp_bench.sweep.runner import FAILED, grid_configs, plan_points, run_sweep
 
     with user_errors():
         grids = expand_preset(preset) if preset else [{"algo": tuple(split_list(o.DEFAULT_ALGOS))}]
@@ -316,7 +325,12 @@ def sweep(
         grids = [{**g, **{k: v for k, v in overrides.items() if v is not None}} for g in grids]
         if not (math.isfinite(point_timeout) and point_timeout > 0):
             raise BenchError(f"--point-timeout must be a finite number > 0, got {point_timeout}")
-        limits = machine_limits(base.host_mem_limit)
+        if gpu_mem is not None and not dry_run:
+            raise BenchError(
+                "--gpu-mem states a GPU for --dry-run only; a sweep plans against its own GPU"
+            )
+        gpu_free = parse_size(gpu_mem) if gpu_mem is not None else None
+        limits = machine_limits(base.host_mem_limit, gpu_free=gpu_free)
         points = plan_points(grid_configs(base, grids), limits)
         if not dry_run:
             ensure_writable(out)
@@ -345,7 +359,12 @@ def sweep(
     for r in records:
         statuses[r["status"]] = statuses.get(r["status"], 0) + 1
     summary = ", ".join(f"{n} {k}" for k, n in sorted(statuses.items())) or "nothing to run"
+    failed = sum(statuses.get(k, 0) for k in FAILED)
+    if failed:
+        summary += f"; {failed} point(s) failed"
     console.print(f"{len(records)} record(s) appended to {out / 'runs.jsonl'}: {summary}")
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()

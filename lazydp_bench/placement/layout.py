@@ -31,6 +31,7 @@ class MemoryLimits:
     gpu_bytes: int | None  # None: no CUDA device
     host_bytes: int
     host_source: str
+    gpu_source: str = "GPU 0's free memory"  # or "--gpu-mem": a stated GPU
 
 
 def _meminfo(field: str) -> int | None:
@@ -71,12 +72,18 @@ def gpu_free_bytes() -> int | None:
         return int(torch.cuda.mem_get_info()[0])
 
 
-def machine_limits(host_limit: int | None = None) -> MemoryLimits:
-    free = gpu_free_bytes()
+def machine_limits(host_limit: int | None = None, gpu_free: int | None = None) -> MemoryLimits:
+    """The memory runs are planned against. `gpu_free` states a GPU's free bytes (a sweep
+    dry run's --gpu-mem) instead of asking this machine's GPU, which may be absent; the
+    same headroom applies to both."""
+    stated = gpu_free is not None
+    free = gpu_free if stated else gpu_free_bytes()
     gpu = int(free * GPU_HEADROOM) if free is not None else None
+    gpu_source = "--gpu-mem" if stated else "GPU 0's free memory"
     if host_limit is not None:
-        return MemoryLimits(gpu, host_limit, "--host-mem-limit")
-    return MemoryLimits(gpu, int(host_available_bytes() * HOST_HEADROOM), "MemAvailable")
+        return MemoryLimits(gpu, host_limit, "--host-mem-limit", gpu_source)
+    host = int(host_available_bytes() * HOST_HEADROOM)
+    return MemoryLimits(gpu, host, "MemAvailable", gpu_source)
 
 
 def estimate_need(

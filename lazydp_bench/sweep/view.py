@@ -1,5 +1,7 @@
-"""What a sweep shows while it runs: progress (points done / total, ETA), the current
-point, and a table of finished points with step time and speedup vs SGD at that point."""
+"""What a sweep shows while it runs. On a terminal: a live display of the finished points
+(step time, speedup vs SGD at that point), the current point and progress (points done /
+total, ETA), cleared when the sweep ends. Elsewhere (a log file, a pipe): one line per
+finished point. Either way the caller prints the full table once at the end."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from lazydp_bench.placement.layout import MemoryLimits
+from lazydp_bench.placement.layout import GPU_HEADROOM, MemoryLimits
 from lazydp_bench.sweep.runner import Point
 from lazydp_bench.units import format_bytes
 
@@ -49,10 +51,19 @@ class SweepView:
         self.task = self.progress.add_task("points", total=len(points))
         self.current = ""
         self._live: Live | None = None
+        # a log or pipe gets lines: a live display there prints only its last frame,
+        # with no newline after the progress bar
+        self.lines = not console.is_terminal or console.is_dumb_terminal
 
     @contextlib.contextmanager
     def live(self) -> Iterator[None]:
-        with Live(self._render(), console=self.console, refresh_per_second=2) as live:
+        """The live display while the points run (a terminal only), cleared at the end."""
+        if self.lines:
+            yield
+            return
+        with Live(
+            self._render(), console=self.console, refresh_per_second=2, transient=True
+        ) as live:
             self._live = live
             yield
         self._live = None
@@ -70,6 +81,21 @@ class SweepView:
         self.progress.advance(self.task)
         if self._live:
             self._live.update(self._render())
+        if self.lines:
+            self.console.print(
+                self.line(point, record), markup=False, highlight=False, soft_wrap=True
+            )
+
+    def line(self, point: Point, record: dict | None) -> str:
+        """One finished point for a log: `[done/total] status: point (detail)`."""
+        done = f"[{len(self.rows)}/{len(self.points)}]"
+        if record is None:
+            return f"{done} resumed (already recorded): {point_label(point)}"
+        step = (record.get("timing") or {}).get("step_median_ms")
+        error = (record.get("error") or "").strip().splitlines()
+        detail = f"{step:.2f} ms/step" if step else (error[0] if error else "")
+        text = f"{done} {record['status']}: {point_label(point)}"
+        return f"{text} ({detail})" if detail else text
 
     def table(self, last: int | None = None) -> Table:
         table = Table(title="sweep", title_justify="left")
@@ -100,11 +126,16 @@ class SweepView:
 
 
 def dry_run_table(points: list[Point], limits: MemoryLimits) -> Table:
+    """The planned points: placement, estimated GPU and host need, whether it fits the
+    limits (from this machine, or a stated GPU with --gpu-mem), and run or skip."""
+    gpu = "none"
+    if limits.gpu_bytes is not None:
+        gpu = f"{format_bytes(limits.gpu_bytes)} ({GPU_HEADROOM:.0%} of {limits.gpu_source})"
     table = Table(
-        title=f"{len(points)} points (limits: GPU {format_bytes(limits.gpu_bytes)}, "
+        title=f"{len(points)} points (limits: GPU {gpu}, "
         f"host {format_bytes(limits.host_bytes)} from {limits.host_source})"
     )
-    for col in ("point", "placement", "GPU need", "host need", "plan"):
+    for col in ("point", "placement", "GPU need", "host need", "fits", "plan"):
         table.add_column(col)
     for p in points:
         if p.plan is not None:
@@ -114,6 +145,7 @@ def dry_run_table(points: list[Point], limits: MemoryLimits) -> Table:
                 p.plan.placement,
                 format_bytes(need.gpu_bytes),
                 format_bytes(need.host_bytes),
+                "yes",
                 "run",
             )
         else:
@@ -123,6 +155,7 @@ def dry_run_table(points: list[Point], limits: MemoryLimits) -> Table:
                 str(need.get("placement", "-")),
                 format_bytes(need.get("estimate_gpu_bytes")),
                 format_bytes(need.get("estimate_host_bytes")),
+                "no" if need else "-",
                 f"skip: {p.skip_reason}",
             )
     return table
