@@ -163,34 +163,53 @@ def _plan_all(configs: list[RunConfig]) -> list:
 @app.command()
 def workloads() -> None:
     """List the workloads with their full-scale embedding size."""
+    from rich.console import Group
+
+    from lazydp_bench.report.tables import FitWidth
     from lazydp_bench.workloads import available_workloads, load_workload
 
     with user_errors():
-        table = Table(title="workloads")
-        for col in ("name", "tables", "rows", "dim", "full size", "batch", "pooling", "MLPs"):
-            table.add_column(col, no_wrap=True)
+        rows = []
         for name in available_workloads():
             wl = load_workload(name)
-            bottom = "-".join(map(str, (wl.dense_features, *wl.bottom_mlp)))
-            top = "-".join(map(str, (wl.interaction_features, *wl.top_mlp)))
-            mlps = f"{bottom} / {top}"
-            table.add_row(
-                wl.name,
-                str(wl.num_tables),
-                f"{wl.total_rows:,}",
-                str(wl.dim),
-                format_bytes(wl.table_bytes()),
-                str(wl.batch_size),
-                str(wl.pooling),
-                mlps,
+            rows.append(
+                (
+                    wl.name,
+                    str(wl.num_tables),
+                    f"{wl.total_rows:,}",
+                    str(wl.dim),
+                    format_bytes(wl.table_bytes()),
+                    str(wl.batch_size),
+                    str(wl.pooling),
+                    "-".join(map(str, (wl.dense_features, *wl.bottom_mlp))),
+                    "-".join(map(str, (wl.interaction_features, *wl.top_mlp))),
+                )
             )
-        console.print(table)
+    specs = ("name", "tables", "rows", "dim", "full size", "batch", "pooling")
+    one = _plain_table("workloads", (*specs, "MLPs: bottom / top"))
+    sizes = _plain_table("workloads", specs)
+    mlps = _plain_table("MLP layer widths", ("name", "bottom MLP", "top MLP"))
+    for row in rows:
+        one.add_row(*row[:7], f"{row[7]} / {row[8]}")
+        sizes.add_row(*row[:7])
+        mlps.add_row(row[0], *row[7:])
+    # one table where it fits; at narrower widths the MLPs get a table of their own
+    console.print(FitWidth(one, Group(sizes, mlps)))
+
+
+def _plain_table(title: str, columns: tuple[str, ...]) -> Table:
+    """A table of names and numbers (right-aligned) that are never wrapped or cut."""
+    table = Table(title=title)
+    for col in columns:
+        number = col in ("tables", "rows", "dim", "full size", "batch", "pooling")
+        table.add_column(col, no_wrap=True, justify="right" if number else "left")
+    return table
 
 
 @app.command()
 def info(
     host_mem_limit: Annotated[
-        str | None, Opt(help="Host RAM to plan with [default: MemAvailable].")
+        str | None, Opt(help="Host RAM to plan with (default: MemAvailable).")
     ] = None,
 ) -> None:
     """Show the machine: GPU, driver, torch/CUDA, energy counters, RAM, and the largest
@@ -384,27 +403,38 @@ def plot(
     allow_mixed_commits: Annotated[
         bool,
         Opt(
+            "--allow-mixed-commits",
+            show_default=False,
             help="Draw records of different commits side by side. Without it each panel "
             "draws only its newest commit's records (the commit of its newest successful "
             "run) and a note names the records left out; with it each point draws its own "
-            "newest commit. Repeats are pooled only within one commit either way."
+            "newest commit. Repeats are pooled only within one commit either way.",
+        ),
+    ] = False,
+    verbose: Annotated[
+        bool,
+        Opt(
+            "--verbose",
+            show_default=False,
+            help="Also print the numbers behind each figure (its CSV) as tables.",
         ),
     ] = False,
 ) -> None:
     """Redraw the paper's figures from stored records; write the numbers behind each as CSV.
-
     Each panel (one machine and placement) fixes every configuration field off the
     figure's axis to one reference value, named under the panel and in a note; repeated
     runs of a point are pooled (median and IQR of all their raw steps, or the median of
     their medians for records without raw steps; run count); a point
     without a successful run is an empty hatched bar labelled with why (not run, OOM,
-    skipped: needs N GB, timeout, error); the footer names the commits drawn.
+    skipped: needs N GB, timeout, error); the footer names the commits drawn. Prints one
+    line per figure: points drawn and missing, and the files written.
     """
     import matplotlib.pyplot as plt
     from rich.markup import escape
 
     from lazydp_bench.records.store import load_records
-    from lazydp_bench.report.figures import ALL_FIGURES, make_figure
+    from lazydp_bench.report.figures import ALL_FIGURES, FIGURES, make_figure
+    from lazydp_bench.report.tables import figure_points
 
     with user_errors():
         names = ALL_FIGURES if figure == "all" else split_list(figure)
@@ -428,39 +458,76 @@ def plot(
     for name in names:
         res = make_figure(name, records, allow_mixed_commits=allow_mixed_commits)
         for note in res.notes:
-            err_console.print(f"[yellow]note:[/] {escape(note)}")
+            err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
         if res.figure is None:
-            err_console.print(f"[yellow]{name}: skipped, nothing to draw[/]")
+            err_console.print(f"[yellow]{name}: skipped, nothing to draw[/]", soft_wrap=True)
             continue
-        written = []
-        for fmt in formats:
-            path = out / f"{name}.{fmt}"
+        paths = [out / f"{name}.{fmt}" for fmt in formats]
+        for path in paths:
             res.figure.savefig(path, dpi=150)
-            written.append(path.name)
         plt.close(res.figure)
-        res.data.to_csv(out / f"{name}.csv", index=False)
-        console.print(_figure_table(res.data, f"{name}: {', '.join(written)} + {name}.csv"))
+        paths.append(out / f"{name}.csv")
+        res.data.to_csv(paths[-1], index=False)
+        files = ", ".join(str(p) for p in paths)
+        line = f"{name}: {figure_points(res.data)} -> {files}"
+        console.print(escape(line), highlight=False, soft_wrap=True)
+        if verbose:
+            spec = FIGURES.get(name)
+            for table in _figure_tables(res.data, name, spec.ylabel if spec else "value"):
+                console.print(table)
 
 
-# The CSV has every column; the printed table leaves out the step quartiles and pooling
-# details so it fits a terminal.
+# The CSV has every column; the printed tables leave out the step quartiles and pooling
+# details so they fit a terminal.
 PLOT_TABLE_HIDDEN = ("step_p25_ms", "step_p75_ms", "steps", "pooled", "mode")
+# columns that name what a row is: always a column, never wrapped
+PLOT_TABLE_KEYS = ("algo", "stage", "engine")
+PLOT_TABLE_HEADERS = {"table_bytes": "table", "step_median_ms": "step ms", "step_iqr_pct": "IQR %"}
 
 
-def _figure_table(data, title: str) -> Table:
-    """The numbers behind a figure as a rich table (None and NaN as '-')."""
-    columns = [c for c in data.columns if c not in PLOT_TABLE_HIDDEN]
-    table = Table(title=title)
-    for col in columns:
-        table.add_column(str(col))
-    for row in data[columns].itertuples(index=False):
-        table.add_row(*[_cell(v) for v in row])
-    return table
+def _figure_tables(data, name: str, value_label: str) -> list[Table]:
+    """The numbers behind a figure as rich tables, one per panel (or machine). The value
+    column is named by the figure's y axis, table sizes are in bytes units, None and NaN
+    are '-'; a column with no value is left out, and one with a single value in every
+    row of a table is named in its title instead."""
+    from rich.markup import escape
+
+    group = next((c for c in ("panel", "machine") if c in data.columns), None)
+    parts = data.groupby(group, sort=False) if group else [(None, data)]
+    headers = {**PLOT_TABLE_HEADERS, "value": value_label}
+    tables = []
+    for title, part in parts:
+        columns = [c for c in part.columns if c not in (*PLOT_TABLE_HIDDEN, group)]
+        cells = [
+            [_cell(v, c) for v, c in zip(row, columns, strict=True)]
+            for row in part[columns].itertuples(index=False)
+        ]
+        shared, kept = [], []
+        for i, col in enumerate(columns):
+            values = {row[i] for row in cells}
+            if values == {"-"}:
+                continue
+            if len(cells) > 1 and len(values) == 1 and col not in (*PLOT_TABLE_KEYS, "value"):
+                shared.append(f"{headers.get(col, col.replace('_', ' '))} {values.pop()}")
+            else:
+                kept.append(i)
+        heading = " · ".join([f"{name}: {title}" if group else name, *shared])
+        table = Table(title=escape(heading))
+        for i in kept:
+            col = str(columns[i])
+            label = headers.get(col, col.replace("_", " "))
+            table.add_column(label, no_wrap=col in PLOT_TABLE_KEYS, overflow="fold")
+        for row in cells:
+            table.add_row(*(escape(row[i]) for i in kept))
+        tables.append(table)
+    return tables
 
 
-def _cell(value) -> str:
+def _cell(value, column: str = "") -> str:
     if value is None or (isinstance(value, float) and value != value):
         return "-"
+    if column == "table_bytes":
+        return format_bytes(int(value))
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
@@ -481,16 +548,16 @@ def bench_noise_cmd(
     impl: Annotated[
         str | None,
         Opt(
-            help="Comma list of engines: torch, fused, streamed [default: torch,fused; "
-            "hybrid: fused,streamed]."
+            help="Comma list of engines: torch, fused, streamed (default: torch,fused; "
+            "hybrid: fused,streamed)."
         ),
     ] = None,
     repeats: Annotated[int, Opt(help="Timed passes per engine (median reported).")] = 10,
-    host_threads: Annotated[int | None, Opt(help="Host threads [default: all cores].")] = None,
+    host_threads: Annotated[int | None, Opt(help="Host threads (default: all cores).")] = None,
     chunk_size: Annotated[str, Opt(help="Bound on any noise buffer.")] = "256MiB",
     out: Annotated[
         Path, Opt(help="Directory whose runs.jsonl gets one record per engine.", parser=o.out_dir)
-    ] = Path("runs"),
+    ] = Path("runs/bench"),
 ) -> None:
     """Dense noisy update of each engine vs its bounds (the Fig. 6 roofline): the measured
     copy bandwidth (memory) and, for the fused GPU kernel, its draw rate with no memory
@@ -541,22 +608,14 @@ def bench_noise_cmd(
             chunk_bytes=chunk,
             progress=lambda msg: bar.update(task, description=msg),
         )
-    size_text = format_bytes(records[0]["config"]["table_bytes"])
-    table = Table(title=f"dense noisy update, {size_text}, {placement}")
-    for col in ("engine", "median ms", "GB/s (r+w)", "% of copy", "G samples/s", "% of bound"):
-        table.add_column(col)
+    from lazydp_bench.report.tables import FitWidth
+
     for rec in records:
-        b = rec["bench"]
         append_record(path, rec)
-        table.add_row(
-            rec["noise"]["engine"],
-            f"{rec['timing']['step_median_ms']:.2f}",
-            f"{b['achieved_bytes_per_s'] / 1e9:.0f}",
-            f"{b['pct_of_copy']:.1f}%",
-            f"{b['samples_per_s'] / 1e9:.3f}",
-            f"{b['pct_of_bound']:.1f}%",
-        )
-    console.print(table)
+    title = f"dense noisy update, {format_bytes(records[0]['config']['table_bytes'])}, {placement}"
+    # where one-line headers do not fit, each wraps onto two lines; an engine's
+    # description wraps under its name, which is never cut
+    console.print(FitWidth(_bench_table(title, records, " "), _bench_table(title, records, "\n")))
     copy = records[0]["bench"]["copy_bytes_per_s"]
     console.print(
         f"memory bound: copy {copy / 1e9:.0f} GB/s (r+w) = {copy / 8e9:.1f} G samples/s in place"
@@ -578,6 +637,29 @@ def bench_noise_cmd(
 BENCH_IMPLS = {"gpu": "torch,fused", "cpu": "torch,fused", "hybrid": "fused,streamed"}
 
 
+def _bench_table(title: str, records: list[dict], sep: str) -> Table:
+    """`bench noise`'s results, one row per engine; `sep` joins each header's two parts."""
+    from rich.markup import escape
+
+    table = Table(title=title)
+    names = [str(rec["noise"]["engine"]) for rec in records]
+    table.add_column("engine", min_width=max(len(n.split(" (")[0]) for n in names))
+    for head in ("median ms", "GB/s (r+w)", "% of copy", "G samples/s", "% of bound"):
+        first, _, rest = head.rpartition(" ")
+        table.add_column(f"{first}{sep}{rest}", justify="right", no_wrap=True)
+    for name, rec in zip(names, records, strict=True):
+        b = rec["bench"]
+        table.add_row(
+            escape(name),
+            f"{rec['timing']['step_median_ms']:.2f}",
+            f"{b['achieved_bytes_per_s'] / 1e9:.0f}",
+            f"{b['pct_of_copy']:.1f}%",
+            f"{b['samples_per_s'] / 1e9:.3f}",
+            f"{b['pct_of_bound']:.1f}%",
+        )
+    return table
+
+
 def hybrid_lines(h: dict) -> str:
     """The hybrid bound's rates and designs, for the terminal."""
     return (
@@ -590,6 +672,68 @@ def hybrid_lines(h: dict) -> str:
         f"host DRAM {h['host_dram_bytes_per_s'] / 1e9:.0f} GB/s shared by copies and adds; "
         f"{h['bound_unshared_ms']:.1f} ms if each resource ran alone)"
     )
+
+
+@app.command()
+def report(
+    results: Annotated[
+        list[Path],
+        typer.Argument(help="Record files (.jsonl) or folders (every .jsonl file under them)."),
+    ],
+    csv: Annotated[
+        Path | None,
+        Opt(help="Write the tidy runs table (lazydp_bench.load_runs: one row per run) as CSV."),
+    ] = None,
+) -> None:
+    """Print the summary of stored records: one line per training run (step time, ratio to
+    SGD, throughput, energy, DP-SGD(F)'s time over it) and one per `bench noise` engine."""
+    from lazydp_bench.records.tidy import benches_table, read_records, runs_table
+    from lazydp_bench.report.tables import summary_table
+
+    with user_errors():
+        with warnings_as_lines():
+            records = read_records(results)
+        if not records:
+            raise BenchError("no records in " + ", ".join(map(str, results)))
+        runs = [r for r in records if r["kind"] == "run"]
+        if csv is not None:
+            try:
+                runs_table(runs).to_csv(csv, index=False)
+            except OSError as exc:
+                raise BenchError(f"cannot write {csv}: {exc.strerror or exc}") from exc
+    if runs:
+        console.print(summary_table(runs))
+    benches = benches_table(records)
+    if len(benches):
+        console.print(_bench_report_table(benches))
+    if csv is not None:
+        console.print(f"{len(runs)} run(s) -> {csv}")
+
+
+def _bench_report_table(benches) -> Table:
+    """One line per `bench noise` record: the pass's time, bandwidth and shares of its
+    bounds ('-' where not measured)."""
+
+    def fmt(value, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
+    table = Table(title="bench noise", title_justify="left")
+    columns = ("engine", "size", "placement", "median ms", "GB/s (r+w)")
+    for col in (*columns, "% of copy", "% of bound", "hybrid bound ms"):
+        table.add_column(col, justify="left" if col in columns[:3] else "right")
+    rows = benches.astype(object).where(benches.notna(), None)
+    for b in rows.itertuples(index=False):
+        table.add_row(
+            str(b.engine),
+            format_bytes(b.table_bytes),
+            str(b.placement),
+            fmt(b.median_ms, ".2f"),
+            fmt(b.gb_per_s, ".0f"),
+            fmt(b.pct_of_copy, ".1f"),
+            fmt(b.pct_of_bound, ".1f"),
+            fmt(b.bound_ms, ".1f"),
+        )
+    return table
 
 
 def main() -> None:

@@ -38,7 +38,22 @@ Iterations = Annotated[
     int, Opt(help="Measured steps (with --warmup at most 1,000,000; see --max-seconds).")
 ]
 Warmup = Annotated[int, Opt(help="Unmeasured steps before measuring.")]
-Seed = Annotated[int, Opt(help="Seed for init, data and noise.", min=0, max=2**63 - 1)]
+
+SEED_MAX = 2**63 - 1
+
+
+def seed_in_range(value: int) -> int:
+    """A seed is a non-negative signed 64-bit integer. Checked by this callback, not a
+    click range: a range's bounds print beside the option in every command's help and
+    squeeze the help column at 80 columns."""
+    if not 0 <= value <= SEED_MAX:
+        raise typer.BadParameter(f"{value} is not in the range 0<=x<=2^63-1")
+    return value
+
+
+Seed = Annotated[
+    int, Opt(help="Seed for init, data and noise (0 to 2^63-1).", callback=seed_in_range)
+]
 Lr = Annotated[float, Opt(help="Learning rate (plain SGD, no momentum).")]
 LrDecay = Annotated[float, Opt(help="lr_t = lr / (1 + decay * t).")]
 Momentum = Annotated[float, Opt(help="Refused unless 0: LazyDP needs plain SGD.")]

@@ -1,11 +1,40 @@
-"""Rich tables of result records (what `run` prints; `plot` prints the numbers behind figures)."""
+"""Rich tables of result records (what `run` prints; `plot` prints the numbers behind figures).
+
+Every table reads at 80 columns: names, algorithms and sizes are never cut; where the full
+layout is wider than the terminal, a narrower layout of the same content is printed."""
 
 from __future__ import annotations
 
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
 from lazydp_bench.measure.stages import LABELS, Stage
+from lazydp_bench.records.tidy import noise_label
 from lazydp_bench.units import format_bytes
+
+
+class FitWidth:
+    """The first of several layouts of the same content whose natural (unwrapped) width
+    fits the width it is printed in; the last layout when none does."""
+
+    def __init__(self, *layouts: RenderableType) -> None:
+        self.layouts = layouts
+
+    def choose(self, console: Console, options: ConsoleOptions) -> RenderableType:
+        wide = options.update_width(10**6)
+        for layout in self.layouts[:-1]:
+            if Measurement.get(console, wide, layout).maximum <= options.max_width:
+                return layout
+        return self.layouts[-1]
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self.choose(console, options)
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement.get(console, options, self.choose(console, options))
 
 
 def _ms(v: float | None) -> str:
@@ -21,13 +50,14 @@ def run_title(rec: dict) -> str:
     )
 
 
-def run_table(rec: dict) -> Table:
-    """Stage breakdown (median ms, share of the step) plus step time, memory and energy."""
-    table = Table(title=run_title(rec), title_justify="left")
-    table.add_column("stage")
-    table.add_column("median ms", justify="right")
-    table.add_column("share", justify="right")
-    table.add_column("p25-p75 ms", justify="right")
+def run_table(rec: dict) -> Group:
+    """The title line, the stage breakdown (median ms, share of the step, IQR) with the
+    step time, then step, memory, energy and privacy facts as label / value lines."""
+    table = Table()
+    table.add_column("stage", no_wrap=True)
+    table.add_column("median ms", justify="right", no_wrap=True)
+    table.add_column("share", justify="right", no_wrap=True)
+    table.add_column("p25-p75 ms", justify="right", no_wrap=True)
     timing = rec.get("timing") or {}
     step = timing.get("step_median_ms")
     for s in rec.get("stages") or []:
@@ -39,15 +69,18 @@ def run_table(rec: dict) -> Table:
     table.add_section()
     iqr = f"{_ms(timing.get('step_p25_ms'))}-{_ms(timing.get('step_p75_ms'))}"
     table.add_row("[bold]step time[/]", f"[bold]{_ms(step)}[/]", "100%", iqr)
+    facts = Table.grid(padding=(0, 2), pad_edge=True)
+    facts.add_column()
+    facts.add_column(overflow="fold")
     for label, value in _facts(rec):
-        table.add_row(label, value, "", "")
-    return table
+        facts.add_row(label, value)
+    return Group(Text(run_title(rec), style="table.title"), table, facts)
 
 
 def _graph_line(timing: dict) -> str:
     if timing.get("cuda_graph"):
         return "on: each measured step replays one captured graph"
-    return "off: " + str(timing.get("cuda_graph_blocker") or "not recorded")
+    return "off: " + escape(str(timing.get("cuda_graph_blocker") or "not recorded"))
 
 
 def _facts(rec: dict) -> list[tuple[str, str]]:
@@ -71,13 +104,10 @@ def _facts(rec: dict) -> list[tuple[str, str]]:
     if memory.get("history_table_bytes") is not None:
         facts.append(("history table", format_bytes(memory["history_table_bytes"])))
     if timing.get("flush_ms") is not None:
-        per, epoch = timing.get("flush_ms_per_step"), timing.get("flush_ms_per_epoch_step")
-        facts.append(
-            (
-                "final flush ms (per step run; per step of an epoch)",
-                f"{_ms(timing['flush_ms'])} ({_ms(per)}; {_ms(epoch)})",
-            )
-        )
+        keys = ("flush_ms", "flush_ms_per_step", "flush_ms_per_epoch_step")
+        flush, per, epoch = (_ms(timing.get(k)) for k in keys)
+        amortized = f"{flush}; per step run {per}; per step of an epoch {epoch}"
+        facts.append(("final flush ms", amortized))
     if energy.get("gpu_j_per_step") is not None:
         facts.append(("GPU energy J/step", _num(energy["gpu_j_per_step"], 3)))
         facts.append(
@@ -87,7 +117,8 @@ def _facts(rec: dict) -> list[tuple[str, str]]:
             )
         )
     else:
-        facts.append(("GPU energy", "n/a: " + str(energy.get("reason") or "not measured")))
+        reason = escape(str(energy.get("reason") or "not measured"))
+        facts.append(("GPU energy", "n/a: " + reason))
     if energy.get("cpu_j_per_step") is not None:
         facts.append(("CPU package J/step", _num(energy["cpu_j_per_step"], 3)))
     facts.append(("privacy", privacy_line(privacy)))
@@ -111,45 +142,95 @@ def _num(v, digits: int = 0) -> str:
     return f"{v:,.{digits}f}"
 
 
-def summary_table(records: list[dict]) -> Table:
-    """One line per record: step time, ratio to SGD at the same point, throughput, energy."""
-    table = Table(title="summary", title_justify="left")
-    for col in (
-        "algo",
-        "size",
-        "placement",
-        "batch",
-        "status",
-        "step ms",
-        "x SGD",
-        "samples/s",
-        "J/step",
-        "DP-SGD(F) / this",
-    ):
-        table.add_column(col, justify="left" if col in ("algo", "placement", "status") else "right")
+SUMMARY_COLUMNS = (
+    "algo",
+    "size",
+    "placement",
+    "batch",
+    "status",
+    "step ms",
+    "x SGD",
+    "samples/s",
+    "J/step",
+    "vs DP-SGD(F)",
+)
+# columns whose values are names or sizes: never wrapped, never cut
+SUMMARY_KEYS = ("size", "placement", "batch", "status")
+# the point's columns: in the narrow layout, the title of the point's own table
+SUMMARY_POINT = ("size", "placement", "batch")
+
+
+def summary_table(records: list[dict]) -> FitWidth:
+    """One line per record: step time, ratio to SGD at the same point, throughput, energy,
+    and DP-SGD(F)'s step time over this one with the engine DP-SGD(F) noised with. Where
+    that is too wide, each point gets a table of its own with the point in its title,
+    columns with no value are left out, and an algorithm's noise engine wraps under its
+    name."""
     sgd, dpsgd = _steps_of(records, "sgd"), _steps_of(records, "dpsgd-f")
-    for r in records:
-        c, timing = r["config"], r.get("timing") or {}
-        step = timing.get("step_median_ms")
-        base = sgd.get(_point(r))
-        ratio = f"{step / base['timing']['step_median_ms']:.2f}" if step and base else "-"
-        energy = (r.get("energy") or {}).get("gpu_j_per_step")
-        f_rec = dpsgd.get(_point(r))
-        vs_f = "-"
-        if step and f_rec and c["algo"] != "dpsgd-f":
-            vs_f = f"{f_rec['timing']['step_median_ms'] / step:.1f}x [{noise_label(f_rec)}]"
-        table.add_row(
-            c["algo"] + (f" [{noise_label(r)}]" if r.get("noise") else ""),
-            format_bytes(c["table_bytes"]),
-            c["placement"],
-            str(c["batch_size"]),
-            str(r.get("status")),
-            _ms(step),
-            ratio,
-            _num(timing.get("throughput_samples_per_s")),
-            _num(energy, 3),
-            vs_f,
-        )
+    rows = [_summary_row(r, sgd, dpsgd) for r in records]
+    full = _summary_layout("summary", list(SUMMARY_COLUMNS), rows)
+    kept = [
+        c
+        for c in SUMMARY_COLUMNS
+        if c not in SUMMARY_POINT
+        and (c in ("algo", "status") or any(row[c] != "-" for row in rows))
+    ]
+    points: dict[tuple, list[dict[str, str]]] = {}
+    for r, row in zip(records, rows, strict=True):
+        points.setdefault(_point(r), []).append(row)
+    narrow = [
+        _summary_layout(f"summary · {_point_title(point)}", kept, point_rows)
+        for point, point_rows in points.items()
+    ]
+    return FitWidth(full, Group(*narrow))
+
+
+def _point_title(point: tuple) -> str:
+    workload, table_bytes, placement, batch, pooling, distribution = point
+    return (
+        f"{workload} {format_bytes(table_bytes)} · {placement} · batch {batch} · "
+        f"pooling {pooling} · {distribution}"
+    )
+
+
+def _summary_row(r: dict, sgd: dict[tuple, dict], dpsgd: dict[tuple, dict]) -> dict[str, str]:
+    """A record's summary cells; `sgd` and `dpsgd` are the baselines' records by point."""
+    c, timing = r["config"], r.get("timing") or {}
+    step = timing.get("step_median_ms")
+    base = sgd.get(_point(r))
+    ratio = f"{step / base['timing']['step_median_ms']:.2f}" if step and base else "-"
+    energy = (r.get("energy") or {}).get("gpu_j_per_step")
+    f_rec = dpsgd.get(_point(r))
+    vs_f = "-"
+    if step and f_rec and c["algo"] != "dpsgd-f":
+        vs_f = f"{f_rec['timing']['step_median_ms'] / step:.1f}x [{noise_label(f_rec)}]"
+    return {
+        "algo": c["algo"] + (f" [{noise_label(r)}]" if r.get("noise") else ""),
+        "size": format_bytes(c["table_bytes"]),
+        "placement": c["placement"],
+        "batch": str(c["batch_size"]),
+        "status": str(r.get("status")),
+        "step ms": _ms(step),
+        "x SGD": ratio,
+        "samples/s": _num(timing.get("throughput_samples_per_s")),
+        "J/step": _num(energy, 3),
+        "vs DP-SGD(F)": vs_f,
+    }
+
+
+def _summary_layout(title: str, columns: list[str], rows: list[dict[str, str]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    names = [row["algo"].split(" [")[0] for row in rows]
+    for col in columns:
+        if col == "algo":  # the name whole on its first line; the engine may wrap
+            table.add_column(col, min_width=max(map(len, names), default=4))
+        elif col == "vs DP-SGD(F)":
+            table.add_column(col, justify="right")
+        else:
+            left = col in ("placement", "status")
+            table.add_column(col, justify="left" if left else "right", no_wrap=col in SUMMARY_KEYS)
+    for row in rows:
+        table.add_row(*(escape(row[col]) for col in columns))
     return table
 
 
@@ -158,23 +239,6 @@ def _steps_of(records: list[dict], algo: str) -> dict[tuple, dict]:
     return {
         _point(r): r for r in records if r["config"]["algo"] == algo and r.get("status") == "ok"
     }
-
-
-def noise_label(rec: dict) -> str:
-    """The engine of a private record's table noise in one word: streamed (drawn on the
-    GPU for a host table), host (host threads), fused (the Triton kernel) or torch: the
-    name a speedup over this record prints as its baseline."""
-    noise = rec.get("noise") or {}
-    engine = str((noise.get("table") or {}).get("engine", ""))
-    for prefix, label in (
-        ("streamed", "streamed"),
-        ("host-threaded", "host"),
-        ("triton", "fused"),
-        ("torch", "torch"),
-    ):
-        if engine.startswith(prefix):
-            return label
-    return str(noise.get("impl") or rec["config"].get("noise_impl") or "?")
 
 
 def _point(rec: dict) -> tuple:
@@ -187,3 +251,29 @@ def _point(rec: dict) -> tuple:
         c["pooling"],
         c["distribution"],
     )
+
+
+def figure_points(data) -> str:
+    """How many points a figure's data (`FigureResult.data`) draws and how many it misses,
+    by status: a point is one panel, axis value and algorithm (its stages are one point);
+    a frame without a status column (the noise roofline) draws every row."""
+    if "status" not in data.columns:
+        return f"{_count(len(data), 'point')} drawn, 0 missing"
+    columns = list(data.columns)
+    keys = [c for c in columns[: columns.index("status")] if c != "stage"]
+    missing: dict[str, int] = {}
+    drawn = 0
+    for _, point in data.groupby(keys, dropna=False, sort=False):
+        statuses = list(point["status"])
+        if "ok" in statuses:
+            drawn += 1
+        else:
+            missing[str(statuses[0])] = missing.get(str(statuses[0]), 0) + 1
+    text = f"{_count(drawn, 'point')} drawn, {sum(missing.values())} missing"
+    if missing:
+        text += " (" + ", ".join(f"{n} {status}" for status, n in missing.items()) + ")"
+    return text
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
