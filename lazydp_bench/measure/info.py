@@ -46,7 +46,7 @@ def machine_report(host_limit: int | None) -> Table:
     meter = EnergyMeter(use_gpu=env["gpu_count"] > 0)
     table = Table(title="machine", show_header=False)
     table.add_column("what")
-    table.add_column("value")
+    table.add_column("value", overflow="fold")  # a commit hash folds, never truncates
     rows = [
         ("GPU", f"{env['gpu_count']} x {env['gpu_name']}" if env["gpu_count"] else "none"),
         ("GPU memory", format_bytes(env["gpu_memory_bytes"])),

@@ -41,12 +41,24 @@ def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.3f}" if v < 10 else f"{v:.1f}"
 
 
+def algo_name(config: dict) -> str:
+    """The algorithm with its clipping mode where that is not the algorithm's own
+    (`lazydp [bookkeeping]`): two runs that differ only there must not read alike."""
+    from lazydp_bench.algorithms import ALGORITHMS
+
+    algo, clipping = config["algo"], config.get("clipping")
+    cls = ALGORITHMS.get(algo)
+    if cls is None or clipping in (None, "none", cls.default_clipping):
+        return algo
+    return f"{algo} [{clipping}]"
+
+
 def run_title(rec: dict) -> str:
     c = rec["config"]
     size = format_bytes(c["table_bytes"])
     return (
-        f"{c['algo']} · {c['workload']} {size} · {c['placement']} · batch {c['batch_size']} · "
-        f"pooling {c['pooling']} · {c['distribution']}"
+        f"{algo_name(c)} · {c['workload']} {size} · {c['placement']} · "
+        f"batch {c['batch_size']} · pooling {c['pooling']} · {c['distribution']}"
     )
 
 
@@ -205,7 +217,7 @@ def _summary_row(r: dict, sgd: dict[tuple, dict], dpsgd: dict[tuple, dict]) -> d
     if step and f_rec and c["algo"] != "dpsgd-f":
         vs_f = f"{f_rec['timing']['step_median_ms'] / step:.1f}x [{noise_label(f_rec)}]"
     return {
-        "algo": c["algo"] + (f" [{noise_label(r)}]" if r.get("noise") else ""),
+        "algo": algo_name(c) + (f" [{noise_label(r)}]" if r.get("noise") else ""),
         "size": format_bytes(c["table_bytes"]),
         "placement": c["placement"],
         "batch": str(c["batch_size"]),
