@@ -11,7 +11,13 @@ With the table in host RAM and a GPU beside it, two designs exist:
   by both copies at once (duplex), each direction alone, and the host's DRAM: the table is
   pageable, so every byte is staged through pinned memory on the way up and back (2N +
   2N) and crosses DRAM twice more by DMA, 6N bytes.
-The machine's bound is the lower of the two; `bench noise --placement hybrid` measures the
+These are models built from measured rates, not proofs: copies that land in the last-level
+cache and are consumed there move less DRAM traffic than the shared term counts (an engine
+can beat it), a pinned table (`cudaHostRegister`, no staging) is a third design left out,
+and the add's noise chunk is reused across windows (read from DRAM only when it is larger
+than the cache, as the default 256 MiB is). The each-resource-alone figure
+(`bound_unshared_ms`) is the strict lower bound of the two designs modelled. The machine's
+bound is the lower of the two; `bench noise --placement hybrid` measures the
 rates here, in the same process as the engines it compares with it, and also records the
 bound without the shared-DRAM terms (each resource as if it ran alone).
 """

@@ -4,6 +4,8 @@ threads, every row noised once, bounded buffers, and DP-SGD(F) exact with it."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -170,5 +172,65 @@ def test_lazydp_flush_through_the_pipeline_equals_the_direct_engine(noise_mode):
             session.step(t, NULL_TIMER)
         session.algo.flush()
         assert bool((session.algo.history == 4).all())
+        models.append(session.model.table.clone())
+    assert torch.equal(models[0], models[1])
+
+
+def test_overlapping_calls_never_add_to_one_row_at_once():
+    """Calls on the same rows (lazydp-noans: one per pending step) once ran their adds
+    concurrently and lost some; every element must get every call's std."""
+    engine = _streamed(63 * 4096 * 8, 4, BlockDrawer(align=3, launch=120))
+    for _ in range(5):  # a lost add is a race: give it many chances
+        table = torch.zeros(120, 4096, dtype=torch.float64)  # two windows per call
+        calls = [(0, 120, 1.0, k) for k in range(30)]
+        engine.add_noise_calls(table, calls, NULL_TIMER, unit=True)
+        assert torch.equal(table, torch.full_like(table, 30.0))
+
+
+def test_unit_mode_keeps_the_sign_of_the_std():
+    table = torch.zeros(50, 3, dtype=torch.float64)
+    _streamed(4096, 2).add_noise(table, -0.5, 1, NULL_TIMER, unit=True)
+    assert torch.equal(table, torch.full_like(table, -0.5))
+
+
+def test_a_failed_window_leaves_no_add_running():
+    """An error in one window's draw surfaces after every started add has finished."""
+
+    class Failing(BlockDrawer):
+        def draw_window(self, out, std, seed, *, first_row, unit=False):
+            if first_row >= 6:
+                raise RuntimeError("draw failed")
+            super().draw_window(out, std, seed, first_row=first_row, unit=unit)
+
+    class SlowPool:
+        """Each add starts 0.2 s late: they are still running when a later draw fails."""
+
+        def __init__(self, pool) -> None:
+            self.pool = pool
+
+        def submit(self, fn, *args):
+            return self.pool.submit(lambda: (time.sleep(0.2), fn(*args)))
+
+    class SlowAdds(StreamedEngine):
+        def _executor(self):
+            return SlowPool(super()._executor())
+
+    engine = SlowAdds(3 * 4 * 8, 2, drawer=Failing(), via=CPU)
+    table = torch.zeros(40, 4, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="draw failed"):
+        engine.add_noise(table, 1.0, 1, NULL_TIMER, unit=True)
+    assert torch.equal(table[:6], torch.ones(6, 4, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("noise_mode", ["unit", "gaussian"])
+def test_lazydp_noans_flush_through_the_pipeline_equals_the_direct_engine(noise_mode):
+    """Without aggregation the flush makes one call per pending step on the same rows."""
+    models = []
+    for engine in (DirectEngine(BlockDrawer()), _streamed(4096, 3)):
+        session = tiny_session("lazydp-noans", noise_mode=noise_mode, chunk_bytes=4096)
+        session.engines.cpu = engine
+        for t in range(4):
+            session.step(t, NULL_TIMER)
+        session.algo.flush()
         models.append(session.model.table.clone())
     assert torch.equal(models[0], models[1])

@@ -7,10 +7,14 @@ pinned device-to-host copies move ~54 GB/s (13.5 G fp32/s): drawing on the GPU a
 the host is bounded by the copy, not by the host's generator. The table is split into
 windows of at most `chunk_bytes`; for window i the GPU writes its noise into device buffer
 i mod DEPTH (a `WindowDrawer`: the fused Triton kernel, keyed exactly as a whole-table call
-on the GPU would be, so a host table gets the same noise as a GPU table with the same key),
-a copy stream moves it into pinned buffer i mod DEPTH, and host threads add it into the
-table rows as soon as that copy's event fires, while the next windows are drawn and
-copied. No buffer exceeds `chunk_bytes`; DEPTH (3) of each exist, allocated once.
+on the GPU would be, so a host table gets the normals a GPU table gets with the same key;
+the GPU path leaves a per-step std read from device memory signed, which flips them all,
+with no effect on the distribution), a copy stream moves it into pinned buffer i mod
+DEPTH, and host threads add it into the table rows as soon as that copy's event fires,
+while the next windows are drawn and copied. No buffer exceeds `chunk_bytes` (or one
+aligned block of rows where that is larger); DEPTH (3) of each exist, allocated once.
+Calls whose rows overlap (LazyDP without aggregated noise draws every pending step of a
+chunk as its own call) wait for each other: two adds of one row at once would lose one.
 
 Why noise down and not rows through the GPU and back: the table is pageable host memory,
 so a round trip needs pinned staging on both ends (4 x table bytes of host traffic plus 2 x
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
@@ -39,6 +44,7 @@ from lazydp_bench.measure.stages import Stage
 from lazydp_bench.runtime.step_scalars import Scalar
 
 DEPTH = 3  # windows in flight: one drawn, one copied, one added
+Call = tuple[int, int, "Std | Scalar", "SeedArg | Scalar"]  # rows start..stop, std, seed
 
 
 class WindowDrawer(Protocol):
@@ -101,37 +107,47 @@ class StreamedEngine(DenseNoiseEngine):
         with timer.stage(Stage.NOISY_UPDATE_FUSED):
             self._stream(target, calls, unit)
 
-    def _stream(self, target: torch.Tensor, calls, unit: bool) -> None:
+    def _stream(self, target: torch.Tensor, calls: Iterable[Call], unit: bool) -> None:
         """Draw, copy and add the windows of each (start, stop, std, seed) call on `target`'s
-        rows start..stop, DEPTH windows in flight."""
+        rows start..stop, DEPTH windows in flight. A call whose rows overlap a window still
+        being added waits for it (two adds of one row at once would lose one of them);
+        whatever happens, every add started has finished when this returns."""
         if target.device.type != "cpu" or not target.is_contiguous():
             raise ValueError("streamed engine needs a contiguous host tensor")
         rows, cols = target.shape
         widest = self.window_rows(rows, cols, target.element_size())
         drawn, landed = self._window_buffers(widest, cols, target.dtype)
+        caller = torch.cuda.current_stream(self.via) if self.via.type == "cuda" else None
         events: list = [None] * DEPTH
-        in_flight: deque[list[Future]] = deque()
+        in_flight: deque[tuple[int, int, list[Future]]] = deque()  # rows lo..hi, their adds
         slot = -1
-        for start, stop, std, seed in calls:
-            std, key = Scalar.resolve(std, False), Scalar.resolve(seed, False)
-            key = int(key.item()) if isinstance(key, torch.Tensor) else key
-            for lo, hi in self.windows(stop - start, cols, target.element_size()):
-                slot = (slot + 1) % DEPTH
-                if len(in_flight) == DEPTH:  # the slot's last window must be in the table
-                    _wait(in_flight.popleft())
-                n = hi - lo
-                events[slot] = self._draw_and_copy(
-                    drawn[slot][:n],
-                    landed[slot][:n],
-                    std,
-                    key,
-                    rows=(lo, hi),
-                    unit=unit,
-                    previous=events[slot],
-                )
-                in_flight.append(self._add(target, landed[slot][:n], start + lo, events[slot]))
-        while in_flight:
-            _wait(in_flight.popleft())
+        try:
+            for start, stop, std, seed in calls:
+                std, key = Scalar.resolve(std, False), Scalar.resolve(seed, False)
+                key = int(key.item()) if isinstance(key, torch.Tensor) else key
+                if any(lo < stop and start < hi for lo, hi, _ in in_flight):
+                    _drain(in_flight)
+                for lo, hi in self.windows(stop - start, cols, target.element_size()):
+                    slot = (slot + 1) % DEPTH
+                    if len(in_flight) == DEPTH:  # the slot's last window must be in the table
+                        _wait(in_flight.popleft()[2])
+                    n = hi - lo
+                    events[slot] = self._draw_and_copy(
+                        drawn[slot][:n],
+                        landed[slot][:n],
+                        std,
+                        key,
+                        rows=(lo, hi),
+                        unit=unit,
+                        previous=events[slot],
+                        caller=caller,
+                    )
+                    adds = self._add(target, landed[slot][:n], start + lo, events[slot])
+                    in_flight.append((start + lo, start + hi, adds))
+        finally:
+            _drain(in_flight)
+            if caller is not None:
+                torch.cuda.synchronize(self.via)  # no copy may still write a pinned buffer
 
     def window_rows(self, rows: int, cols: int, itemsize: int) -> int:
         """Rows of the widest window of any call on a `rows`-row target (the buffers'
@@ -141,25 +157,37 @@ class StreamedEngine(DenseNoiseEngine):
     def std_device(self, target: torch.Tensor) -> torch.device:
         return self.via
 
-    def _window_std(self, std: Std, start: int, stop: int) -> Std:
+    def _window_std(self, std: Std, start: int, stop: int, caller: torch.cuda.Stream | None) -> Std:
         """The window's std on `via` (a per-row slice is copied there unless it is there
-        already; it is 1/cols of the window's bytes)."""
+        already; it is 1/cols of the window's bytes). A std made on the GPU was made on the
+        caller's stream: the draw stream waits for it and the allocator keeps it alive."""
         if isinstance(std, torch.Tensor) and std.dim() == 1:
-            if std.device.type == "cuda":  # made on another stream: order it, keep it alive
-                stream = torch.cuda.current_stream(std.device)
-                stream.wait_stream(torch.cuda.default_stream(std.device))
-                std.record_stream(stream)
+            if std.device.type == "cuda" and caller is not None:
+                draw_stream = self._cuda_streams()[0]
+                draw_stream.wait_stream(caller)
+                std.record_stream(draw_stream)
             return std[start:stop].to(self.via)
         if isinstance(std, torch.Tensor):
             return float(std.item())
         return std
 
-    def _draw_and_copy(self, drawn, landed, std, seed, *, rows, unit, previous):
+    def _draw_and_copy(
+        self,
+        drawn: torch.Tensor,
+        landed: torch.Tensor,
+        std: Std,
+        seed: int,
+        *,
+        rows: tuple[int, int],
+        unit: bool,
+        previous: torch.cuda.Event | None,
+        caller: torch.cuda.Stream | None,
+    ) -> torch.cuda.Event | None:
         """Window noise into `drawn` (device), then into `landed` (pinned host); returns the
         event the host waits on (None on a CPU `via`: done on return)."""
         first = rows[0]
         if self.via.type != "cuda":
-            std = self._window_std(std, *rows)
+            std = self._window_std(std, *rows, caller)
             self.drawer.draw_window(drawn, std, seed, first_row=first, unit=unit)
             landed.copy_(drawn)
             return None
@@ -167,7 +195,7 @@ class StreamedEngine(DenseNoiseEngine):
         with torch.cuda.stream(draw_stream):
             if previous is not None:  # the buffer's last copy must have read it
                 draw_stream.wait_event(previous)
-            std = self._window_std(std, *rows)  # copied on the stream that reads it
+            std = self._window_std(std, *rows, caller)  # copied on the stream that reads it
             self.drawer.draw_window(drawn, std, seed, first_row=first, unit=unit)
             ready = torch.cuda.Event()
             ready.record(draw_stream)
@@ -240,5 +268,15 @@ class StreamedEngine(DenseNoiseEngine):
 
 
 def _wait(futures: list[Future]) -> None:
-    for f in futures:
-        f.result()
+    """Wait for every future, then raise the first error (none is left running)."""
+    errors = [f.exception() for f in futures]
+    for error in errors:
+        if error is not None:
+            raise error
+
+
+def _drain(in_flight: deque[tuple[int, int, list[Future]]]) -> None:
+    """Wait for every window in flight, even after one failed; then raise the first error."""
+    futures = [f for _, _, adds in in_flight for f in adds]
+    in_flight.clear()
+    _wait(futures)
