@@ -247,10 +247,17 @@ def _summary_layout(title: str, columns: list[str], rows: list[dict[str, str]]) 
 
 
 def _steps_of(records: list[dict], algo: str) -> dict[tuple, dict]:
-    """The ok records of `algo`, by point."""
-    return {
-        _point(r): r for r in records if r["config"]["algo"] == algo and r.get("status") == "ok"
-    }
+    """The fastest ok record of `algo` at each point: a speedup is quoted against the
+    strongest baseline measured there (its engine is printed beside it)."""
+    best: dict[tuple, dict] = {}
+    for r in records:
+        step = (r.get("timing") or {}).get("step_median_ms")
+        if r["config"]["algo"] != algo or r.get("status") != "ok" or step is None:
+            continue
+        key = _point(r)
+        if key not in best or step < best[key]["timing"]["step_median_ms"]:
+            best[key] = r
+    return best
 
 
 def _point(rec: dict) -> tuple:
