@@ -18,12 +18,25 @@ which records become points:
 - a point without a successful run is an empty hatched bar labelled with its reason (not
   run, OOM, skipped: needs N GB, timeout, error); a figure none of whose points succeeded
   is skipped with a reason, and an algorithm with no run at all is named in a note.
+
+How a figure reads at a glance:
+
+- each panel's y axis is logarithmic when its bars span more than `LOG_SPAN` (largest
+  over smallest), linear otherwise (`y_scale`); a log axis says so in its label;
+- a stacked bar sums to its whole: the step time (fig. 3) or the model update (figs. 5
+  and 11), the part its drawn stages leave out stacked on top as its own segment;
+- legends stand right of their panel, labels above bars get headroom inside the axes, x
+  tick labels that would overlap are slanted, and the line under each panel (its
+  reference point, table and batch size among it) and the footer wrap to their width.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
+import re
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import matplotlib
@@ -31,7 +44,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.font_manager import FontProperties
+from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
+from matplotlib.text import Annotation, Text
 
 from lazydp_bench.measure.stages import LABELS, UPDATE_CHILDREN, Stage
 from lazydp_bench.report.points import (
@@ -100,6 +116,7 @@ def algo_color(algo: str) -> str:
     return SPARE_COLORS[sum(algo.encode()) % len(SPARE_COLORS)]
 
 
+REST_COLOR = "#999999"  # what a stack adds to sum to its whole
 TOP_STACK = [
     Stage.FORWARD,
     Stage.BACKWARD_PER_EXAMPLE,
@@ -117,7 +134,7 @@ STAGE_COLOR = {
     Stage.PARAM_UPDATE: PALETTE[3],
     Stage.LAZYDP_OVERHEAD: PALETTE[4],
     Stage.NOISY_UPDATE_FUSED: PALETTE[5],
-    Stage.OTHER: "#999999",
+    Stage.OTHER: REST_COLOR,
 }
 MAIN_ALGOS = ("sgd", "dpsgd-f", "lazydp")
 RMC = ("rmc1", "rmc2", "rmc3")
@@ -226,6 +243,22 @@ def reference(**overrides) -> Reference:
 
 
 @dataclass(frozen=True)
+class StackRest:
+    """The segment a stacked bar carries above its drawn stages so that it sums to its
+    whole: `total` (a stage's pooled median, or the pooled step time when None) less the
+    drawn stages, never negative. `name` is its `stage` in the figure's numbers."""
+
+    total: Stage | None
+    name: str
+    label: str
+
+
+STEP_REST = StackRest(None, "rest_of_step", "Other (data, sync)")
+UPDATE_REST = StackRest(Stage.MODEL_UPDATE, "rest_of_update", "Other (update, sync)")
+STACK_SLACK = 0.01  # stages adding to more than their whole by this share get a note
+
+
+@dataclass(frozen=True)
 class FigureSpec:
     """One figure: its axis, algorithms, reference rule, what it reads and how it draws."""
 
@@ -238,8 +271,8 @@ class FigureSpec:
     reference: Reference = field(default_factory=reference)
     candidates: Callable[[pd.DataFrame], pd.DataFrame] = main_workloads
     stages: tuple[Stage, ...] = ()
+    rest: StackRest | None = None  # what completes a stacked bar
     normalize: bool = False
-    logy: bool = False
     speedup: bool = False
     min_x: int = 1  # sensitivity figures need two axis values
 
@@ -397,15 +430,16 @@ def _value_text(name: str, value) -> str:
 
 
 def _field_text(name: str, value) -> str:
-    """`9.6 GB`, `batch 2048`, `uniform`, `host_threads=16`; per axis value for a dict."""
+    """`table 9.6 GB`, `batch 2048`, `uniform`, `host_threads=16`; per axis value for a
+    dict."""
     label = FIELD_NAMES.get(name, name)
     if isinstance(value, dict):
         per = ", ".join(f"{x} {_value_text(name, v)}" for x, v in value.items())
         return f"{label} per model: {per}"
-    if name in ("workload", "distribution", "table_bytes"):
-        return _value_text(name, value)
+    if name in ("workload", "distribution"):
+        return str(value)
     if name in MAIN_FIELDS:
-        return f"{label} {value}"
+        return f"{label} {_value_text(name, value)}"
     return f"{label}={value}"
 
 
@@ -546,9 +580,11 @@ def _speedup(panel: Panel, x) -> str | None:
     return f"{at['dpsgd-f'].stats.median_ms / at['lazydp'].stats.median_ms:.1f}x"
 
 
-def _draw_bars(ax, spec: FigureSpec, panel: Panel, data: list[dict], notes: list[str]) -> None:
-    """One bar per slot in the algorithm's colour (legend once per algorithm)."""
+def _draw_bars(ax, spec: FigureSpec, panel: Panel, data: list[dict], notes) -> list[float]:
+    """One bar per slot in the algorithm's colour (legend once per algorithm); returns the
+    heights drawn."""
     labelled: set[str] = set()
+    heights = []
     for s in panel.slots:
         if s.point.status != "ok":
             _draw_missing(ax, s, s.point.reason)
@@ -563,10 +599,17 @@ def _draw_bars(ax, spec: FigureSpec, panel: Panel, data: list[dict], notes: list
         label = _legend_label(s) if s.algo not in labelled else None
         labelled.add(s.algo)
         ax.bar(s.pos, v, s.width, color=algo_color(s.algo), label=label)
+        heights.append(v)
         text = _speedup(panel, s.x) if spec.speedup and s.algo == "lazydp" else None
         if text:
-            ax.annotate(text, (s.pos, v), ha="center", va="bottom", fontsize=7)
+            _bar_label(ax, text, s.pos, v, fontsize=7)
         data.append(_data_row(panel, spec.axis, s, v))
+    return heights
+
+
+def _bar_label(ax, text: str, x: float, top: float, **kw) -> None:
+    """A label standing on a bar; left out of the layout, `_headroom` keeps it inside."""
+    ax.annotate(text, (x, top), ha="center", va="bottom", in_layout=False, **kw)
 
 
 def _legend_label(s: Slot) -> str:
@@ -590,9 +633,37 @@ def _missing_baseline(ax, spec, panel: Panel, s: Slot, data: list[dict], notes) 
     data.append({**_data_row(panel, spec.axis, s), "status": "no baseline", "reason": reason})
 
 
-def _draw_stacked(ax, spec: FigureSpec, panel: Panel, data: list[dict], notes) -> None:
-    """One bar of pooled stage medians per slot, stacked in `spec.stages` order."""
-    first = True
+def _stack_parts(spec: FigureSpec, panel: Panel, s: Slot, notes) -> list[tuple]:
+    """(name, label, colour, ms) of each segment of a slot's stack, bottom up: the pooled
+    stage medians in `spec.stages` order, then `spec.rest` (the whole less those stages)."""
+    pooled = pool_stages(s.point.rows)
+    parts = [
+        (stage.value, LABELS[stage], STAGE_COLOR[stage], pooled.get(stage.value, 0.0))
+        for stage in spec.stages
+    ]
+    rest = spec.rest
+    if rest is None:
+        return parts
+    whole = s.point.stats.median_ms if rest.total is None else pooled.get(rest.total.value)
+    if whole is None:
+        return parts
+    drawn = sum(ms for *_, ms in parts)
+    parts.append((rest.name, rest.label, REST_COLOR, max(0.0, whole - drawn)))
+    if drawn > whole * (1 + STACK_SLACK):
+        what = "step time" if rest.total is None else f"{rest.total.value} median"
+        notes.append(
+            f"{spec.name} [{panel.label}]: {s.algo} at {_x_label(spec.axis, s.x)}: its stage "
+            f"medians add to {drawn:.3g} ms, {100 * (drawn / whole - 1):.0f}% above its "
+            f"{what} ({whole:.3g} ms); the stack stands that much taller"
+        )
+    return parts
+
+
+def _draw_stacked(ax, spec: FigureSpec, panel: Panel, data: list[dict], notes) -> list[float]:
+    """One bar per slot, its segments from `_stack_parts` (legend once per segment that
+    some bar shows); returns the stacks' heights."""
+    labelled: set[str] = set()
+    heights = []
     for s in panel.slots:
         short = algo_label(s.algo).split(" ")[0]
         if s.point.status != "ok":
@@ -605,26 +676,26 @@ def _draw_stacked(ax, spec: FigureSpec, panel: Panel, data: list[dict], notes) -
                 _missing_baseline(ax, spec, panel, s, data, notes)
                 continue
             scale = 1.0 / panel.baseline[s.x]
-        st = pool_stages(s.point.rows)
         bottom = 0.0
-        for stage in spec.stages:
-            v = st.get(stage.value, 0.0) * scale
-            if stage is Stage.OTHER:
-                v += st.get(Stage.DATA.value, 0.0) * scale
+        for name, label, color, ms in _stack_parts(spec, panel, s, notes):
+            v = ms * scale
             ax.bar(
                 s.pos,
                 v,
                 s.width,
                 bottom=bottom,
-                color=STAGE_COLOR[stage],
-                label=_stage_label(stage) if first else None,
+                color=color,
+                label=label if v > 0 and name not in labelled else None,
                 edgecolor="white",
                 linewidth=0.3,
             )
+            if v > 0:
+                labelled.add(name)
             bottom += v
-            data.append(_data_row(panel, spec.axis, s, v, stage=stage.value))
-        first = False
-        ax.annotate(short, (s.pos, bottom), ha="center", va="bottom", fontsize=6, rotation=90)
+            data.append(_data_row(panel, spec.axis, s, v, stage=name))
+        heights.append(bottom)
+        _bar_label(ax, short, s.pos, bottom, fontsize=6, rotation=90)
+    return heights
 
 
 def _pooled_runs(panels: list[Panel]) -> pd.DataFrame:
@@ -640,7 +711,7 @@ def _panel_caption(spec: FigureSpec, panel: Panel) -> str:
     return f"{text} | {word} {', '.join(commits)}" if commits else text
 
 
-def _footer(fig: plt.Figure, panels: list[Panel]) -> None:
+def _footer(fig: plt.Figure, panels: list[Panel]) -> Text:
     """Machines, placements, dates and commits of the runs drawn, and how they pooled."""
     runs = _pooled_runs(panels)
     machines = ", ".join(sorted(set(runs["machine"].astype(str))))
@@ -650,20 +721,15 @@ def _footer(fig: plt.Figure, panels: list[Panel]) -> None:
     commits = sorted(set(runs["commit"]))
     word = "commit" if len(commits) == 1 else "commits"
     methods = sorted({s.point.stats.method for p in panels for s in p.slots if s.point.stats})
-    fig.text(
-        0.01,
-        0.005,
+    return _footer_text(
+        fig,
         f"{machines} | placement {places} | {span} | {word} {', '.join(commits)} | "
         f"median step: {'; '.join(methods)}",
-        fontsize=7,
-        color="#555555",
-        ha="left",
-        va="bottom",
     )
 
 
-def _stage_label(stage: Stage) -> str:
-    return "Data + other" if stage is Stage.OTHER else LABELS[stage]
+def _footer_text(fig: plt.Figure, text: str) -> Text:
+    return fig.text(0.01, 0.005, text, fontsize=7, color="#555555", ha="left", va="bottom")
 
 
 def _skip(spec: FigureSpec, panels: list[Panel], data: pd.DataFrame, notes) -> FigureResult:
@@ -703,27 +769,158 @@ def render(spec: FigureSpec, df: pd.DataFrame, allow_mixed: bool = False) -> Fig
     return FigureResult(spec.name, fig, data, notes)
 
 
+LEGEND_WIDTH = 1.7  # inches beside each panel for its legend
+
+
 def _draw(spec: FigureSpec, panels: list[Panel], notes: list[str]) -> tuple:
     """The Figure (one axes per panel) and the numbers behind its bars."""
     width, height = (7, 4.5) if spec.stacked else (6.5, 4.2)
-    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), height), squeeze=False)
+    size = ((width + LEGEND_WIDTH) * len(panels), height)
+    fig, axes = plt.subplots(1, len(panels), figsize=size, squeeze=False)
     data: list[dict] = []
     for ax, panel in zip(axes[0], panels, strict=True):
         draw = _draw_stacked if spec.stacked else _draw_bars
-        draw(ax, spec, panel, data, notes)
+        heights = draw(ax, spec, panel, data, notes)
         ax.set_xticks(range(len(panel.xs)), [_x_label(spec.axis, x) for x in panel.xs])
         ax.set_xlim(-0.5, max(1, len(panel.xs)) - 0.5)
         ax.set_xlabel(_panel_caption(spec, panel), fontsize=7)
-        ax.set_ylabel(spec.ylabel)
         ax.set_title(panel.label, fontsize=9)
-        if spec.logy:
-            ax.set_yscale("log")
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+        scale_y(ax, heights, spec.ylabel)
+        _legend(ax, order=_stack_labels(spec)[::-1])  # a stack's segments, top down
     fig.suptitle(spec.title)
-    _footer(fig, panels)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    layout(fig, _footer(fig, panels))
     return fig, _frame_of(data, spec.axis)
+
+
+# ---- reading at a glance: scale, legends, layout ---------------------------------------------
+
+LOG_SPAN = 20.0  # a panel whose bars span more than this factor gets a log y axis
+
+
+def y_scale(values: Iterable[float]) -> str:
+    """`log` when the positive values span more than `LOG_SPAN` (largest over smallest),
+    else `linear`: a linear axis flattens the small bars of a wide span, a log axis
+    shrinks the differences of a narrow one."""
+    positive = [v for v in map(float, values) if math.isfinite(v) and v > 0]
+    if len(positive) < 2 or max(positive) <= LOG_SPAN * min(positive):
+        return "linear"
+    return "log"
+
+
+def scale_y(ax, values: Iterable[float], label: str) -> str:
+    """Set the y axis scale by `y_scale(values)` and its label, which names a log scale
+    (`step time (ms, log scale)`); a log axis starts a power of ten below half the
+    smallest value, so that bar shows."""
+    values = list(values)
+    scale = y_scale(values)
+    ax.set_yscale(scale)
+    if scale == "log":
+        low = min(v for v in values if v > 0)
+        ax.set_ylim(bottom=10 ** math.floor(math.log10(low / 2)))
+        label = f"{label[:-1]}, log scale)" if label.endswith(")") else f"{label} (log scale)"
+    ax.set_ylabel(label)
+    return scale
+
+
+def _stack_labels(spec: FigureSpec) -> list[str]:
+    """A stack's segment labels, bottom up."""
+    return [LABELS[stage] for stage in spec.stages] + ([spec.rest.label] if spec.rest else [])
+
+
+def _legend(ax, order: list[str] | None = None, handles=None, labels=None) -> None:
+    """The panel's legend right of its axes, clear of its bars; entries named in `order`
+    come in that order, before the others."""
+    if handles is None:
+        handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        return
+    if order:
+        rank = {label: i for i, label in enumerate(order)}
+        pairs = sorted(zip(handles, labels, strict=True), key=lambda p: rank.get(p[1], len(rank)))
+        handles, labels = [h for h, _ in pairs], [label for _, label in pairs]
+    ax.legend(
+        handles,
+        labels,
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        borderaxespad=0.0,
+        fontsize=7,
+        frameon=False,
+    )
+
+
+HEADROOM_PAD = 0.02  # axes fraction left clear above the highest label on a bar
+TICK_GAP = 4.0  # pixels between neighbouring x tick labels, else they are slanted
+SLANTS = (45, 90)  # the x tick labels' rotations to try, in turn
+SEPARATORS = re.compile(r"(?<= [·|]) ")  # where the caption and footer lines may break
+
+
+def layout(fig: plt.Figure, footer: Text) -> None:
+    """Fit the figure's text inside it without overlaps: the footer and each panel's
+    caption wrapped to their width, x tick labels slanted where they would touch, and the
+    y axes raised so the labels standing on bars end inside their axes."""
+    renderer = fig.canvas.get_renderer()
+    _wrap(footer, fig.bbox.width * 0.98, renderer)
+    lines = footer.get_text().count("\n") + 1
+    rect = (0, (lines * 7 * 1.3 + 4) / 72 / fig.get_figheight(), 1, 1)
+    fig.tight_layout(rect=rect)
+    fig.canvas.draw()
+    for ax in fig.axes:
+        _wrap(ax.xaxis.label, ax.bbox.width, renderer)
+        _slant_ticks(ax, renderer)
+    fig.tight_layout(rect=rect)
+    for ax in fig.axes:
+        _headroom(ax, renderer)
+
+
+def _wrap(text: Text, width: float, renderer) -> None:
+    """Break a text at its ` · ` and ` | ` separators so each line fits `width` pixels."""
+    font = FontProperties(size=text.get_fontsize())
+    lines: list[str] = []
+    for part in SEPARATORS.split(text.get_text()):
+        wider = f"{lines[-1]} {part}" if lines else part
+        fits = renderer.get_text_width_height_descent(wider, font, ismath=False)[0] <= width
+        if lines and fits:
+            lines[-1] = wider
+        else:
+            lines.append(part)
+    text.set_text("\n".join(line.rstrip() for line in lines))
+
+
+def _slant_ticks(ax, renderer) -> None:
+    """Slant the x tick labels when two neighbours would touch, upright if slanted ones
+    still would."""
+    labels = [t for t in ax.get_xticklabels() if t.get_text()]
+    for rotation in SLANTS:
+        boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: b.x0)
+        if all(a.x1 + TICK_GAP <= b.x0 for a, b in itertools.pairwise(boxes)):
+            return
+        for t in labels:
+            t.set(rotation=rotation, ha="right", rotation_mode="anchor")
+
+
+def _headroom(ax, renderer) -> None:
+    """Raise the top of the y axis until every label standing on a bar ends inside the
+    axes, below the panel's title."""
+    log = ax.get_yscale() == "log"
+    fwd, back = (math.log10, lambda v: 10**v) if log else (float, float)
+    y0, y1 = (fwd(v) for v in ax.get_ylim())
+    top = y1
+    box = ax.bbox
+    for t in ax.texts:
+        if not isinstance(t, Annotation) or t.xy[1] <= 0:
+            continue  # labels of missing bars stand inside the axes already
+        y = fwd(t.xy[1])
+        anchor = box.y0 + (y - y0) / (y1 - y0) * box.height
+        above = (t.get_window_extent(renderer).y1 - anchor) / box.height
+        room = 1 - HEADROOM_PAD - above
+        if room > 0.2:  # a label taller than the axes stays where it is
+            top = max(top, y0 + (y - y0) / room)
+    if top > y1:
+        ax.set_ylim(back(y0), back(top))
+
+
+# ---- the noise roofline ------------------------------------------------------------------
 
 
 def bench_frame(records: list[dict]) -> pd.DataFrame:
@@ -787,13 +984,20 @@ def noise_roofline(bench: pd.DataFrame) -> FigureResult:
         )
         if not part.empty
     ]
-    fig, axes = plt.subplots(1, len(parts), figsize=(6.5 * len(parts), 4.4), squeeze=False)
+    size = ((6.5 + LEGEND_WIDTH) * len(parts), 4.4)
+    fig, axes = plt.subplots(1, len(parts), figsize=size, squeeze=False)
     for ax, (title, part) in zip(axes[0], parts, strict=True):
         _roofline_panel(ax, part, title)
     fig.suptitle("Noise roofline: dense noisy update vs its measured bound")
-    fig.text(0.01, 0.005, ", ".join(sorted(set(bench["machine"]))), fontsize=7, color="#555555")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    layout(fig, _footer_text(fig, ", ".join(sorted(set(bench["machine"])))))
     return FigureResult("noise-roofline", fig, bench.drop(columns=["created"]), [])
+
+
+BOUND_LINES = {
+    "dashed": "copy bandwidth",
+    "solid": "bound, host DRAM shared\nby copies and adds",
+    "dotted": "bound, each resource alone",
+}
 
 
 def _roofline_panel(ax, part: pd.DataFrame, title: str) -> None:
@@ -803,6 +1007,7 @@ def _roofline_panel(ax, part: pd.DataFrame, title: str) -> None:
         f"{r.engine.split(' (')[0]}\n{format_bytes(r.table_bytes)}" for r in part.itertuples()
     ]
     ax.bar(xs, part["achieved_gbps"], color=[PALETTE[i % 8] for i in xs])
+    values, styles = list(part["achieved_gbps"]), []
     for i, r in enumerate(part.itertuples()):
         lines = [(r.copy_gbps, "dashed")]
         if r.placement == "hybrid":
@@ -810,22 +1015,22 @@ def _roofline_panel(ax, part: pd.DataFrame, title: str) -> None:
             lines = [(v, style) for v, style in pairs if pd.notna(v)]
         for value, style in lines:
             ax.hlines(value, i - 0.4, i + 0.4, colors="black", linestyles=style)
+            values.append(value)
+            styles.append(style)
         pct = 100 * r.achieved_gbps / lines[0][0]
-        ax.annotate(f"{pct:.0f}%", (i, r.achieved_gbps), ha="center", va="bottom", fontsize=8)
+        _bar_label(ax, f"{pct:.0f}%", i, r.achieved_gbps, fontsize=8)
     ax.set_xticks(list(xs), labels, fontsize=7)
-    ax.set_ylabel("dense noisy update, GB/s (read + write)")
-    ax.set_yscale("log")
+    scale_y(ax, values, "dense noisy update, GB/s (read + write)")
     ax.set_title(title, fontsize=9)
-    key = "dashed: copy bandwidth"
-    if (part["placement"] == "hybrid").any():
-        key = "solid: bound, host DRAM shared by copies and adds; dotted: each resource alone"
-    ax.text(0.01, 0.99, key, transform=ax.transAxes, fontsize=6, va="top", color="#555555")
+    keys = [s for s in BOUND_LINES if s in styles]
+    handles = [Line2D([], [], color="black", linestyle=s) for s in keys]
+    _legend(ax, handles=handles, labels=[BOUND_LINES[s] for s in keys])
 
 
 # ---- the paper's figures -----------------------------------------------------------------
 
 DP_FAMILY = ("dpsgd-b", "dpsgd-r", "dpsgd-f", "dpsgd-bk")
-STEP_LOG = "step time (ms, log)"
+STEP = "step time (ms)"
 
 
 def _sensitivity(name: str, axis: str, title: str, **ref) -> FigureSpec:
@@ -836,9 +1041,8 @@ def _sensitivity(name: str, axis: str, title: str, **ref) -> FigureSpec:
         axis,
         MAIN_ALGOS,
         STEPS,
-        STEP_LOG,
+        STEP,
         reference=reference(**ref),
-        logy=True,
         speedup=True,
         min_x=2,
     )
@@ -853,6 +1057,7 @@ SPECS: list[FigureSpec] = [
         STAGES,
         "step time normalized to SGD",
         stages=tuple(TOP_STACK),
+        rest=STEP_REST,
         normalize=True,
     ),
     FigureSpec(
@@ -863,6 +1068,7 @@ SPECS: list[FigureSpec] = [
         STAGES,
         "time per step (ms)",
         stages=tuple(UPDATE_CHILDREN),
+        rest=UPDATE_REST,
     ),
     # Fig. 5 from --noise-impl torch runs: noise sampling and the parameter update as
     # separate passes, as the paper measured them (the fused engines draw and add in one
@@ -875,6 +1081,7 @@ SPECS: list[FigureSpec] = [
         STAGES,
         "time per step (ms)",
         stages=tuple(UPDATE_CHILDREN),
+        rest=UPDATE_REST,
     ),
     FigureSpec(
         "fig10",
@@ -882,8 +1089,7 @@ SPECS: list[FigureSpec] = [
         "batch_size",
         MAIN_ALGOS,
         STEPS,
-        STEP_LOG,
-        logy=True,
+        STEP,
         speedup=True,
     ),
     FigureSpec(
@@ -894,6 +1100,7 @@ SPECS: list[FigureSpec] = [
         STAGES,
         "time per step (ms)",
         stages=tuple(UPDATE_CHILDREN),
+        rest=UPDATE_REST,
     ),
     # Energy per step: a run too short for the NVML counter (under ~50 ms) has none, so a
     # point pools the runs that measured energy.
@@ -905,7 +1112,6 @@ SPECS: list[FigureSpec] = [
         ENERGY,
         "GPU energy per step, normalized to SGD",
         normalize=True,
-        logy=True,
     ),
     _sensitivity("fig13a", "table_bytes", "Fig. 13(a): table size"),
     _sensitivity(
@@ -921,10 +1127,9 @@ SPECS: list[FigureSpec] = [
         "workload",
         MAIN_ALGOS,
         STEPS,
-        STEP_LOG,
+        STEP,
         reference=reference(per_x=("batch_size", "pooling"), workload=most_common),
         candidates=rmc_workloads,
-        logy=True,
         speedup=True,
         min_x=2,
     ),
@@ -940,7 +1145,7 @@ SPECS: list[FigureSpec] = [
         "batch_size",
         ("eana", "lazydp"),
         STEPS,
-        "step time (ms)",
+        STEP,
         reference=reference(table_bytes=largest_table(("eana", "lazydp"), "batch_size")),
     ),
 ]
