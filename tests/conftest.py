@@ -47,8 +47,14 @@ def force_delivery(monkeypatch, mode: str) -> None:
     monkeypatch.setattr(CpuPlacement, "owed_noise_delivery", lambda *_: kind())
 
 
-def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "160", "OMP_NUM_THREADS": "2"}
+def cli(*args: str, cwd=None, columns: int = 160) -> subprocess.CompletedProcess:
+    """The CLI in a subprocess, as a user runs it, at a `columns`-wide terminal."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "COLUMNS": str(columns),
+        "OMP_NUM_THREADS": "2",
+    }
     return subprocess.run(
         [sys.executable, "-m", "lazydp_bench", *args],
         capture_output=True,

@@ -3,10 +3,8 @@ the width; help text with its bracketed defaults; `plot`'s one line per figure."
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import typer.main
@@ -14,22 +12,14 @@ from rich.text import Text
 
 from lazydp_bench.cli.app import app
 from lazydp_bench.workloads import available_workloads
-from tests.conftest import ROOT
+from tests.conftest import ROOT, cli
 
 WIDTH = 80
 
 
 def cli80(*args: str) -> subprocess.CompletedProcess:
     """The CLI in a subprocess at an 80-column terminal."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": str(WIDTH), "OMP_NUM_THREADS": "2"}
-    return subprocess.run(
-        [sys.executable, "-m", "lazydp_bench", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=300,
-    )
+    return cli(*args, columns=WIDTH)
 
 
 def assert_fits(text: str) -> None:
