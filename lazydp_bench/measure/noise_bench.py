@@ -45,11 +45,17 @@ def copy_bytes(table_bytes: int) -> int:
 
 
 def bench_need(size_bytes: int, placement: str, *, threads: int, chunk_bytes: int) -> int:
-    """Upper bound of the bench's memory on its device: the table, two copy buffers, and
-    the engines' chunk buffers (one per host thread)."""
+    """Upper bound of the bench's memory on its device (the host for cpu and hybrid): the
+    table, two copy buffers, and the engines' chunk buffers (one per host thread); hybrid
+    adds the pinned PCIe and threaded-copy buffers (two each) and the streamed engine's
+    three pinned windows and the host add's chunk."""
     table = max(1, size_bytes // (_DIM * 4)) * _DIM * 4
-    buffers = chunk_bytes * (threads if placement == "cpu" else 1)
-    return table + 2 * copy_bytes(table) + buffers
+    if placement == "gpu":
+        return table + 2 * copy_bytes(table) + chunk_bytes
+    need = table + 2 * copy_bytes(table) + chunk_bytes * threads
+    if placement == "hybrid":
+        need += 4 * copy_bytes(table) + 4 * chunk_bytes
+    return need
 
 
 def time_ms(fn: Callable[[], None], device: torch.device, repeats: int) -> list[float]:

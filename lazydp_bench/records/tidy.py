@@ -229,6 +229,7 @@ BENCH_COLUMNS: list[Column] = [
     ("d2h_gb_per_s", "float64", _hybrid("d2h_bytes_per_s", 1e9)),
     ("duplex_gb_per_s", "float64", _hybrid("duplex_bytes_per_s", 1e9)),
     ("host_add_gb_per_s", "float64", _hybrid("host_add_bytes_per_s", 1e9)),
+    ("host_copy_gb_per_s", "float64", _hybrid("host_copy_bytes_per_s", 1e9)),
     ("host_dram_gb_per_s", "float64", _hybrid("host_dram_bytes_per_s", 1e9)),
     ("gpu_draw_samples_per_s", "float64", _hybrid("gpu_draw_samples_per_s")),
     ("bound_noise_down_ms", "float64", _hybrid("bound_noise_down_ms")),
@@ -367,10 +368,11 @@ def load_benches(sources: Sources) -> pd.DataFrame:
       measured copy bandwidth (read + write); pct_of_copy: the first as a share of it.
     - samples_per_s: normals drawn and added per second; memory_bound_samples_per_s,
       arithmetic_bound_samples_per_s: the bounds; pct_of_bound: samples_per_s as a share
-      of the lower one.
+      of the lower one (hybrid: bound_ms as a share of median_ms).
     - Hybrid placement only (NaN/`<NA>` otherwise): h2d_gb_per_s, d2h_gb_per_s,
       duplex_gb_per_s (pinned PCIe), host_add_gb_per_s (host threads adding a pinned chunk
-      into the table), host_dram_gb_per_s, gpu_draw_samples_per_s, bound_noise_down_ms
+      into the table), host_copy_gb_per_s (a threaded host copy, read + write; records
+      from before it have none), host_dram_gb_per_s, gpu_draw_samples_per_s, bound_noise_down_ms
       (drawn on the GPU, added on the host), bound_round_trip_ms (rows through the GPU and
       back), bound_ms and bound_design (the better of the two), bound_unshared_ms (each
       resource alone).

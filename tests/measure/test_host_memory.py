@@ -28,3 +28,6 @@ def test_bench_copy_buffers_follow_the_table_up_to_1_gib():
     table = (10**6 // 512) * 512
     assert bench_need(10**6, "gpu", threads=16, chunk_bytes=2**20) == 3 * table + 2**20
     assert bench_need(10**6, "cpu", threads=16, chunk_bytes=2**20) == 3 * table + 16 * 2**20
+    # hybrid: + pinned PCIe and threaded-copy buffers, 3 pinned windows and the add's chunk
+    hybrid = bench_need(10**6, "hybrid", threads=16, chunk_bytes=2**20)
+    assert hybrid == 7 * table + 20 * 2**20
