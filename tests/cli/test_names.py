@@ -38,47 +38,15 @@ def test_info_says_none_not_python_none():
     assert "None" not in res.stdout
 
 
+TINY_CPU = ("--workload", "tiny", "--table-size", "full", "--placement", "cpu")
+
+
 def test_a_clipping_variant_is_named_in_the_title_and_summary(tmp_path):
     """`run --algo lazydp --clipping bookkeeping` read exactly like default LazyDP."""
-    res = cli(
-        "run",
-        "--workload",
-        "tiny",
-        "--table-size",
-        "full",
-        "--placement",
-        "cpu",
-        "--algo",
-        "sgd,lazydp",
-        "--iterations",
-        "2",
-        "--warmup",
-        "1",
-        "--clipping",
-        "bookkeeping",
-        "--out",
-        str(tmp_path),
-    )
+    steps = ("--iterations", "2", "--warmup", "1", "--clipping", "bookkeeping")
+    res = cli("run", *TINY_CPU, "--algo", "sgd,lazydp", *steps, "--out", str(tmp_path))
     assert res.returncode == 2  # sgd takes no clipping: the refusal names it
     assert res.stderr.startswith("error: sgd: ")
-    res = cli(
-        "run",
-        "--workload",
-        "tiny",
-        "--table-size",
-        "full",
-        "--placement",
-        "cpu",
-        "--algo",
-        "lazydp",
-        "--iterations",
-        "2",
-        "--warmup",
-        "1",
-        "--clipping",
-        "bookkeeping",
-        "--out",
-        str(tmp_path),
-    )
+    res = cli("run", *TINY_CPU, "--algo", "lazydp", *steps, "--out", str(tmp_path))
     assert res.returncode == 0, res.stderr
     assert "lazydp [bookkeeping]" in res.stdout

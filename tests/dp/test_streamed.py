@@ -160,13 +160,15 @@ def test_dpsgd_with_streamed_noise_equals_the_direct_engine(noise_mode):
     assert torch.equal(got[1], want[1])
 
 
+@pytest.mark.parametrize("algo", ["lazydp", "lazydp-noans"])
 @pytest.mark.parametrize("noise_mode", ["unit", "gaussian"])
-def test_lazydp_flush_through_the_pipeline_equals_the_direct_engine(noise_mode):
+def test_lazydp_flush_through_the_pipeline_equals_the_direct_engine(algo, noise_mode):
     """LazyDP's final flush hands the engine one call per chunk (its own key and per-row
-    std); pipelined across calls, the model is bit for bit the direct engine's."""
+    std; without aggregation one call per pending step, on the same rows); pipelined
+    across calls, the model is bit for bit the direct engine's."""
     models = []
     for engine in (DirectEngine(BlockDrawer()), _streamed(4096, 3)):
-        session = tiny_session("lazydp", noise_mode=noise_mode, chunk_bytes=4096)
+        session = tiny_session(algo, noise_mode=noise_mode, chunk_bytes=4096)
         session.engines.cpu = engine
         for t in range(4):
             session.step(t, NULL_TIMER)
@@ -220,17 +222,3 @@ def test_a_failed_window_leaves_no_add_running():
     with pytest.raises(RuntimeError, match="draw failed"):
         engine.add_noise(table, 1.0, 1, NULL_TIMER, unit=True)
     assert torch.equal(table[:6], torch.ones(6, 4, dtype=torch.float64))
-
-
-@pytest.mark.parametrize("noise_mode", ["unit", "gaussian"])
-def test_lazydp_noans_flush_through_the_pipeline_equals_the_direct_engine(noise_mode):
-    """Without aggregation the flush makes one call per pending step on the same rows."""
-    models = []
-    for engine in (DirectEngine(BlockDrawer()), _streamed(4096, 3)):
-        session = tiny_session("lazydp-noans", noise_mode=noise_mode, chunk_bytes=4096)
-        session.engines.cpu = engine
-        for t in range(4):
-            session.step(t, NULL_TIMER)
-        session.algo.flush()
-        models.append(session.model.table.clone())
-    assert torch.equal(models[0], models[1])
