@@ -13,7 +13,7 @@ import numpy as np
 
 from lazydp_bench.errors import BenchError
 
-PLACEMENTS = ("auto", "gpu", "hybrid", "cpu")
+PLACEMENTS = ("auto", "gpu", "hybrid", "hybrid-host", "cpu")
 NOISE_IMPLS = ("auto", "torch", "fused", "streamed")
 NOISE_MODES = ("gaussian", "unit", "off")
 DTYPES = ("float32", "float64")

@@ -38,6 +38,7 @@ GRAPH_CASES += [("eana", None), ("dpsgd-bk", None)]
 GRAPH_CASES = [(*case, "gpu") for case in GRAPH_CASES]
 GRAPH_CASES += [(algo, None, "hybrid") for algo in ("sgd", "dpsgd-f", "lazydp", "eana")]
 GRAPH_CASES += [("lazydp", "bookkeeping", "hybrid")]
+GRAPH_CASES += [("dpsgd-f", None, "hybrid-host")]  # its table noise drawn by host threads
 
 
 def check(name: str, ok: bool, detail: str) -> bool:
@@ -122,6 +123,19 @@ def test_streamed_equals_fused(dev, eng, monkeypatch):
 @pytest.mark.parametrize(("algo", "clipping", "placement"), GRAPH_CASES)
 def test_graph_equals_eager(algo, clipping, placement):
     assert check_graph_equals_eager(algo, clipping, placement)
+
+
+@pytest.mark.parametrize("placement", ["gpu", "hybrid", "hybrid-host"])
+def test_verify_lazydp_on_each_gpu_placement(placement):
+    """LazyDP equals DP-SGD(F) without noise and with unit noise (every read and the flushed
+    model), and its Gaussian noise has the right distribution, where the GPU draws the
+    queue's noise (`gpu`, `hybrid`) and where host threads draw it (`hybrid-host`)."""
+    from lazydp_bench.runtime.verify import verify
+
+    checks = verify(["lazydp"], placement, steps=8, seed=5)
+    for c in checks:
+        check(f"verify lazydp {placement}: {c.name}", c.ok, c.detail)
+    assert checks and all(c.ok for c in checks)
 
 
 def check_streamed_equals_fused(eng: TritonFusedEngine, dev: torch.device, monkeypatch) -> bool:

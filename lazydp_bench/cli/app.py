@@ -94,7 +94,12 @@ def run(
         str, Opt(help="Index distribution: uniform, zipf:<alpha>, low, medium, high.")
     ] = "uniform",
     placement: Annotated[
-        str, Opt(help="auto, gpu, hybrid (tables in host RAM, MLPs on GPU) or cpu.")
+        str,
+        Opt(
+            help="auto, gpu, hybrid (tables in host RAM, MLPs on the GPU, which also draws "
+            "table noise), hybrid-host (the paper's design: all table noise and LazyDP's "
+            "bookkeeping on host cores) or cpu."
+        ),
     ] = "auto",
     out: Annotated[
         Path, Opt(help="Directory whose runs.jsonl gets one record per run.", parser=o.out_dir)
@@ -226,9 +231,7 @@ def verify(
     algo: Annotated[
         str, Opt(help="Algorithms to check against DP-SGD(F).")
     ] = "lazydp,lazydp-noans,eana",
-    placement: Annotated[
-        str, Opt(help="cpu, gpu, or hybrid (table in host RAM, MLPs on the GPU), as for run.")
-    ] = "cpu",
+    placement: Annotated[str, Opt(help="cpu, gpu, hybrid or hybrid-host, as for run.")] = "cpu",
     steps: Annotated[int, Opt(help="Training steps per check.")] = 12,
     seed: o.Seed = 0,
 ) -> None:
@@ -245,8 +248,9 @@ def verify(
                 raise BenchError(
                     f"verify checks private algorithms against DP-SGD(F); {name!r} is not private"
                 )
-        if placement not in ("cpu", "gpu", "hybrid"):
-            raise BenchError(f"--placement must be cpu, gpu or hybrid, got {placement!r}")
+        if placement not in VERIFY_PLACEMENTS:
+            valid = ", ".join(VERIFY_PLACEMENTS)
+            raise BenchError(f"--placement must be one of {valid}, got {placement!r}")
         if placement != "cpu" and not torch.cuda.is_available():
             raise BenchError(f"--placement {placement} needs a CUDA GPU, and none is available")
         if steps < 2:
@@ -300,7 +304,9 @@ def sweep(
     pooling: Annotated[str | None, Opt(help="Comma list of pooling factors.")] = None,
     distribution: Annotated[str | None, Opt(help="Comma list: uniform, zipf:A, low, ...")] = None,
     workload: Annotated[str | None, Opt(help="Comma list of workloads.")] = None,
-    placement: Annotated[str | None, Opt(help="Comma list: auto, gpu, hybrid, cpu.")] = None,
+    placement: Annotated[
+        str | None, Opt(help="Comma list: auto, gpu, hybrid, hybrid-host, cpu.")
+    ] = None,
     point_timeout: Annotated[
         float, Opt(help="Seconds before a point is killed (timeout).")
     ] = 1800.0,
@@ -634,6 +640,7 @@ def bench_noise_cmd(
     console.print(f"{len(records)} record(s) -> {path}")
 
 
+VERIFY_PLACEMENTS = ("cpu", "gpu", "hybrid", "hybrid-host")
 BENCH_IMPLS = {"gpu": "torch,fused", "cpu": "torch,fused", "hybrid": "fused,streamed"}
 
 

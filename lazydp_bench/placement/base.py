@@ -107,6 +107,8 @@ class Placement(ABC):
     timer_mode: ClassVar[str] = "sync_wall"  # cuda_events only when all work is on one GPU
     graph_blocker: ClassVar[str | None] = None  # why its steps cannot be CUDA graphs
     streams_table_noise: ClassVar[bool] = False  # a host table whose noise a GPU can draw
+    # why an algorithm with a history table (LazyDP) cannot replay a captured step here
+    lazy_graph_blocker: ClassVar[str | None] = None
 
     def __init__(self, table_device: torch.device, mlp_device: torch.device) -> None:
         self.table_device = table_device

@@ -140,7 +140,7 @@ def choose_placement(requested: str, needs: dict[str, MemoryNeed], limits: Memor
             if fits(needs[name], limits):
                 return name
         requested = order[-1]
-    if requested in ("gpu", "hybrid") and limits.gpu_bytes is None:
+    if requested != "cpu" and limits.gpu_bytes is None:
         raise BenchError(f"placement {requested!r} needs a CUDA GPU, and none is available")
     need = needs[requested]
     if not fits(need, limits):

@@ -7,9 +7,10 @@ from lazydp_bench.placement.base import Placement
 from lazydp_bench.placement.cpu import CpuPlacement
 from lazydp_bench.placement.gpu import GpuPlacement
 from lazydp_bench.placement.hybrid import HybridPlacement
+from lazydp_bench.placement.hybrid_host import HybridHostPlacement
 
 PLACEMENTS: dict[str, type[Placement]] = {
-    cls.name: cls for cls in (GpuPlacement, HybridPlacement, CpuPlacement)
+    cls.name: cls for cls in (GpuPlacement, HybridPlacement, HybridHostPlacement, CpuPlacement)
 }
 
 

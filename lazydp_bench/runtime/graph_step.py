@@ -39,6 +39,7 @@ def graph_blocker(
     placement: str,
     *,
     graphable: bool,
+    history_table: bool = False,
     breakdown: bool,
     noise_impl: str,
     noise_mode: str,
@@ -49,8 +50,10 @@ def graph_blocker(
     if mode == "off":
         return "--cuda-graph off"
     blocked_by_placement = PLACEMENTS[placement].graph_blocker
+    lazy_blocker = PLACEMENTS[placement].lazy_graph_blocker if history_table else None
     reasons = [
         (blocked_by_placement is not None, blocked_by_placement),
+        (lazy_blocker is not None, lazy_blocker),
         (not graphable, "the algorithm's step changes shape with the step index"),
         (breakdown, "stage breakdown needs eager steps (use --no-breakdown)"),
         (private and noise_impl == "torch", "the torch noise engine takes seeds as arguments"),

@@ -133,7 +133,7 @@ def plan_run(
             history_table=algo.history_table,
             steps=config.total_steps,
         )
-        for p in ("gpu", "hybrid", "cpu")
+        for p in PLACEMENTS
     }
     placement = choose_placement(config.placement, needs, limits)
     if config.noise_impl == "streamed" and not PLACEMENTS[placement].streams_table_noise:
@@ -150,6 +150,7 @@ def plan_run(
         config.cuda_graph,
         placement,
         graphable=algo.graphable,
+        history_table=algo.history_table,
         breakdown=config.breakdown,
         noise_impl=config.noise_impl,
         noise_mode=config.privacy.noise_mode,

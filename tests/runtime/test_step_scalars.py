@@ -79,6 +79,7 @@ GOOD = dict(
         ({"noise_impl": "torch"}, "torch noise engine"),
         ({"noise_mode": "unit"}, "unit-noise"),
         ({"warmup": 1}, "--warmup >= 2"),
+        ({"placement": "hybrid-host", "history_table": True}, "LazyDP's bookkeeping"),
     ],
 )
 def test_graph_blocker_names_the_reason(change, reason):
@@ -88,6 +89,29 @@ def test_graph_blocker_names_the_reason(change, reason):
 def test_graph_blocker_lets_hybrid_steps_be_captured():
     blocker = graph_blocker(**{**GOOD, "placement": "hybrid"})
     assert blocker == (None if torch.cuda.is_available() else "no CUDA device")
+
+
+@pytest.mark.parametrize("placement", ["hybrid", "hybrid-host"])
+def test_graph_blocker_hybrid_host_blocks_only_history_algorithms(placement):
+    """hybrid-host runs LazyDP's bookkeeping on the host (not replayable); DP-SGD's steps
+    there are hybrid's, captured alike; hybrid keeps LazyDP's work on the GPU."""
+    gpu = None if torch.cuda.is_available() else "no CUDA device"
+    assert graph_blocker(**{**GOOD, "placement": placement}) == gpu
+    lazy = graph_blocker(**{**GOOD, "placement": placement, "history_table": True})
+    assert (lazy == gpu) == (placement == "hybrid")
+
+
+def test_hybrid_host_keeps_the_history_table_in_host_ram():
+    from lazydp_bench.placement.layout import estimate_need
+    from lazydp_bench.runtime.trainer import resolve_workload
+
+    wl = resolve_workload("mlperf-dlrm", "960MB", 4)
+    kw = dict(batch=256, pooling=1, elem=4, chunk_bytes=2**20, clipping="ghost")
+    hybrid = estimate_need(wl, "hybrid", history_table=True, **kw)
+    paper = estimate_need(wl, "hybrid-host", history_table=True, **kw)
+    moved = wl.total_rows * 4
+    assert paper.host_bytes == hybrid.host_bytes + moved
+    assert paper.gpu_bytes == hybrid.gpu_bytes - moved
 
 
 def test_graph_blocker_torch_engine_is_fine_for_sgd():
