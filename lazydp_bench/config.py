@@ -14,7 +14,7 @@ import numpy as np
 from lazydp_bench.errors import BenchError
 
 PLACEMENTS = ("auto", "gpu", "hybrid", "hybrid-host", "cpu")
-NOISE_IMPLS = ("auto", "torch", "fused", "streamed")
+NOISE_IMPLS = ("auto", "torch", "fused", "streamed", "roundtrip")
 NOISE_MODES = ("gaussian", "unit", "off")
 DTYPES = ("float32", "float64")
 CUDA_GRAPH_MODES = ("auto", "on", "off")

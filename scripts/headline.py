@@ -4,7 +4,7 @@ Usage: python3 scripts/headline.py results/2026-11-23-h100
 Newest record per point and noise engine (`figures.for_steps`): a CUDA-graph replay if
 there is one, else an eager end-to-end run, else a breakdown run; the `modes` column says
 which (g / e / b for SGD, DP-SGD(F), LazyDP). DP-SGD(F) is the fastest engine's run at the
-point, named in brackets ([streamed], [host], [fused]).
+point, named in brackets ([roundtrip], [streamed], [host], [fused]).
 """
 
 from __future__ import annotations

@@ -140,35 +140,39 @@ def test_verify_lazydp_on_each_gpu_placement(placement):
 
 def check_streamed_equals_fused(eng: TritonFusedEngine, dev: torch.device, monkeypatch) -> bool:
     """A host table noised by the streamed engine (windows drawn on the GPU, copied down,
-    added by host threads) gets the noise the fused kernel adds to the same table on the
+    added by host threads) or the roundtrip engine (rows up, noised on the GPU, back into
+    the registered table) gets the noise the fused kernel adds to the same table on the
     GPU with the same key: scalar and per-row std, windows across launch chunks (launches
-    shrunk to 2**20 elements), odd column counts, unit mode exactly."""
+    shrunk to 2**20 elements), odd column counts, several calls, unit mode exactly."""
     from lazydp_bench.dp.noise import triton_fused
+    from lazydp_bench.dp.noise.round_trip import RoundTripEngine
     from lazydp_bench.dp.noise.streamed import StreamedEngine
 
     monkeypatch.setattr(triton_fused, "_MAX_LAUNCH_ELEMS", 1 << 20)
     ok = True
-    for rows, cols, chunk in ((50_000, 128, 2**20), (30_011, 33, 3 * 2**20 + 4096)):
-        host = torch.randn(rows, cols)
-        streamed = StreamedEngine(chunk, 4, drawer=eng, via=dev)
-        per_row = torch.rand(rows) + 0.1
-        for std in (0.5, per_row, per_row.to(dev)):  # a GPU std: LazyDP's flush in hybrid
-            gpu = host.to(dev)
-            eng.add_noise(
-                gpu, std.to(dev) if isinstance(std, torch.Tensor) else std, 2**63 + 9, NULL_TIMER
-            )
-            got = host.clone()
-            streamed.add_noise(got, std, 2**63 + 9, NULL_TIMER)
-            err = (got - gpu.cpu()).abs().max().item()
-            kind = f"per-row on {std.device}" if isinstance(std, torch.Tensor) else "scalar"
-            ok &= check(
-                f"streamed == fused ({rows}x{cols}, {kind} std)",
-                err < 1e-5,
-                f"max |diff| {err:.1e}",
-            )
-        unit = host.clone()
-        streamed.add_noise(unit, 0.25, 3, NULL_TIMER, unit=True)
-        ok &= check("streamed unit mode", bool(torch.equal(unit, host + 0.25)), "bitwise")
+    for kind in (StreamedEngine, RoundTripEngine):
+        for rows, cols, chunk in ((50_000, 128, 2**20), (30_011, 33, 3 * 2**20 + 4096)):
+            host = torch.randn(rows, cols)
+            engine = kind(chunk, 4, drawer=eng, via=dev)
+            per_row = torch.rand(rows) + 0.1
+            for std in (0.5, per_row, per_row.to(dev)):  # a GPU std: LazyDP's flush in hybrid
+                gpu = host.to(dev)
+                dstd = std.to(dev) if isinstance(std, torch.Tensor) else std
+                eng.add_noise(gpu, dstd, 2**63 + 9, NULL_TIMER)
+                eng.add_noise(gpu[: rows // 2], 0.25, 11, NULL_TIMER)
+                got = host.clone()
+                engine.add_noise(got, std, 2**63 + 9, NULL_TIMER)
+                engine.add_noise_calls(got, [(0, rows // 2, 0.25, 11)], NULL_TIMER)
+                err = (got - gpu.cpu()).abs().max().item()
+                what = f"per-row on {std.device}" if isinstance(std, torch.Tensor) else "scalar"
+                ok &= check(
+                    f"{kind.name} == fused ({rows}x{cols}, {what} std)",
+                    err < 1e-5,
+                    f"max |diff| {err:.1e}",
+                )
+            unit = host.clone()
+            engine.add_noise(unit, 0.25, 3, NULL_TIMER, unit=True)
+            ok &= check(f"{kind.name} unit mode", bool(torch.equal(unit, host + 0.25)), "bitwise")
     return ok
 
 

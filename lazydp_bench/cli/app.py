@@ -554,8 +554,8 @@ def bench_noise_cmd(
     impl: Annotated[
         str | None,
         Opt(
-            help="Comma list of engines: torch, fused, streamed (default: torch,fused; "
-            "hybrid: fused,streamed)."
+            help="Comma list of engines: torch, fused, streamed, roundtrip (default: "
+            "torch,fused; hybrid: fused,streamed,roundtrip)."
         ),
     ] = None,
     repeats: Annotated[int, Opt(help="Timed passes per engine (median reported).")] = 10,
@@ -574,6 +574,7 @@ def bench_noise_cmd(
 
     from lazydp_bench.config import MIN_CHUNK_BYTES
     from lazydp_bench.dp.noise import NOISE_ENGINES
+    from lazydp_bench.dp.noise.registry import GPU_HELPED
     from lazydp_bench.measure.noise_bench import bench_noise, check_bench_fits
     from lazydp_bench.records.store import append_record, ensure_writable
 
@@ -589,9 +590,10 @@ def bench_noise_cmd(
                 )
         if placement != "cpu" and not torch.cuda.is_available():
             raise BenchError(f"placement {placement!r} needs a CUDA GPU, and none is available")
-        if "streamed" in impls and placement != "hybrid":
+        helped = [i for i in impls if i in GPU_HELPED]
+        if helped and placement != "hybrid":
             raise BenchError(
-                "the streamed engine noises a host table with a GPU: --placement hybrid"
+                f"the {helped[0]} engine noises a host table with a GPU: --placement hybrid"
             )
         if repeats < 1:
             raise BenchError(f"--repeats must be positive, got {repeats}")
@@ -641,7 +643,7 @@ def bench_noise_cmd(
 
 
 VERIFY_PLACEMENTS = ("cpu", "gpu", "hybrid", "hybrid-host")
-BENCH_IMPLS = {"gpu": "torch,fused", "cpu": "torch,fused", "hybrid": "fused,streamed"}
+BENCH_IMPLS = {"gpu": "torch,fused", "cpu": "torch,fused", "hybrid": "fused,streamed,roundtrip"}
 
 
 def _bench_table(title: str, records: list[dict], sep: str) -> Table:

@@ -76,8 +76,9 @@ NoiseImpl = Annotated[
     str,
     Opt(
         help="Dense noise engine: auto, torch (chunked), fused (Triton on a GPU, host threads "
-        "for a host table), streamed (hybrid: a host table's noise drawn on the GPU and added "
-        "by host threads; auto's choice there)."
+        "for a host table), roundtrip (hybrid: a host table's rows go up to the GPU, get "
+        "their noise there and come back; auto's choice there), streamed (hybrid: the noise "
+        "drawn on the GPU, copied down and added by host threads)."
     ),
 ]
 Breakdown = Annotated[bool, Opt(help="Time each stage (--no-breakdown: end-to-end only).")]

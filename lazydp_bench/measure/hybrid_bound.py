@@ -7,19 +7,18 @@ With the table in host RAM and a GPU beside it, two designs exist:
   the table), the GPU's draw, and the host's DRAM, which serves all of it at once: the
   copies write N bytes into it while the add moves 3N, so 4N bytes at the host's measured
   memory throughput (the higher of the add's 3N bytes per add time and a threaded copy's);
-- rows round trip: each table chunk goes up, gets its noise on the GPU, comes back: bounded
-  by both copies at once (duplex), each direction alone, and the host's DRAM: the table is
-  pageable, so every byte is staged through pinned memory on the way up and back (2N +
-  2N) and crosses DRAM twice more by DMA, 6N bytes.
+- rows round trip (`--noise-impl roundtrip`): each table window goes up, gets its noise
+  on the GPU, comes back. The table's pages are pinned (`cudaHostRegister`), so both
+  copies are DMA straight from and into the table: bounded by both copies at once
+  (duplex), each direction alone, the GPU's draw, and the host's DRAM, which the two
+  copies cross once each (2N bytes).
 These are models built from measured rates, not proofs: copies that land in the last-level
 cache and are consumed there move less DRAM traffic than the shared term counts (an engine
-can beat it), a pinned table (`cudaHostRegister`, no staging) is a third design left out,
-and the add's noise chunk is reused across windows (read from DRAM only when it is larger
-than the cache, as the default 256 MiB is). The each-resource-alone figure
-(`bound_unshared_ms`) is the strict lower bound of the two designs modelled. The machine's
-bound is the lower of the two; `bench noise --placement hybrid` measures the
-rates here, in the same process as the engines it compares with it, and also records the
-bound without the shared-DRAM terms (each resource as if it ran alone).
+can beat it), and the add's noise chunk is reused across windows (read from DRAM only when
+it is larger than the cache, as the default 256 MiB is). The each-resource-alone figure
+(`bound_unshared_ms`) is the strict lower bound of the two designs. The machine's bound is
+the lower of the two; `bench noise --placement hybrid` measures the rates here, in the
+same process as the engines it compares with it.
 """
 
 from __future__ import annotations
@@ -63,8 +62,9 @@ class HybridRates:
             2 * table_bytes / self.duplex_bytes_per_s,
             table_bytes / self.h2d_bytes_per_s,
             table_bytes / self.d2h_bytes_per_s,
+            table_bytes / (4 * self.gpu_draw_samples_per_s),
         )
-        return max(alone, 6 * table_bytes / self.host_dram_bytes_per_s) if shared_dram else alone
+        return max(alone, 2 * table_bytes / self.host_dram_bytes_per_s) if shared_dram else alone
 
     def bound(self, table_bytes: int) -> dict:
         """The record's `hybrid` section: rates, each design's bound and the lower one."""

@@ -28,6 +28,7 @@ Sources = Source | Iterable[Source]
 
 # The one-word name of a noise engine, by the prefix of the engine string a record holds.
 ENGINE_LABELS = (
+    ("roundtrip", "roundtrip"),
     ("streamed", "streamed"),
     ("host-threaded", "host"),
     ("triton", "fused"),
@@ -36,8 +37,9 @@ ENGINE_LABELS = (
 
 
 def engine_label(engine: str | None) -> str | None:
-    """streamed (drawn on the GPU for a host table), host (host threads), fused (the Triton
-    kernel) or torch for a record's engine string; None for one that is none of these."""
+    """roundtrip (a host table's rows noised on the GPU), streamed (noise drawn on the GPU
+    for a host table), host (host threads), fused (the Triton kernel) or torch for a
+    record's engine string; None for one that is none of these."""
     for prefix, label in ENGINE_LABELS:
         if str(engine or "").startswith(prefix):
             return label
@@ -45,9 +47,9 @@ def engine_label(engine: str | None) -> str | None:
 
 
 def noise_label(rec: dict) -> str:
-    """The engine of a private record's table noise in one word: streamed (drawn on the
-    GPU for a host table), host (host threads), fused (the Triton kernel) or torch: the
-    name a speedup over this record prints as its baseline."""
+    """The engine of a private record's table noise in one word: roundtrip or streamed (a
+    host table noised with the GPU's help), host (host threads), fused (the Triton kernel)
+    or torch: the name a speedup over this record prints as its baseline."""
     noise = rec.get("noise") or {}
     label = engine_label((noise.get("table") or {}).get("engine"))
     if label is not None:
@@ -314,8 +316,8 @@ def load_runs(sources: Sources) -> pd.DataFrame:
     - clipping: none, materialize, reweight, ghost or bookkeeping.
     - noise_impl: the noise engine option as resolved (`noise.impl` when the record has
       it, else the requested `config.noise_impl`, e.g. auto).
-    - table_noise: the engine that noised the table in one word (streamed, host, fused,
-      torch); `<NA>` for a non-private run.
+    - table_noise: the engine that noised the table in one word (roundtrip, streamed,
+      host, fused, torch); `<NA>` for a non-private run.
     - noise_update: how LazyDP's queue noise reached the table (in-place, ahead, merged).
     - breakdown: whether stages were timed (False: whole steps only).
     - cuda_graph: whether each measured step replayed a captured CUDA graph.
@@ -360,8 +362,9 @@ def load_benches(sources: Sources) -> pd.DataFrame:
     Columns: the header columns of `load_runs` (run_id, created, source, commit, dirty,
     machine, status, error), and
 
-    - impl: the engine asked for (torch, fused, streamed); engine: the engine that ran,
-      in one word (torch, fused, host, streamed); engine_detail: its full description.
+    - impl: the engine asked for (torch, fused, streamed, roundtrip); engine: the engine
+      that ran, in one word (torch, fused, host, streamed, roundtrip); engine_detail: its
+      full description.
     - placement (gpu, cpu, hybrid), table_bytes, repeats, host_threads, timer.
     - median_ms, p25_ms, p75_ms: one pass over the table.
     - gb_per_s: table bytes read and written per second (decimal GB); copy_gb_per_s: the

@@ -236,7 +236,7 @@ def reference(**overrides) -> Reference:
         "batch_size": workload_default("batch_size"),
         "pooling": workload_default("pooling"),
         "table_bytes": largest_table(("lazydp",)),
-        "noise_impl": prefer("streamed"),  # the strongest baseline where it was run
+        "noise_impl": prefer("roundtrip", "streamed"),  # the strongest baseline where run
     }
     per_x = overrides.pop("per_x", ())
     return Reference({**choose, **overrides}, per_x)
@@ -1154,9 +1154,9 @@ ALL_FIGURES = [*FIGURES, "noise-roofline"]
 
 
 def make_figure(name: str, records: list[dict], allow_mixed_commits: bool = False) -> FigureResult:
-    """Figures compare algorithms under the fused or streamed engines (streamed where it
-    was run: the strongest baseline), each panel under one; `fig5-torch` draws only the
-    `--noise-impl torch` runs. A panel draws one commit's records unless
+    """Figures compare algorithms under the fused, streamed or roundtrip engines (the
+    strongest baseline where it was run: roundtrip, then streamed), each panel under one;
+    `fig5-torch` draws only the `--noise-impl torch` runs. A panel draws one commit's records unless
     `allow_mixed_commits`."""
     if name == "noise-roofline":
         return noise_roofline(bench_frame(records))

@@ -165,11 +165,15 @@ def most_common(part: pd.DataFrame, name: str) -> object:
     return min(top, key=sort_key)
 
 
-def prefer(value: object) -> Chooser:
-    """`value` where a run has it (the paper's setting), else the most common value."""
+def prefer(*values: object) -> Chooser:
+    """The first of `values` a run has (the paper's setting, or the strongest baseline
+    first), else the most common value."""
 
     def choose(part: pd.DataFrame, name: str) -> object:
-        return value if (part[name] == value).any() else most_common(part, name)
+        for value in values:
+            if (part[name] == value).any():
+                return value
+        return most_common(part, name)
 
     return choose
 

@@ -27,7 +27,7 @@ from lazydp_bench.data import SyntheticBatchSource, parse_distribution
 from lazydp_bench.data.distributions import Distribution
 from lazydp_bench.dp.clipping import get_clipping
 from lazydp_bench.dp.noise import make_engine
-from lazydp_bench.dp.noise.registry import EngineSet
+from lazydp_bench.dp.noise.registry import GPU_HELPED, EngineSet
 from lazydp_bench.dp.privacy import PrivacyPlan, plan_privacy
 from lazydp_bench.errors import BenchError
 from lazydp_bench.measure.energy import EnergyMeter
@@ -136,9 +136,9 @@ def plan_run(
         for p in PLACEMENTS
     }
     placement = choose_placement(config.placement, needs, limits)
-    if config.noise_impl == "streamed" and not PLACEMENTS[placement].streams_table_noise:
+    if config.noise_impl in GPU_HELPED and not PLACEMENTS[placement].streams_table_noise:
         raise BenchError(
-            f"--noise-impl streamed draws a host table's noise on the GPU; placement "
+            f"--noise-impl {config.noise_impl} noises a host table with the GPU; placement "
             f"{placement!r} has no such table (use hybrid)"
         )
     if not algo.private:

@@ -9,11 +9,13 @@ import torch
 from lazydp_bench.dp.noise import triton_fused
 from lazydp_bench.dp.noise.base import DenseNoiseEngine
 from lazydp_bench.dp.noise.host_threaded import HostThreadedEngine
+from lazydp_bench.dp.noise.round_trip import RoundTripEngine
 from lazydp_bench.dp.noise.streamed import StreamedEngine
 from lazydp_bench.dp.noise.torch_chunked import TorchChunkedEngine
 from lazydp_bench.errors import BenchError
 
-NOISE_ENGINES = ("torch", "fused", "streamed")
+NOISE_ENGINES = ("torch", "fused", "streamed", "roundtrip")
+GPU_HELPED = {"streamed": StreamedEngine, "roundtrip": RoundTripEngine}  # host tables only
 
 
 @dataclass
@@ -37,22 +39,25 @@ def make_engine(
 ) -> EngineSet:
     """`torch`: the chunked torch engine everywhere. `fused`: the fused Triton kernel on a
     GPU, host threads on the host. `streamed`: as `fused`, but a host table's noise is
-    drawn on `stream_via` (the GPU of a `hybrid` placement) and streamed down. `auto`:
-    `streamed` where a placement offers `stream_via` and Triton exists, else `fused`."""
+    drawn on `stream_via` (the GPU of a `hybrid` placement) and streamed down;
+    `roundtrip`: a host table's rows go up to `stream_via`, are noised there and come back.
+    `auto`: `roundtrip` (the faster, `round_trip.py`) where a placement offers `stream_via`
+    and Triton exists, else `fused`."""
     if impl == "torch":
         engine = TorchChunkedEngine(chunk_bytes, threads)
         return EngineSet("torch", engine, engine)
-    if impl not in ("fused", "auto", "streamed"):
+    if impl not in ("fused", "auto", *GPU_HELPED):
         valid = ", ".join(NOISE_ENGINES)
         raise BenchError(f"unknown noise impl {impl!r} (valid: auto, {valid})")
     fused = triton_fused.TritonFusedEngine(chunk_bytes, threads) if triton_fused.AVAILABLE else None
     cuda = fused or (TorchChunkedEngine(chunk_bytes, threads) if impl == "auto" else None)
-    if impl == "streamed" and (stream_via is None or fused is None):
+    if impl in GPU_HELPED and (stream_via is None or fused is None):
         raise BenchError(
-            "--noise-impl streamed draws a host table's noise on the GPU: it needs the hybrid "
+            f"--noise-impl {impl} noises a host table with the GPU: it needs the hybrid "
             "placement and Triton"
         )
     if impl != "fused" and stream_via is not None and fused is not None:
-        host = StreamedEngine(chunk_bytes, threads, drawer=fused, via=stream_via)
-        return EngineSet("streamed", cuda, host)
+        name = "roundtrip" if impl == "auto" else impl
+        host = GPU_HELPED[name](chunk_bytes, threads, drawer=fused, via=stream_via)
+        return EngineSet(name, cuda, host)
     return EngineSet("fused", cuda, HostThreadedEngine(chunk_bytes, threads))
