@@ -1,6 +1,6 @@
 """Training algorithms, registered by name (`--algo` choices come from the registry)."""
 
-from lazydp_bench.algorithms import dpsgd, eana, lazydp, sgd  # noqa: F401  (registers them)
+from lazydp_bench.algorithms import dpsgd, eana, lazydp, opacus_peer, sgd  # noqa: F401  (registers them)
 from lazydp_bench.algorithms.base import AlgoContext, Algorithm
 from lazydp_bench.algorithms.registry import ALGORITHMS, get_algorithm, register
 

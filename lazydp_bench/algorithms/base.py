@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import torch
 
-from lazydp_bench.config import LRSchedule
+from lazydp_bench.config import LRSchedule, RunConfig
 from lazydp_bench.data import Batch
 from lazydp_bench.dp.clipping import ClipResult, get_clipping
 from lazydp_bench.dp.noise.registry import EngineSet
@@ -54,6 +54,7 @@ class Algorithm:
     dp_equivalent: ClassVar[bool | None] = True  # None: not private at all
     history_table: ClassVar[bool] = False  # needs a per-row history table (memory estimate)
     graphable: ClassVar[bool] = True  # run_step reads every per-step value from the device
+    own_noise: ClassVar[bool] = False  # draws its noise itself: our engines are not prepared
 
     def __init__(self, ctx: AlgoContext) -> None:
         self.ctx = ctx
@@ -79,6 +80,12 @@ class Algorithm:
             raise BenchError(
                 f"{cls.name!r} implements plain SGD: momentum and weight decay are not supported"
             )
+
+    @classmethod
+    def check_run(cls, config: RunConfig, *, placement: str, clipping: str) -> None:
+        """Refuse a run the algorithm cannot measure, once the placement is chosen and
+        before anything is built (a peer library may not run in every placement); none
+        is refused by default."""
 
     def step_devices(self) -> list[torch.device]:
         """Devices whose kernels read per-step values."""

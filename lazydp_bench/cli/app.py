@@ -248,6 +248,11 @@ def verify(
                 raise BenchError(
                     f"verify checks private algorithms against DP-SGD(F); {name!r} is not private"
                 )
+            if get_algorithm(name).own_noise:
+                raise BenchError(
+                    f"verify's unit-noise checks need our noise engines; {name!r} draws its "
+                    "own (its noise-off equality is in tests/algorithms/test_opacus_peer.py)"
+                )
         if placement not in VERIFY_PLACEMENTS:
             valid = ", ".join(VERIFY_PLACEMENTS)
             raise BenchError(f"--placement must be one of {valid}, got {placement!r}")

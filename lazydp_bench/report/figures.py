@@ -137,6 +137,7 @@ STAGE_COLOR = {
     Stage.OTHER: REST_COLOR,
 }
 MAIN_ALGOS = ("sgd", "dpsgd-f", "lazydp")
+PEERS = ("opacus", "opacus-ghost")  # other libraries' DP-SGD: drawn where run, never noted
 RMC = ("rmc1", "rmc2", "rmc3")
 MISSING_HATCH = "///"
 
@@ -373,7 +374,7 @@ def _present_algos(spec: FigureSpec, fixed: list[Fixed], notes: list[str]) -> li
     """The figure's algorithms with a record in some panel; the others are noted."""
     seen = set().union(*(set(f.rows["algo"].dropna()) for f in fixed)) if fixed else set()
     for algo in spec.algos:
-        if algo not in seen:
+        if algo not in seen and algo not in PEERS:
             notes.append(
                 f"{spec.name}: no {algo} runs at the reference point and commit drawn; left out"
             )
@@ -1033,13 +1034,15 @@ DP_FAMILY = ("dpsgd-b", "dpsgd-r", "dpsgd-f", "dpsgd-bk")
 STEP = "step time (ms)"
 
 
-def _sensitivity(name: str, axis: str, title: str, **ref) -> FigureSpec:
-    """A fig. 13 panel: MAIN_ALGOS' step times at two or more values of `axis`."""
+def _sensitivity(
+    name: str, axis: str, title: str, algos: tuple[str, ...] = MAIN_ALGOS, **ref
+) -> FigureSpec:
+    """A fig. 13 panel: `algos`' step times at two or more values of `axis`."""
     return FigureSpec(
         name,
         title,
         axis,
-        MAIN_ALGOS,
+        algos,
         STEPS,
         STEP,
         reference=reference(**ref),
@@ -1053,7 +1056,7 @@ SPECS: list[FigureSpec] = [
         "fig3",
         "Fig. 3: DP-SGD step time by stage, normalized to SGD",
         "table_bytes",
-        ("sgd", *DP_FAMILY),
+        ("sgd", *DP_FAMILY, *PEERS),
         STAGES,
         "step time normalized to SGD",
         stages=tuple(TOP_STACK),
@@ -1113,7 +1116,7 @@ SPECS: list[FigureSpec] = [
         "GPU energy per step, normalized to SGD",
         normalize=True,
     ),
-    _sensitivity("fig13a", "table_bytes", "Fig. 13(a): table size"),
+    _sensitivity("fig13a", "table_bytes", "Fig. 13(a): table size", (*MAIN_ALGOS, *PEERS)),
     _sensitivity(
         "fig13b",
         "pooling",

@@ -136,6 +136,7 @@ def plan_run(
         for p in PLACEMENTS
     }
     placement = choose_placement(config.placement, needs, limits)
+    algo.check_run(config, placement=placement, clipping=clipping)
     if config.noise_impl in GPU_HELPED and not PLACEMENTS[placement].streams_table_noise:
         raise BenchError(
             f"--noise-impl {config.noise_impl} noises a host table with the GPU; placement "
@@ -283,7 +284,7 @@ def build_session(plan: RunPlan) -> Session:
             clipping=plan.clipping,
         )
     )
-    if plan.algo.private:  # buffers and kernels now, not in a timed call
+    if plan.algo.private and not plan.algo.own_noise:  # buffers, kernels now, not timed
         engines.for_device(placement.table_device).prepare(model.table)
     return Session(plan, placement, model, source, algo, engines, host_work, init_s, huge_pages)
 
@@ -315,7 +316,7 @@ def _measure(plan: RunPlan, progress: Progress, record: dict) -> None:
     record["timing"]["init_s"] = session.init_s
     record["memory"]["table_huge_pages_advised"] = session.table_huge_pages
     record["memory"]["host_huge_pages_bytes"] = huge_page_bytes()
-    if plan.algo.private:
+    if plan.algo.private and not plan.algo.own_noise:
         record["noise"] = noise_section(engines, placement, queue=plan.algo.history_table)
     cuda = torch.device("cuda") if placement.name != "cpu" else None
     timer = StageTimer(placement.timer_mode, cfg.breakdown, device=cuda)

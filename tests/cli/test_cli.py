@@ -135,9 +135,14 @@ def test_verify_cli_passes_on_cpu():
     res = cli("verify", "--algo", "lazydp", "--steps", "6", "--placement", "cpu")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "5/5 checks as expected" in res.stdout
-    for bad, message in (("cuda", "--placement must be cpu, gpu or hybrid"), ("gpu", "needs a")):
-        res = cli("verify", "--algo", "lazydp", "--placement", bad)
+    for algo, bad, message in (
+        ("lazydp", "cuda", "--placement must be one of cpu, gpu, hybrid, hybrid-host"),
+        ("lazydp", "gpu", "needs a"),
+        ("opacus", "cpu", "draws its own"),
+    ):
+        res = cli("verify", "--algo", algo, "--placement", bad)
         assert res.returncode == 2 and message in res.stderr, res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1, res.stderr
 
 
 def test_bench_noise_host_writes_records(tmp_path):
@@ -163,8 +168,9 @@ def test_bench_noise_host_writes_records(tmp_path):
     assert old.returncode == 2 and "--placement must be gpu, cpu or hybrid" in old.stderr
     hybrid = cli("bench", "noise", "--placement", "hybrid", "--out", str(tmp_path / "z"))
     assert hybrid.returncode == 2 and "placement 'hybrid' needs a CUDA GPU" in hybrid.stderr
-    streamed = cli("bench", "noise", "--placement", "cpu", "--impl", "streamed")
-    assert streamed.returncode == 2 and "--placement hybrid" in streamed.stderr
+    for impl in ("streamed", "roundtrip"):
+        helped = cli("bench", "noise", "--placement", "cpu", "--impl", impl)
+        assert helped.returncode == 2 and f"the {impl} engine" in helped.stderr
 
 
 def test_sweep_accepts_every_run_option():

@@ -94,7 +94,7 @@ def test_help_shows_bracketed_defaults():
     want = {
         ("run",): ["Batch size (default: the workload's)", "(default: MemAvailable)"],
         ("sweep",): ["(default: sgd,dpsgd-f,lazydp)", "(default: all cores)"],
-        ("bench", "noise"): ["(default: torch,fused; hybrid: fused,streamed)", "(default: all"],
+        ("bench", "noise"): ["torch,fused; hybrid: fused,streamed,roundtrip)", "(default: all"],
         ("info",): ["Host RAM to plan with (default: MemAvailable)."],
         ("plot",): ["--allow-mixed-commits <bool> Draw records", "--verbose <bool> Also print"],
     }
