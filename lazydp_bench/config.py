@@ -59,6 +59,66 @@ class LRSchedule:
         return self.base / (1.0 + self.decay * steps.astype(np.float64))
 
 
+CATEGORICAL_MODES = ("hash", "vocab")
+DENSE_TRANSFORMS = ("dlrm", "torchrec")
+BAD_LINE_MODES = ("error", "skip")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Training data read from Criteo TSV files instead of drawn (`--data criteo:...`):
+    the files or folders, how ids become rows (`hash` or a frequency `vocab`), how dense
+    ints become features (`dlrm` or `torchrec`), and what a malformed line does."""
+
+    paths: tuple[str, ...]
+    categorical: str = "hash"
+    dense_transform: str = "dlrm"
+    on_bad_line: str = "error"
+
+    def __post_init__(self) -> None:
+        if not self.paths or not all(str(p).strip() for p in self.paths):
+            raise BenchError("--data criteo: needs one or more paths, e.g. criteo:train.txt")
+        for flag, value, valid in (
+            ("--categorical", self.categorical, CATEGORICAL_MODES),
+            ("--dense-transform", self.dense_transform, DENSE_TRANSFORMS),
+            ("--on-bad-line", self.on_bad_line, BAD_LINE_MODES),
+        ):
+            if value not in valid:
+                raise BenchError(f"unknown {flag} {value!r} (valid: {', '.join(valid)})")
+
+    @property
+    def label(self) -> str:
+        return "criteo:" + ",".join(self.paths)
+
+    @classmethod
+    def parse(
+        cls,
+        spec: str | None,
+        *,
+        categorical: str | None = None,
+        dense_transform: str | None = None,
+        on_bad_line: str | None = None,
+    ) -> DataConfig | None:
+        """`--data criteo:PATH[,PATH...]` and its options; None (synthetic data) without
+        `--data`, where the data options are refused rather than ignored."""
+        options = {
+            "categorical": categorical,
+            "dense_transform": dense_transform,
+            "on_bad_line": on_bad_line,
+        }
+        given = {k: v for k, v in options.items() if v is not None}
+        if spec is None:
+            if given:
+                flag = "--" + next(iter(given)).replace("_", "-")
+                raise BenchError(f"{flag} applies to --data criteo:PATH, not to synthetic data")
+            return None
+        kind, sep, rest = spec.partition(":")
+        if kind.strip().lower() != "criteo" or not sep:
+            raise BenchError(f"--data takes criteo:PATH[,PATH...], got {spec!r}")
+        paths = tuple(p.strip() for p in rest.split(",") if p.strip())
+        return cls(paths=paths, **given)
+
+
 MAX_STEPS = 10**6  # warm-up + measured steps of one run: schedules of ~50 MB per device
 DEFAULT_EPSILON = 50.0  # the paper's
 
@@ -130,6 +190,7 @@ class RunConfig:
     host_threads: int | None = None  # None: every core
     host_mem_limit: int | None = None  # None: MemAvailable at start
     max_seconds: float | None = None  # time budget for the measured steps (floor: 3 steps)
+    data: DataConfig | None = None  # None: synthetic batches (`distribution`)
 
     def __post_init__(self) -> None:
         for name in ("iterations", "batch_size", "pooling"):
@@ -179,4 +240,7 @@ class RunConfig:
         fields = dict(data)
         fields["lr"] = LRSchedule(**fields["lr"])
         fields["privacy"] = PrivacyConfig(**fields["privacy"])
+        if fields.get("data") is not None:
+            data = fields["data"]
+            fields["data"] = DataConfig(**{**data, "paths": tuple(data["paths"])})
         return cls(**fields)

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from lazydp_bench.algorithms import get_algorithm
 from lazydp_bench.cli import options as o
+from lazydp_bench.cli.data_cmd import data_app
 from lazydp_bench.cli.edge import err_console, user_errors, warnings_as_lines
 from lazydp_bench.config import RunConfig
 from lazydp_bench.errors import BenchError
@@ -158,8 +159,8 @@ def _plan_all(configs: list[RunConfig]) -> list:
     with err_console.status("planning") as status:
         for config in configs:
             status.update(f"planning {config.algo}: privacy accounting and memory fit")
-            try:
-                plans.append(plan_run(config))
+            try:  # the first plan's pass over --data files serves the others
+                plans.append(plan_run(config, data=plans[0].data if plans else None))
             except BenchError as exc:
                 raise BenchError(f"{config.algo}: {exc}") if len(configs) > 1 else exc from None
     return plans
@@ -544,6 +545,7 @@ def _cell(value, column: str = "") -> str:
 
 bench_app = typer.Typer(help="Micro-benchmarks of single mechanisms.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+app.add_typer(data_app, name="data")
 
 
 @bench_app.command("noise")

@@ -21,7 +21,7 @@ import typer
 
 from lazydp_bench.algorithms import ALGORITHMS
 from lazydp_bench.cli.edge import err_console, user_errors
-from lazydp_bench.config import LRSchedule, PrivacyConfig, RunConfig
+from lazydp_bench.config import DataConfig, LRSchedule, PrivacyConfig, RunConfig
 from lazydp_bench.units import parse_size
 
 Opt = typer.Option
@@ -90,6 +90,35 @@ Dtype = Annotated[str, Opt(help="float32, or float64 for exactness studies.")]
 MaxSeconds = Annotated[
     float | None, Opt(help="Budget for the measured steps (at least 3 steps run).")
 ]
+Data = Annotated[
+    str | None,
+    Opt(
+        help="Train on Criteo TSV files instead of synthetic batches: criteo:PATH[,PATH...] "
+        "(files, plain or gzip, or folders of day_* files or a train.txt); needs a "
+        "Criteo-shaped workload (26 tables, 13 dense), e.g. criteo-kaggle."
+    ),
+]
+Categorical = Annotated[
+    str | None,
+    Opt(
+        help="With --data: ids to rows by hash (id modulo the table's rows; the default) or "
+        "vocab (ids ranked by frequency in a first pass; rare ones fold modulo)."
+    ),
+]
+DenseTransform = Annotated[
+    str | None,
+    Opt(
+        help="With --data: dlrm (log(max(x, 0) + 1); the default) or torchrec "
+        "(log(x - min + 2), min over the data)."
+    ),
+]
+OnBadLine = Annotated[
+    str | None,
+    Opt(
+        help="With --data: error (the default: file and line, before training starts) or "
+        "skip (bad lines are dropped and counted in the record)."
+    ),
+]
 
 
 def out_dir(text: str | Path) -> Path:
@@ -123,6 +152,10 @@ def base_config(
     host_mem_limit: str | None,
     dtype: str,
     max_seconds: float | None,
+    data: str | None = None,
+    categorical: str | None = None,
+    dense_transform: str | None = None,
+    on_bad_line: str | None = None,
 ) -> RunConfig:
     """The RunConfig of every option that is not an axis (axes keep their defaults)."""
     return RunConfig(
@@ -147,6 +180,12 @@ def base_config(
         host_mem_limit=parse_size(host_mem_limit) if host_mem_limit else None,
         dtype=dtype,
         max_seconds=max_seconds,
+        data=DataConfig.parse(
+            data,
+            categorical=categorical,
+            dense_transform=dense_transform,
+            on_bad_line=on_bad_line,
+        ),
     )
 
 
@@ -174,6 +213,10 @@ SHARED: tuple[tuple[str, Any, Any], ...] = (
     ("host_mem_limit", HostMemLimit, None),
     ("dtype", Dtype, "float32"),
     ("max_seconds", MaxSeconds, None),
+    ("data", Data, None),
+    ("categorical", Categorical, None),
+    ("dense_transform", DenseTransform, None),
+    ("on_bad_line", OnBadLine, None),
 )
 
 

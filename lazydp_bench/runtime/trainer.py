@@ -16,7 +16,7 @@ import math
 import os
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -24,6 +24,7 @@ from lazydp_bench.algorithms import AlgoContext, get_algorithm
 from lazydp_bench.algorithms.base import Algorithm
 from lazydp_bench.config import RunConfig
 from lazydp_bench.data import SyntheticBatchSource, parse_distribution
+from lazydp_bench.data.criteo import CriteoBatchSource, CriteoData, plan_data
 from lazydp_bench.data.distributions import Distribution
 from lazydp_bench.dp.clipping import get_clipping
 from lazydp_bench.dp.noise import make_engine
@@ -86,6 +87,7 @@ class RunPlan:
     privacy: PrivacyPlan | None
     threads: int
     graph_blocker: str | None  # why the run cannot replay a captured step; None: it will
+    data: CriteoData | None = None  # files read instead of synthetic batches
 
 
 def resolve_workload(name: str, table_size: str | None, elem_bytes: int = 4) -> Workload:
@@ -103,10 +105,14 @@ def resolve_workload(name: str, table_size: str | None, elem_bytes: int = 4) -> 
 
 
 def plan_run(
-    config: RunConfig, limits: MemoryLimits | None = None, privacy: PrivacyPlan | None = None
+    config: RunConfig,
+    limits: MemoryLimits | None = None,
+    privacy: PrivacyPlan | None = None,
+    data: CriteoData | None = None,
 ) -> RunPlan:
     """Validate a config and decide everything that needs no allocation. A sweep passes the
-    privacy plan it already computed, so workers skip the accountant."""
+    privacy plan it already computed, so workers skip the accountant; `run` passes the
+    first algorithm's pass over the data files to the others."""
     algo = get_algorithm(config.algo)
     clipping = config.clipping or algo.default_clipping
     get_clipping(clipping)
@@ -119,6 +125,7 @@ def plan_run(
     batch = config.batch_size or wl.batch_size
     pooling = config.pooling or wl.pooling
     dist = parse_distribution(config.distribution)
+    dist.check_tables(wl.num_tables)
     limits = limits or machine_limits(config.host_mem_limit)
     elem = DTYPES_BYTES[config.dtype]
     needs = {
@@ -160,6 +167,7 @@ def plan_run(
     )
     if config.cuda_graph == "on" and blocker is not None:
         raise BenchError(f"--cuda-graph on: {blocker}")
+    data = plan_data(config, wl, batch_size=batch, pooling=pooling, reuse=data)
     return RunPlan(
         config=config,
         algo=algo,
@@ -174,6 +182,7 @@ def plan_run(
         privacy=privacy,
         threads=threads,
         graph_blocker=blocker,
+        data=data,
     )
 
 
@@ -226,7 +235,7 @@ class Session:
     plan: RunPlan
     placement: Placement
     model: DLRM
-    source: SyntheticBatchSource
+    source: SyntheticBatchSource | CriteoBatchSource
     algo: Algorithm
     engines: EngineSet
     host_work: HostWork  # the table's host work (a hybrid graph step runs it after replays)
@@ -253,17 +262,7 @@ def build_session(plan: RunPlan) -> Session:
     model = DLRM(
         plan.workload, placement.table_device, placement.mlp_device, dtype, cfg.seed, table
     )
-    source = SyntheticBatchSource(
-        plan.workload.rows,
-        plan.workload.dense_features,
-        batch_size=plan.batch_size,
-        pooling=plan.pooling,
-        distribution=plan.distribution,
-        table_device=placement.table_device,
-        mlp_device=placement.mlp_device,
-        dtype=dtype,
-        seed=cfg.seed,
-    )
+    source = make_batch_source(plan, placement, dtype)
     engines = make_engine(
         cfg.noise_impl, cfg.chunk_bytes, plan.threads, stream_via=placement.noise_via
     )
@@ -287,6 +286,27 @@ def build_session(plan: RunPlan) -> Session:
     if plan.algo.private and not plan.algo.own_noise:  # buffers, kernels now, not timed
         engines.for_device(placement.table_device).prepare(model.table)
     return Session(plan, placement, model, source, algo, engines, host_work, init_s, huge_pages)
+
+
+def make_batch_source(
+    plan: RunPlan, placement: Placement, dtype: torch.dtype
+) -> SyntheticBatchSource | CriteoBatchSource:
+    """The session's batches: the run's data files when it has them, else synthetic draws."""
+    devices = {"table_device": placement.table_device, "mlp_device": placement.mlp_device}
+    if plan.data is not None:
+        return CriteoBatchSource(
+            plan.data, plan.workload.rows, batch_size=plan.batch_size, dtype=dtype, **devices
+        )
+    return SyntheticBatchSource(
+        plan.workload.rows,
+        plan.workload.dense_features,
+        batch_size=plan.batch_size,
+        pooling=plan.pooling,
+        distribution=plan.distribution,
+        dtype=dtype,
+        seed=plan.config.seed,
+        **devices,
+    )
 
 
 def noise_section(engines: EngineSet, placement: Placement, *, queue: bool) -> dict:
@@ -365,6 +385,9 @@ def _measure(plan: RunPlan, progress: Progress, record: dict) -> None:
 
     progress.phase(f"{cfg.algo}: finalize", None)
     flush_ms = algo.finalize()
+    if plan.data is not None:
+        record["data"] = session.source.stats()
+        session.source.close()
     _fill_measurements(record, plan, step_ms, per_step, energy.to_dict(), flush_ms, algo)
 
 
@@ -427,7 +450,8 @@ def _base_record(plan: RunPlan) -> dict:
             "dim": wl.dim,
             "batch_size": plan.batch_size,
             "pooling": plan.pooling,
-            "distribution": plan.distribution.label,
+            "distribution": "criteo" if plan.data else plan.distribution.label,
+            "data": None if cfg.data is None else {"source": "criteo", **asdict(cfg.data)},
             "placement": plan.placement,
             "placement_requested": cfg.placement,
             "iterations": cfg.iterations,

@@ -1,0 +1,747 @@
+"""Criteo TSV files as training batches: a vectorised parser and a streaming batch source.
+
+Format (Kaggle `train.txt`, Criteo 1TB `day_N`, plain or gzip): one example per line,
+`label \\t I1..I13 \\t C1..C26`; the label is 0 or 1, I1..I13 decimal integers (possibly
+negative), C1..C26 hex ids of up to 8 digits (either case); an empty field is missing.
+Kaggle's `test.txt` (39 fields, no label) is refused: training needs labels.
+
+Why not pandas' CSV reader (pyarrow is not a dependency): it has no vectorised hex
+parse, so the 26 categorical columns would go through Python `int(x, 16)` per field, and
+it cannot say which line of which file is malformed. Parsing here works on raw byte blocks
+of whole lines with numpy: separators are located with
+one scan, then each field is read as the little-endian 8-byte word starting at it and
+decoded with SWAR arithmetic on whole columns of words (a byte-class table checks that
+every byte is a digit or hex digit), so no Python code runs per line or per field. A bad
+line (wrong field count, a label other than 0/1, a dense field that is not an integer, a
+categorical that is not hex, a gzip stream that ends early) is a `BenchError` naming the
+file and line, or, with `on_bad_line="skip"`, dropped and counted.
+
+Mapping to the model, as the DLRM reference and TorchRec do: a missing id is id 0 and a
+missing dense value 0. Categoricals become rows of each table by `hash` (id modulo the
+table's row count, DLRM's `--max-ind-range`) or `vocab` (ids ranked by frequency over
+the data in a first pass; ranks at or beyond the table's size fold modulo it). Dense
+values become `log(max(x, 0) + 1)` (`dlrm`) or `log(x - min + 2)` with `min` the smallest
+value of the data (`torchrec`, its `tsv_to_npys` since pytorch/torchrec#2150; TorchRec
+takes the minimum per file and over all 13 columns, here over all files given, so every
+day gets the same shift).
+
+`plan_data` (called by the run's plan) validates the lines a run will read before it
+starts (every line, when a vocabulary or the dense minimum needs a full pass), and
+`CriteoBatchSource` then streams them from a background thread through a bounded queue,
+never holding the file in memory.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import threading
+import time
+import weakref
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lazydp_bench.config import DataConfig, RunConfig
+from lazydp_bench.data.synthetic import Batch
+from lazydp_bench.errors import BenchError
+from lazydp_bench.workloads import Workload
+
+DENSE = 13
+CATS = 26
+FIELDS = 1 + DENSE + CATS
+TEST_FIELDS = FIELDS - 1  # Kaggle test.txt: no label
+BLOCK_BYTES = 8 * 2**20  # decompressed bytes parsed at once (~35k lines)
+MAX_LINE_BYTES = 64 * 2**10  # a longer "line" is not Criteo data
+SOURCE_BLOCK_BYTES = 2 * 2**20  # the batch source's blocks: a first batch sooner
+# The reader's queue holds about two blocks of batches (a Criteo line is ~250 bytes): it
+# is filled before training and refilled from half, one or two blocks at a time.
+QUEUE_LINES = 2 * SOURCE_BLOCK_BYTES // 150
+MAX_QUEUE_BATCHES = 256  # tiny batches: a bound on queued tensors
+_GZIP_MAGIC = b"\x1f\x8b"
+_TAB, _NL = 9, 10
+FIELD_NAMES = ("label", *(f"I{i}" for i in range(1, 14)), *(f"C{i}" for i in range(1, 27)))
+
+
+# ---- files ------------------------------------------------------------------------------
+
+
+def _day_key(path: Path) -> tuple[int, str]:
+    match = re.match(r"day_(\d+)", path.name)
+    return (int(match.group(1)) if match else 1 << 30, path.name)
+
+
+def data_files(paths: Sequence[str | Path]) -> tuple[Path, ...]:
+    """The files of `paths` in reading order: a file as given; a folder as its `day_*`
+    files (day order) or else its `train.txt` (plain or .gz)."""
+    files: list[Path] = []
+    for text in paths:
+        path = Path(text)
+        if path.is_file():
+            files.append(path)
+        elif path.is_dir():
+            days = sorted((p for p in path.glob("day_*") if p.is_file()), key=_day_key)
+            train = [p for p in (path / "train.txt", path / "train.txt.gz") if p.is_file()]
+            if not (days or train):
+                raise BenchError(f"{path} holds no day_* files and no train.txt")
+            files.extend(days or train[:1])
+        else:
+            raise BenchError(f"data file {path} does not exist")
+    return tuple(files)
+
+
+class TruncatedGzip(BenchError):
+    """A gzip stream that ends before its end marker; `line` is the first line not read
+    whole."""
+
+    def __init__(self, path: Path, line: int) -> None:
+        super().__init__(f"{path}:{line}: the gzip stream ends early (truncated file)")
+        self.line = line
+
+
+class _Truncated(Exception):
+    """The gzip stream ended before its end marker."""
+
+
+def _raw_chunks(path: Path, size: int) -> Iterator[bytes]:
+    """The decompressed bytes of `path` (gzip, possibly multi-member, is detected by its
+    magic bytes); a gzip stream that stops early raises `_Truncated` after yielding all it
+    held."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+            f.seek(0)
+            if head != _GZIP_MAGIC:
+                while chunk := f.read(size):
+                    yield chunk
+                return
+            yield from _gunzip(f, size, path)
+    except OSError as exc:
+        raise BenchError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def _gunzip(f, size: int, path: Path) -> Iterator[bytes]:
+    d = zlib.decompressobj(31)
+    started = False
+    while raw := f.read(size // 4):
+        while raw:
+            if d.eof:  # the next member of a multi-member file
+                if not raw.strip(b"\0"):
+                    break
+                d, started = zlib.decompressobj(31), False
+            try:
+                out = d.decompress(raw, size)
+            except zlib.error as exc:
+                raise BenchError(f"{path}: not a valid gzip stream ({exc})") from None
+            started = True
+            raw = d.unconsumed_tail or (d.unused_data if d.eof else b"")
+            if out:
+                yield out
+    if started and not d.eof:
+        raise _Truncated
+
+
+def read_blocks(path: Path, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[np.ndarray, int]]:
+    """(bytes of whole lines as uint8, number of their first line) through `path`; a last
+    line without its newline gets one. A truncated gzip raises `TruncatedGzip` after the
+    complete lines before it."""
+    line, rest = 1, b""
+    try:
+        for chunk in _raw_chunks(path, block_bytes):
+            data = rest + chunk if rest else chunk
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:
+                if len(data) > MAX_LINE_BYTES:
+                    raise BenchError(f"{path}:{line}: a line longer than {MAX_LINE_BYTES} bytes")
+                rest = data
+                continue
+            block = np.frombuffer(data, dtype=np.uint8, count=cut)
+            rest = data[cut:]
+            yield block, line
+            line += int(np.count_nonzero(block == _NL))
+    except _Truncated:
+        raise TruncatedGzip(path, line) from None
+    if rest:
+        yield np.frombuffer(rest + b"\n", dtype=np.uint8), line
+
+
+# ---- parsing ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Parsed:
+    """The good lines of one block, and where the bad ones are."""
+
+    labels: np.ndarray  # (m,) uint8
+    dense: np.ndarray  # (m, 13) int64, missing = 0
+    ids: np.ndarray  # (m, 26) int64, missing = 0
+    lines: int  # lines in the block, good and bad
+    bad_lines: np.ndarray  # (k,) line numbers of the bad lines
+    first_fields: int  # how many fields the block's first line has
+    first_bad: str | None  # why the first bad line is bad
+
+
+# Byte classes (bit 0: a decimal digit, bit 1: a hex digit); a field is valid when every
+# byte of it has its class bit, checked 8 bytes at a time.
+_CLASS = np.zeros(256, dtype=np.uint8)
+_CLASS[list(b"0123456789")] = 3
+_CLASS[list(b"abcdefABCDEF")] = 2
+_DIGIT_BITS = np.uint64(0x0101010101010101)
+_HEX_BITS = np.uint64(0x0202020202020202)
+_LOW = np.uint64(0x0F0F0F0F0F0F0F0F)
+_M16 = np.uint64(0x00FF00FF00FF00FF)
+_M32 = np.uint64(0x0000FFFF0000FFFF)
+# by byte count n (0..8): the word's first n bytes, and the shift moving them to its top
+_FIRST = np.array([(1 << (8 * n)) - 1 for n in range(9)], dtype=np.uint64)
+_TO_TOP = np.array([0 if n == 0 else 8 * (8 - n) for n in range(9)], dtype=np.uint64)
+_U = [np.uint64(k) for k in range(65)]
+
+
+class _Words:
+    """A block as overlapping little-endian 8-byte words, one starting at every byte, of
+    its bytes and of its bytes' classes (padded, so a word may start at any byte)."""
+
+    def __init__(self, block: np.ndarray) -> None:
+        pad = np.zeros(16, dtype=np.uint8)
+        self._bytes = np.concatenate((block, pad))
+        self._classes = np.concatenate((_CLASS[block], pad))
+        shape, strides = (len(block) + 8,), (1,)
+        self.bytes = np.ndarray(shape, "<u8", buffer=self._bytes, strides=strides)
+        self.classes = np.ndarray(shape, "<u8", buffer=self._classes, strides=strides)
+
+    def lacks(self, begins: np.ndarray, n: np.ndarray, bits: np.uint64) -> np.ndarray:
+        """Whether any of the n (<= 8) bytes from each begin lacks the class `bits`."""
+        return (~self.classes[begins] & _FIRST[n] & bits) != 0
+
+
+def _first_to_top(words: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Each word's first n bytes moved to its top (the most significant end of a number
+    written first), zeros below."""
+    return (words & _FIRST[n]) << _TO_TOP[n]
+
+
+def _eight_digits(words: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """The decimal value of each word's first n (<= 8) digit bytes (SWAR: digit pairs,
+    then pairs of pairs, then halves, one multiply each)."""
+    v = _first_to_top(words & _LOW, n)
+    v = (v * np.uint64(2561)) >> _U[8]  # 10 * first + second, in every 16-bit lane
+    v = ((v & _M16) * np.uint64(6553601)) >> _U[16]  # 100 * first + second pair
+    v = ((v & _M32) * np.uint64(42949672960001)) >> _U[32]  # 10^4 * first + second half
+    return v.astype(np.int64)
+
+
+def _parse_ints(words: _Words, begins, lengths) -> tuple[np.ndarray, np.ndarray]:
+    """Decimal ints of the fields (empty: 0), and which are not ints of at most 16 digits."""
+    neg = (lengths > 0) & ((words.bytes[begins] & np.uint64(0xFF)) == ord("-"))
+    start = begins + neg
+    n = lengths - neg
+    low_n, high_n = np.minimum(n, 8), np.clip(n - 8, 0, 8)
+    low_at = start + high_n
+    bad = ((lengths > 0) & ((n == 0) | (n > 16))) | words.lacks(low_at, low_n, _DIGIT_BITS)
+    value = _eight_digits(words.bytes[low_at], low_n)
+    if (n > 8).any():  # rare: the leading digits of a long value
+        bad |= words.lacks(start, high_n, _DIGIT_BITS)
+        value += _eight_digits(words.bytes[start], high_n) * 10**8
+    return np.where(neg, -value, value), bad
+
+
+def _parse_hex(words: _Words, begins, lengths) -> tuple[np.ndarray, np.ndarray]:
+    """Hex ids of up to 8 digits (empty: 0), and which are not. A byte's nibble is its
+    low 4 bits, plus 9 for a letter (bit 6 set); nibbles then merge in pairs (SWAR)."""
+    n = np.minimum(lengths, 8)
+    bad = (lengths > 8) | words.lacks(begins, n, _HEX_BITS)
+    w = words.bytes[begins]
+    nib = _first_to_top((w & _LOW) + ((w >> _U[6]) & _DIGIT_BITS) * _U[9], n)
+    v = ((nib & _M16) << _U[4]) | ((nib >> _U[8]) & _M16)  # the id's bytes
+    v = ((v & _M32) << _U[8]) | ((v >> _U[16]) & _M32)  # its 16-bit halves
+    v = ((v & np.uint64(0xFFFFFFFF)) << _U[16]) | (v >> _U[32])
+    return v.astype(np.int64), bad
+
+
+def parse_block(block: np.ndarray, first_line: int) -> Parsed:
+    """Parse a block of whole lines (each ending in a newline)."""
+    seps = np.flatnonzero((block == _TAB) | (block == _NL))
+    at = np.flatnonzero(block[seps] == _NL)  # each line's newline among the separators
+    newlines = seps[at]
+    fields = np.diff(at, prepend=-1)
+    ok = fields == FIELDS
+    ends = seps[at[ok, None] - FIELDS + 1 + np.arange(FIELDS)]
+    starts = np.concatenate(([0], newlines[:-1] + 1))[ok]
+    begins = np.concatenate((starts[:, None], ends[:, :-1] + 1), axis=1)
+    lengths = ends - begins
+    words = _Words(block)
+    label_byte = block[begins[:, 0]]
+    label_bad = (lengths[:, 0] != 1) | ((label_byte != ord("0")) & (label_byte != ord("1")))
+    dense, dense_bad = _parse_ints(words, begins[:, 1 : 1 + DENSE], lengths[:, 1 : 1 + DENSE])
+    ids, ids_bad = _parse_hex(words, begins[:, 1 + DENSE :], lengths[:, 1 + DENSE :])
+    field_bad = np.concatenate((label_bad[:, None], dense_bad, ids_bad), axis=1)
+    good_of_ok = ~field_bad.any(axis=1)
+    good = ok.copy()
+    good[ok] = good_of_ok
+    numbers = first_line + np.arange(len(newlines))
+    first_bad = None
+    if not good.all():
+        first_bad = _why(block, numbers, fields, ok, good, begins, lengths, field_bad)
+    return Parsed(
+        labels=(label_byte[good_of_ok] - ord("0")).astype(np.uint8),
+        dense=dense[good_of_ok],
+        ids=ids[good_of_ok],
+        lines=len(newlines),
+        bad_lines=numbers[~good],
+        first_fields=int(fields[0]) if len(fields) else FIELDS,
+        first_bad=first_bad,
+    )
+
+
+def _why(block, numbers, fields, ok, good, begins, lengths, field_bad) -> str:
+    """'line N: reason' for the block's first bad line (Python work for one line)."""
+    i = int(np.flatnonzero(~good)[0])
+    if not ok[i]:
+        return f"{numbers[i]}: {fields[i]} fields, expected {FIELDS} (label, I1-I13, C1-C26)"
+    row = int(np.count_nonzero(ok[:i]))
+    col = int(np.argmax(field_bad[row]))
+    start, size = int(begins[row, col]), int(lengths[row, col])
+    text = bytes(block[start : start + min(size, 24)]).decode("latin-1")
+    text += "..." if size > 24 else ""
+    kind = (
+        "is not 0 or 1"
+        if col == 0
+        else "is not an integer"
+        if col <= DENSE
+        else "is not a hex id of up to 8 digits"
+    )
+    return f"{numbers[i]}: {FIELD_NAMES[col]} {text!r} {kind}"
+
+
+# ---- reading files as chunks of good lines ---------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Chunk:
+    labels: np.ndarray
+    dense: np.ndarray
+    ids: np.ndarray
+    lines: int  # lines read, good and bad
+    skipped: int  # bad lines among them
+
+
+def iter_chunks(
+    files: Sequence[Path], on_bad_line: str, block_bytes: int = BLOCK_BYTES
+) -> Iterator[Chunk]:
+    """Each block of each file parsed; bad lines raise (`error`) or are dropped and
+    counted (`skip`); a file in the test.txt layout is refused either way."""
+    for path in files:
+        try:
+            for block, first in read_blocks(path, block_bytes):
+                parsed = parse_block(block, first)
+                if first == 1 and parsed.first_fields == TEST_FIELDS:
+                    raise BenchError(
+                        f"{path} has {TEST_FIELDS} fields per line, the layout of Kaggle's "
+                        "test.txt (no label): training needs labelled lines (label, I1-I13, "
+                        "C1-C26)"
+                    )
+                if parsed.first_bad is not None and on_bad_line == "error":
+                    raise BenchError(
+                        f"{path}:{parsed.first_bad} (--on-bad-line skip skips bad lines)"
+                    )
+                skipped = len(parsed.bad_lines)
+                yield Chunk(parsed.labels, parsed.dense, parsed.ids, parsed.lines, skipped)
+        except TruncatedGzip:
+            if on_bad_line == "error":
+                raise
+            empty = np.zeros((0, DENSE), dtype=np.int64)
+            yield Chunk(np.zeros(0, np.uint8), empty, np.zeros((0, CATS), np.int64), 1, 1)
+
+
+# ---- first pass: validation, vocabulary, dense minimum ---------------------------------
+
+
+class _VocabCounter:
+    """Per-table id counts over chunks, merged every few chunks to bound memory."""
+
+    def __init__(self) -> None:
+        self._parts: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(CATS)]
+
+    def add(self, ids: np.ndarray) -> None:
+        for t in range(CATS):
+            self._parts[t].append(np.unique(ids[:, t], return_counts=True))
+            if len(self._parts[t]) >= 16:
+                self._parts[t] = [self._merge(t)]
+
+    def _merge(self, t: int) -> tuple[np.ndarray, np.ndarray]:
+        keys = np.concatenate([k for k, _ in self._parts[t]])
+        counts = np.concatenate([c for _, c in self._parts[t]])
+        uniq, inverse = np.unique(keys, return_inverse=True)
+        return uniq, np.bincount(inverse, weights=counts).astype(np.int64)
+
+    def vocab(self) -> Vocab:
+        keys, ranks = [], []
+        for t in range(CATS):
+            uniq, counts = self._merge(t) if self._parts[t] else (np.zeros(0, np.int64),) * 2
+            order = np.lexsort((uniq, -counts))  # most frequent first, ties by id
+            rank = np.empty(len(uniq), dtype=np.int64)
+            rank[order] = np.arange(len(uniq))
+            keys.append(uniq)
+            ranks.append(rank)
+        return Vocab(tuple(keys), tuple(ranks))
+
+
+@dataclass(frozen=True, eq=False)
+class Vocab:
+    """Per table: the ids seen (sorted) and each one's frequency rank (0 = most frequent)."""
+
+    keys: tuple[np.ndarray, ...]
+    ranks: tuple[np.ndarray, ...]
+
+    def rank(self, t: int, ids: np.ndarray) -> np.ndarray:
+        """Ranks of `ids` in table t; an id never seen ranks after every seen one."""
+        keys = self.keys[t]
+        if len(keys) == 0:
+            return np.zeros(len(ids), dtype=np.int64)
+        at = np.minimum(np.searchsorted(keys, ids), len(keys) - 1)
+        return np.where(keys[at] == ids, self.ranks[t][at], len(keys) + ids)
+
+
+@dataclass(frozen=True, eq=False)
+class CriteoData:
+    """The files of a run and what the first pass over them established."""
+
+    config: DataConfig
+    files: tuple[Path, ...]
+    lines_scanned: int  # lines the pass read, good and bad
+    good_lines: int
+    bad_lines: int
+    complete: bool  # the pass read every file to its end
+    dense_min: int  # smallest dense value (missing = 0) of the lines read
+    vocab: Vocab | None
+
+    def describe(self) -> dict:
+        """The pass's facts for a record."""
+        return {
+            "files": [str(p) for p in self.files],
+            "scan_lines": self.lines_scanned,
+            "scan_bad_lines": self.bad_lines,
+            "scan_complete": self.complete,
+            "dense_min": self.dense_min if self.config.dense_transform == "torchrec" else None,
+        }
+
+
+def scan(
+    config: DataConfig,
+    *,
+    need_lines: int | None,
+    progress: Callable[[int], None] | None = None,
+) -> CriteoData:
+    """Read the data until `need_lines` good lines (None: to the end), validating every
+    line read; build the vocabulary (`vocab`) and the dense minimum on the way."""
+    files = data_files(config.paths)
+    counter = _VocabCounter() if config.categorical == "vocab" else None
+    lines = good = bad = 0
+    low = 0
+    complete = True
+    for chunk in iter_chunks(files, config.on_bad_line):
+        lines, good, bad = lines + chunk.lines, good + len(chunk.labels), bad + chunk.skipped
+        if len(chunk.labels):
+            low = min(low, int(chunk.dense.min()))
+        if counter is not None:
+            counter.add(chunk.ids)
+        if progress is not None:
+            progress(lines)
+        if need_lines is not None and good >= need_lines:
+            complete = False
+            break
+    return CriteoData(
+        config=config,
+        files=files,
+        lines_scanned=lines,
+        good_lines=good,
+        bad_lines=bad,
+        complete=complete,
+        dense_min=low,
+        vocab=counter.vocab() if counter is not None else None,
+    )
+
+
+def _check_shape(config: RunConfig, workload: Workload, pooling: int) -> None:
+    """Criteo lines feed a model of 26 one-hot tables and 13 dense features."""
+    if (workload.num_tables, workload.dense_features) != (CATS, DENSE):
+        raise BenchError(
+            "--data criteo needs a Criteo-shaped workload (26 tables, 13 dense features, "
+            f"e.g. criteo-kaggle); {workload.name!r} has {workload.num_tables} tables and "
+            f"{workload.dense_features} dense features"
+        )
+    if pooling != 1:
+        raise BenchError(
+            f"--data criteo has one id per table per example: --pooling 1, not {pooling}"
+        )
+    if config.distribution != "uniform":
+        raise BenchError("--distribution draws synthetic rows; --data reads them: give one")
+
+
+def plan_data(
+    config: RunConfig,
+    workload: Workload,
+    *,
+    batch_size: int,
+    pooling: int,
+    reuse: CriteoData | None = None,
+) -> CriteoData | None:
+    """The first pass over a run's data files (None for synthetic data). It validates
+    every line the run reads (its batches and the one batch of look-ahead; all lines when
+    the vocabulary or the dense minimum needs them), so a bad line stops the run before it
+    starts. `reuse`, a pass over the same files that covers this run, is kept."""
+    if config.data is None:
+        return None
+    _check_shape(config, workload, pooling)
+    cfg = config.data
+    full = cfg.categorical == "vocab" or cfg.dense_transform == "torchrec"
+    need = None if full else (config.total_steps + 1) * batch_size
+    covers = reuse is not None and reuse.config == cfg
+    if covers and (reuse.complete or (need is not None and reuse.good_lines >= need)):
+        data = reuse
+    else:
+        data = scan(cfg, need_lines=need)
+    if data.good_lines < batch_size:
+        raise BenchError(
+            f"{', '.join(map(str, data.files))}: {data.good_lines} usable line(s), fewer than "
+            f"one batch of {batch_size}"
+        )
+    return data
+
+
+# ---- features: dense transform and row mapping ------------------------------------------
+
+
+def transform_dense(raw: np.ndarray, mode: str, dense_min: int) -> np.ndarray:
+    """float32 dense features from raw ints (missing already 0)."""
+    x = raw.astype(np.float64)
+    if mode == "dlrm":
+        return np.log1p(np.maximum(x, 0.0)).astype(np.float32)
+    return np.log(x - dense_min + 2.0).astype(np.float32)
+
+
+def map_rows(
+    ids: np.ndarray, table_rows: np.ndarray, offsets: np.ndarray, vocab: Vocab | None
+) -> np.ndarray:
+    """Global rows of the fused table: each table's offset plus the id's local row."""
+    if vocab is None:
+        local = ids % table_rows
+    else:
+        local = np.stack([vocab.rank(t, ids[:, t]) for t in range(CATS)], axis=1) % table_rows
+    return local + offsets
+
+
+# ---- the batch source --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class _HostBatch:
+    dense: torch.Tensor  # (B, 13) float32
+    labels: torch.Tensor  # (B,) float32
+    rows: torch.Tensor  # (B, 26) int64
+    skipped: int  # bad lines skipped since the previous batch
+    passes: int  # completed passes over the data before this batch's last line
+
+
+@dataclass(frozen=True, eq=False)
+class _Failure:
+    error: BaseException
+
+
+@dataclass
+class ReaderStats:
+    """What the background reader did (it keeps one queue of batches ahead)."""
+
+    lines: int = 0
+    busy_s: float = 0.0
+    batches: int = 0
+
+
+class _Producer:
+    """Runs in the reader thread: chunks -> transformed, mapped batches on the queue.
+
+    It fills the queue, then rests until the trainer has taken half of it (`refill`), so
+    its parsing comes in a few bursts instead of competing with every step."""
+
+    def __init__(self, data: CriteoData, table_rows, batch_size: int, pin: bool) -> None:
+        rows = np.asarray(table_rows, dtype=np.int64)
+        self.data, self.batch_size, self.pin = data, batch_size, pin
+        self.rows, self.offsets = rows, np.cumsum(rows) - rows
+        size = min(MAX_QUEUE_BATCHES, max(4, -(-QUEUE_LINES // batch_size)))
+        self.out: queue.Queue = queue.Queue(maxsize=size)
+        self.low = size // 2  # the trainer wakes the reader when the queue is this short
+        self.stop = threading.Event()
+        self.refill = threading.Event()
+        self.full = threading.Event()  # the queue filled up once (the source's prefill)
+        self.resting = False
+        self.stats = ReaderStats()
+
+    def run(self) -> None:
+        try:
+            self._produce()
+        except BaseException as exc:  # handed to the consumer, raised where it reads
+            self._put(_Failure(exc))
+
+    def _put(self, item) -> bool:
+        """Queue `item`; once the queue is full, rest until the trainer has taken it down
+        to `low` (False: stopped)."""
+        while not self.stop.is_set():
+            if self.resting and self.out.qsize() > self.low:
+                self.refill.wait(timeout=0.1)
+                continue
+            self.resting = False
+            try:
+                self.out.put_nowait(item)
+                return True
+            except queue.Full:
+                self.resting = True
+                self.refill.clear()
+                self.full.set()
+        return False
+
+    def _features(self, chunk: Chunk) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        cfg = self.data.config
+        dense = transform_dense(chunk.dense, cfg.dense_transform, self.data.dense_min)
+        rows = map_rows(chunk.ids, self.rows, self.offsets, self.data.vocab)
+        return dense, chunk.labels.astype(np.float32), rows
+
+    def _timed_chunks(self) -> Iterator[Chunk]:
+        """One pass's chunks, the reader's busy time (parse included) counted."""
+        chunks = iter_chunks(self.data.files, self.data.config.on_bad_line, SOURCE_BLOCK_BYTES)
+        while True:
+            t0 = time.perf_counter()
+            chunk = next(chunks, None)
+            self.stats.busy_s += time.perf_counter() - t0
+            if chunk is None:
+                return
+            yield chunk
+
+    def _produce(self) -> None:
+        b = self.batch_size
+        pending: list[np.ndarray] | None = None
+        skipped = passes = 0
+        while not self.stop.is_set():
+            produced = False
+            for chunk in self._timed_chunks():
+                t0 = time.perf_counter()
+                skipped += chunk.skipped
+                parts = self._features(chunk)
+                if pending is not None:
+                    parts = tuple(np.concatenate(p) for p in zip(pending, parts, strict=True))
+                whole = len(parts[0]) // b * b
+                batches = [
+                    self._host_batch(parts, i, skipped if i == 0 else 0, passes)
+                    for i in range(0, whole, b)
+                ]
+                if batches:
+                    skipped = 0
+                pending = [p[whole:] for p in parts]
+                self.stats.lines += chunk.lines
+                self.stats.busy_s += time.perf_counter() - t0
+                produced |= bool(batches)
+                for batch in batches:
+                    if not self._put(batch):
+                        return
+            if not produced:
+                raise BenchError("the data holds fewer usable lines than one batch")
+            passes += 1
+
+    def _host_batch(self, parts, start: int, skipped: int, passes: int) -> _HostBatch:
+        dense, labels, rows = (
+            torch.from_numpy(np.ascontiguousarray(p[start : start + self.batch_size]))
+            for p in parts
+        )
+        if self.pin:
+            dense, labels, rows = dense.pin_memory(), labels.pin_memory(), rows.pin_memory()
+        self.stats.batches += 1
+        return _HostBatch(dense, labels, rows, skipped, passes)
+
+
+@dataclass
+class _Counts:
+    lines: int = 0
+    skipped: int = 0
+    passes: int = 0
+    wait_s: float = 0.0
+    prefill_s: float = 0.0
+
+
+class CriteoBatchSource:
+    """Batches of Criteo lines in file order, with one batch of look-ahead (`peek`) like
+    `SyntheticBatchSource`. A background thread parses ahead into a bounded queue; the
+    data wraps around to its first line when a run needs more than it holds."""
+
+    def __init__(
+        self,
+        data: CriteoData,
+        table_rows: tuple[int, ...],
+        *,
+        batch_size: int,
+        table_device: torch.device,
+        mlp_device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        pin = torch.cuda.is_available() and "cuda" in (table_device.type, mlp_device.type)
+        self._producer = _Producer(data, table_rows, batch_size, pin)
+        self._table_device, self._mlp_device, self._dtype = table_device, mlp_device, dtype
+        self._counts = _Counts()
+        thread = threading.Thread(target=self._producer.run, name="criteo-reader", daemon=True)
+        thread.start()
+        self._thread = thread
+        weakref.finalize(self, self._producer.stop.set)
+        t0 = time.perf_counter()
+        while not self._producer.full.wait(timeout=0.05) and thread.is_alive():
+            pass  # the queue fills before training starts (a failure ends the thread)
+        self._next = self._take()
+        self._counts.prefill_s, self._counts.wait_s = time.perf_counter() - t0, 0.0
+
+    def _take(self) -> Batch:
+        t0 = time.perf_counter()
+        item = self._producer.out.get()
+        self._counts.wait_s += time.perf_counter() - t0
+        if self._producer.out.qsize() <= self._producer.low:
+            self._producer.refill.set()
+        if isinstance(item, _Failure):
+            raise item.error
+        self._counts.skipped += item.skipped
+        self._counts.passes = item.passes
+        self._counts.lines += len(item.labels) + item.skipped
+        return Batch(
+            dense=item.dense.to(self._mlp_device, self._dtype, non_blocking=True),
+            labels=item.labels.to(self._mlp_device, self._dtype, non_blocking=True),
+            rows=item.rows.to(self._table_device, non_blocking=True).unsqueeze(-1),
+        )
+
+    def peek(self) -> Batch:
+        """The batch the next `advance()` will return (LazyDP's input queue)."""
+        return self._next
+
+    def advance(self) -> Batch:
+        """Return the next batch and take the one after it from the reader."""
+        current, self._next = self._next, self._take()
+        return current
+
+    def close(self) -> None:
+        """Stop the reader thread and wait for it (it also stops when the source is
+        collected)."""
+        self._producer.stop.set()
+        self._thread.join(timeout=10)
+
+    def stats(self) -> dict:
+        """The record's `data` section: lines taken (the look-ahead batch included), bad
+        lines skipped among them, passes over the data, the reader's parse rate, the time
+        the trainer waited for it in steps, and the queue's first fill (before steps)."""
+        reader = self._producer.stats
+        return {
+            **self._producer.data.describe(),
+            "lines_used": self._counts.lines,
+            "skipped_lines": self._counts.skipped,
+            "passes": self._counts.passes,
+            "reader_lines_per_s": reader.lines / reader.busy_s if reader.busy_s > 0 else None,
+            "reader_wait_s": self._counts.wait_s,
+            "reader_prefill_s": self._counts.prefill_s,
+        }
