@@ -119,6 +119,35 @@ class DataConfig:
         return cls(paths=paths, **given)
 
 
+@dataclass(frozen=True)
+class SparsityConfig:
+    """DP-FEST and DP-AdaFEST's knobs (Ghazi et al., "Sparsity-Preserving Differentially
+    Private Training of Large Embedding Models", NeurIPS 2023, arXiv 2311.08357).
+
+    `tau`: AdaFEST's selection threshold on a row's noisy contribution count (each
+    example's counts normalised to sum `c1`); -inf selects every row. `c1`: that L1 bound.
+    `selection_fraction`: the share f of the privacy budget spent on selection, TF
+    Privacy's `sparse_selection_privacy_budget_fraction` (see `dp/selection.py`).
+    `fest_fraction`: DP-FEST keeps this fraction of each table's rows, most frequent first.
+    """
+
+    tau: float = 1.0
+    c1: float = 1.0
+    selection_fraction: float = 0.5
+    fest_fraction: float = 0.01
+
+    def __post_init__(self) -> None:
+        if math.isnan(self.tau) or self.tau == math.inf:
+            raise BenchError(f"--tau must be a number below inf (-inf selects all), got {self.tau}")
+        _check("--c1", self.c1, low=0.0)
+        if not 0 < self.selection_fraction < 1:
+            raise BenchError(
+                f"--selection-fraction must be in (0, 1), got {self.selection_fraction}"
+            )
+        if not (math.isfinite(self.fest_fraction) and 0 < self.fest_fraction <= 1):
+            raise BenchError(f"--fest-fraction must be in (0, 1], got {self.fest_fraction}")
+
+
 MAX_STEPS = 10**6  # warm-up + measured steps of one run: schedules of ~50 MB per device
 DEFAULT_EPSILON = 50.0  # the paper's
 
@@ -191,6 +220,7 @@ class RunConfig:
     host_mem_limit: int | None = None  # None: MemAvailable at start
     max_seconds: float | None = None  # time budget for the measured steps (floor: 3 steps)
     data: DataConfig | None = None  # None: synthetic batches (`distribution`)
+    sparsity: SparsityConfig = field(default_factory=SparsityConfig)  # dp-fest, dp-adafest
 
     def __post_init__(self) -> None:
         for name in ("iterations", "batch_size", "pooling"):
@@ -240,6 +270,7 @@ class RunConfig:
         fields = dict(data)
         fields["lr"] = LRSchedule(**fields["lr"])
         fields["privacy"] = PrivacyConfig(**fields["privacy"])
+        fields["sparsity"] = SparsityConfig(**fields.get("sparsity") or {})
         if fields.get("data") is not None:
             data = fields["data"]
             fields["data"] = DataConfig(**{**data, "paths": tuple(data["paths"])})

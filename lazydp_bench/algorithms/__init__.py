@@ -5,3 +5,6 @@ from lazydp_bench.algorithms.base import AlgoContext, Algorithm
 from lazydp_bench.algorithms.registry import ALGORITHMS, get_algorithm, register
 
 __all__ = ["ALGORITHMS", "AlgoContext", "Algorithm", "get_algorithm", "register"]
+
+# registered after the paper's algorithms, so --algo and error messages list those first
+from lazydp_bench.algorithms import adafest  # noqa: F401

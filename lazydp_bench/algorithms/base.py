@@ -13,8 +13,9 @@ from typing import ClassVar
 
 import torch
 
-from lazydp_bench.config import LRSchedule, RunConfig
+from lazydp_bench.config import LRSchedule, RunConfig, SparsityConfig
 from lazydp_bench.data import Batch
+from lazydp_bench.data.distributions import Distribution
 from lazydp_bench.dp.clipping import ClipResult, get_clipping
 from lazydp_bench.dp.noise.registry import EngineSet
 from lazydp_bench.errors import BenchError
@@ -40,6 +41,8 @@ class AlgoContext:
     total_steps: int
     placement: Placement
     clipping: str | None = None  # override of the algorithm's default mode
+    sparsity: SparsityConfig | None = None  # dp-fest / dp-adafest parameters (None: defaults)
+    distribution: Distribution | None = None  # the synthetic source's (dp-fest's public ranks)
 
 
 class Algorithm:
@@ -52,6 +55,8 @@ class Algorithm:
     default_clipping: ClassVar[str]
     private: ClassVar[bool] = True
     dp_equivalent: ClassVar[bool | None] = True  # None: not private at all
+    # not DP-SGD-equivalent, yet its mechanisms compose to DP-SGD's at sigma: epsilon holds
+    sigma_accounted: ClassVar[bool] = False
     history_table: ClassVar[bool] = False  # needs a per-row history table (memory estimate)
     graphable: ClassVar[bool] = True  # run_step reads every per-step value from the device
     own_noise: ClassVar[bool] = False  # draws its noise itself: our engines are not prepared

@@ -21,7 +21,7 @@ import typer
 
 from lazydp_bench.algorithms import ALGORITHMS
 from lazydp_bench.cli.edge import err_console, user_errors
-from lazydp_bench.config import DataConfig, LRSchedule, PrivacyConfig, RunConfig
+from lazydp_bench.config import DataConfig, LRSchedule, PrivacyConfig, RunConfig, SparsityConfig
 from lazydp_bench.units import parse_size
 
 Opt = typer.Option
@@ -119,6 +119,18 @@ OnBadLine = Annotated[
         "skip (bad lines are dropped and counted in the record)."
     ),
 ]
+Tau = Annotated[
+    float,
+    Opt(help="dp-adafest: select a row when its noisy contribution count is >= tau (-inf: all)."),
+]
+C1 = Annotated[float, Opt(help="dp-adafest: each example's row counts are normalised to sum C1.")]
+SelectionFraction = Annotated[
+    float,
+    Opt(help="dp-adafest: share f of the budget for selection (TF Privacy's split of sigma)."),
+]
+FestFraction = Annotated[
+    float, Opt(help="dp-fest, dp-adafest-plus: fraction of each table's rows kept (top-k).")
+]
 
 
 def out_dir(text: str | Path) -> Path:
@@ -156,6 +168,10 @@ def base_config(
     categorical: str | None = None,
     dense_transform: str | None = None,
     on_bad_line: str | None = None,
+    tau: float = 1.0,
+    c1: float = 1.0,
+    selection_fraction: float = 0.5,
+    fest_fraction: float = 0.01,
 ) -> RunConfig:
     """The RunConfig of every option that is not an axis (axes keep their defaults)."""
     return RunConfig(
@@ -186,6 +202,7 @@ def base_config(
             dense_transform=dense_transform,
             on_bad_line=on_bad_line,
         ),
+        sparsity=SparsityConfig(tau, c1, selection_fraction, fest_fraction),
     )
 
 
@@ -217,6 +234,10 @@ SHARED: tuple[tuple[str, Any, Any], ...] = (
     ("categorical", Categorical, None),
     ("dense_transform", DenseTransform, None),
     ("on_bad_line", OnBadLine, None),
+    ("tau", Tau, 1.0),
+    ("c1", C1, 1.0),
+    ("selection_fraction", SelectionFraction, 0.5),
+    ("fest_fraction", FestFraction, 0.01),
 )
 
 

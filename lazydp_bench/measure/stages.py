@@ -21,6 +21,7 @@ class Stage(StrEnum):
     PARAM_UPDATE = "param_update"
     LAZYDP_OVERHEAD = "lazydp_overhead"
     NOISY_UPDATE_FUSED = "noisy_update_fused"
+    SELECTION = "selection"  # DP-FEST / DP-AdaFEST's row selection (not a paper stage)
     OTHER = "other"
 
 
@@ -36,6 +37,7 @@ LABELS: dict[Stage, str] = {
     Stage.PARAM_UPDATE: "Model parameter update",
     Stage.LAZYDP_OVERHEAD: "LazyDP overhead",
     Stage.NOISY_UPDATE_FUSED: "Noisy update (fused)",
+    Stage.SELECTION: "Row selection",
     Stage.OTHER: "Other",
 }
 
@@ -46,6 +48,7 @@ _UPDATE_CHILDREN = (
     Stage.PARAM_UPDATE,
     Stage.LAZYDP_OVERHEAD,
     Stage.NOISY_UPDATE_FUSED,
+    Stage.SELECTION,
 )
 PARENT: dict[Stage, Stage | None] = {
     s: (Stage.MODEL_UPDATE if s in _UPDATE_CHILDREN else None) for s in Stage

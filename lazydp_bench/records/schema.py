@@ -81,6 +81,7 @@ class RunRecord(Record):
     sweep: dict | None = None  # a sweep point's key and timeout
     traceback: str | None = None  # where an `error` run failed
     data: dict | None = None  # a run on data files: lines read and skipped, reader speed
+    sparsity: dict | None = None  # dp-fest / dp-adafest: rows selected, gradient size
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -134,6 +134,7 @@ STAGE_COLOR = {
     Stage.PARAM_UPDATE: PALETTE[3],
     Stage.LAZYDP_OVERHEAD: PALETTE[4],
     Stage.NOISY_UPDATE_FUSED: PALETTE[5],
+    Stage.SELECTION: PALETTE[6],
     Stage.OTHER: REST_COLOR,
 }
 MAIN_ALGOS = ("sgd", "dpsgd-f", "lazydp")

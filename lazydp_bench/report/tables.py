@@ -141,11 +141,14 @@ def privacy_line(privacy: dict) -> str:
     if not privacy.get("private"):
         return "non-private"
     sigma = f"sigma={privacy.get('noise_multiplier'):.4g}, C={privacy.get('clip_norm')}"
-    if privacy.get("dp_equivalent") is False:
-        return f"{sigma}; [bold red]NOT DP-SGD-equivalent[/] (no epsilon)"
     eps_rdp, eps_prv = privacy.get("epsilon_rdp"), privacy.get("epsilon_prv")
+    if privacy.get("dp_equivalent") is False and eps_rdp is None:
+        return f"{sigma}; [bold red]NOT DP-SGD-equivalent[/] (no epsilon)"
     eps = f"epsilon={_num(eps_rdp, 3)} (RDP), {_num(eps_prv, 3)} (PRV)"
-    return f"{sigma}; {eps} at delta={privacy.get('delta')}"
+    line = f"{sigma}; {eps} at delta={privacy.get('delta')}"
+    if privacy.get("dp_equivalent") is False:  # sparse noise whose mechanisms compose to sigma
+        line += "; [bold red]NOT DP-SGD-equivalent[/]"
+    return line
 
 
 def _num(v, digits: int = 0) -> str:

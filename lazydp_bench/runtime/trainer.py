@@ -281,6 +281,8 @@ def build_session(plan: RunPlan) -> Session:
             seed=cfg.seed,
             total_steps=cfg.total_steps,
             clipping=plan.clipping,
+            sparsity=cfg.sparsity,
+            distribution=plan.distribution,
         )
     )
     if plan.algo.private and not plan.algo.own_noise:  # buffers, kernels now, not timed
@@ -415,7 +417,7 @@ def _fill_measurements(record, plan, step_ms, per_step, energy, flush_ms, algo) 
     )
     record["energy"] = energy
     for section, fields in algo.record_extras().items():
-        record[section].update(fields)
+        record.setdefault(section, {}).update(fields)
     memory = record["memory"]
     memory["host_peak_bytes"] = host_peak_bytes()
     if torch.cuda.is_available():
@@ -430,7 +432,9 @@ def _base_record(plan: RunPlan) -> dict:
         privacy.update(priv.to_dict())
         privacy["accountant"] = "opacus rdp (+prv)"
         privacy["epsilon"] = priv.epsilon_rdp
-        if not plan.algo.dp_equivalent:
+        if not plan.algo.dp_equivalent and plan.algo.sigma_accounted:
+            privacy["note"] = "NOT DP-SGD-equivalent: epsilon of its mechanisms composed at sigma"
+        elif not plan.algo.dp_equivalent:
             # EANA's noise depends on the data: the DP-SGD accounting does not apply to it.
             privacy.update(epsilon=None, epsilon_rdp=None, epsilon_prv=None)
             privacy["note"] = "NOT DP-SGD-equivalent: no epsilon is reported"

@@ -35,7 +35,10 @@ def test_a_complete_run_record_round_trips():
     assert isinstance(rec, RunRecord) and rec.energy is None  # not measured: null
     assert to_dict(rec) == {
         **OK_RUN,
-        **{k: None for k in ("privacy", "energy", "noise", "sweep", "traceback", "data")},
+        **{
+            k: None
+            for k in ("privacy", "energy", "noise", "sweep", "traceback", "data", "sparsity")
+        },
     }
 
 

@@ -223,6 +223,24 @@ def test_resume_keys_leave_out_the_memory_limit_and_retry_failed_points(tmp_path
     assert done_keys(tmp_path, retry_failed=True) == {"a", "d"}
 
 
+def test_resume_keys_of_older_points_survive_later_config_fields():
+    """Fields added to RunConfig later (`data`, `sparsity`) leave a point's key as it was
+    while at their defaults (the key older records carry), and change it otherwise."""
+    import hashlib
+    import json
+
+    from lazydp_bench.config import RunConfig, SparsityConfig
+    from lazydp_bench.sweep.runner import point_key
+
+    old = RunConfig().to_dict()
+    old["privacy"]["epsilon"] = RunConfig().privacy.target_epsilon
+    for name in ("data", "sparsity"):
+        del old[name]
+    blob = json.dumps(old, sort_keys=True, default=str)
+    assert point_key(RunConfig()) == hashlib.sha1(blob.encode()).hexdigest()[:16]
+    assert point_key(RunConfig(sparsity=SparsityConfig(tau=2.0))) != point_key(RunConfig())
+
+
 def test_a_second_sweep_on_the_same_store_refuses_to_start(tmp_path):
     from lazydp_bench.errors import BenchError
     from lazydp_bench.records.store import exclusive_store
