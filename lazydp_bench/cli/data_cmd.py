@@ -108,10 +108,14 @@ def profile_cmd(
     out: Annotated[
         Path, Opt(help="JSON file for the profile (replay: --distribution profile:FILE).")
     ] = Path("profile.json"),
+    figure: Annotated[
+        bool, Opt(help="Also draw the access-skew curves next to the JSON (OUT with .png).")
+    ] = True,
 ) -> None:
     """Per table: rows touched, share of lookups to the top 0.1 / 1 / 10 % of rows, and
     distinct rows per batch (what LazyDP's input queue holds per step); writes the access
-    curves as JSON for `run --distribution profile:FILE`."""
+    curves as JSON for `run --distribution profile:FILE` and draws them (cumulative share
+    of lookups vs the fraction of rows, one line per table)."""
     from lazydp_bench.data.profile import profile_data, save_profile
     from lazydp_bench.runtime.trainer import resolve_workload
 
@@ -134,6 +138,8 @@ def profile_cmd(
                 progress=lambda done: bar.update(task, completed=done),
             )
         save_profile(profile, out)
+        if figure:
+            _save_figure(profile, out.with_suffix(".png"))
     console.print(profile_table(profile))
     total = profile.unique_per_batch
     per_batch = "-" if total is None else f"{total:,.1f} of {26 * batch:,} lookups"
@@ -143,6 +149,22 @@ def profile_cmd(
         highlight=False,
     )
     console.print(f"profile -> {out} (replay: --distribution profile:{out})", highlight=False)
+    if figure:
+        console.print(f"access skew -> {out.with_suffix('.png')}", highlight=False)
+
+
+def _save_figure(profile, path: Path) -> None:
+    """The access-skew figure, written whole or not at all (a temporary file renamed)."""
+    import os
+
+    from lazydp_bench.report.profile_figure import access_figure
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        access_figure(profile).savefig(tmp, dpi=150, format="png")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def profile_table(profile) -> Table:

@@ -53,6 +53,7 @@ from lazydp_bench.measure.stages import LABELS, UPDATE_CHILDREN, Stage
 from lazydp_bench.report.points import (
     CONFIG_FIELDS,
     ENERGY,
+    GRAD_SIZE,
     NOISY_IQR,
     PANEL_FIELDS,
     STAGES,
@@ -138,6 +139,7 @@ STAGE_COLOR = {
     Stage.OTHER: REST_COLOR,
 }
 MAIN_ALGOS = ("sgd", "dpsgd-f", "lazydp")
+SPARSE_ALGOS = ("dpsgd-f", "lazydp", "dp-fest", "dp-adafest", "dp-adafest-plus")
 PEERS = ("opacus", "opacus-ghost")  # other libraries' DP-SGD: drawn where run, never noted
 RMC = ("rmc1", "rmc2", "rmc3")
 MISSING_HATCH = "///"
@@ -184,9 +186,22 @@ def _frame_row(r: dict) -> dict:
         "stages": {s["name"]: s["median_ms"] for s in stages if s.get("median_ms") is not None},
         "commit": commit_label(env),
         "table_noise": noise_label(r) if r.get("noise") else None,
+        "grad_fraction": _grad_fraction(r),
         "breakdown": bool(c.get("breakdown", True)),
         "created": r.get("created_utc") or "",
     }
+
+
+def _grad_fraction(r: dict) -> float | None:
+    """The share of the table's rows a step's noisy update writes: the selected rows of
+    DP-FEST / DP-AdaFEST (their `sparsity` section), every row for the dense DP-SGD
+    variants; None where a record does not say (LazyDP, SGD, EANA: sparse, not counted)."""
+    if r.get("status") != "ok":
+        return None
+    sparsity = r.get("sparsity") or {}
+    if sparsity.get("grad_size_fraction") is not None:
+        return float(sparsity["grad_size_fraction"])
+    return 1.0 if (r.get("config") or {}).get("algo") in DP_FAMILY else None
 
 
 def figure_frame(records: list[dict]) -> pd.DataFrame:
@@ -357,6 +372,8 @@ def _bar_value(spec: FigureSpec, point: Point) -> float:
     """The pooled quantity a bar shows: median J per step, else the step-time median."""
     if spec.measure is ENERGY:
         return float(statistics.median(point.rows["gpu_j_per_step"]))
+    if spec.measure is GRAD_SIZE:
+        return float(statistics.median(point.rows["grad_fraction"]))
     return float(point.stats.median_ms)
 
 
@@ -474,7 +491,7 @@ def _slot_notes(spec: FigureSpec, panel: Panel) -> list[str]:
         if p.status != "ok":
             notes.append(f"{where}: {p.reason}")
             continue
-        if p.stats.iqr_pct > 100 * NOISY_IQR:
+        if spec.measure is not GRAD_SIZE and p.stats.iqr_pct > 100 * NOISY_IQR:  # times only
             notes.append(
                 f"{where}: noisy, IQR {p.stats.p75_ms - p.stats.p25_ms:.3g} ms is "
                 f"{p.stats.iqr_pct:.0f}% of the median {p.stats.median_ms:.3g} ms "
@@ -601,6 +618,10 @@ def _draw_bars(ax, spec: FigureSpec, panel: Panel, data: list[dict], notes) -> l
         label = _legend_label(s) if s.algo not in labelled else None
         labelled.add(s.algo)
         ax.bar(s.pos, v, s.width, color=algo_color(s.algo), label=label)
+        if v == 0:  # no bar to see (none at all on a log axis): say it is a zero
+            ax.annotate(
+                "0", (s.pos, 0), xycoords=("data", "axes fraction"), ha="center", va="bottom"
+            )
         heights.append(v)
         text = _speedup(panel, s.x) if spec.speedup and s.algo == "lazydp" else None
         if text:
@@ -1142,6 +1163,23 @@ SPECS: list[FigureSpec] = [
         "distribution",
         "Fig. 13(d): access locality",
         table_bytes=largest_table(("lazydp",), "distribution"),
+    ),
+    # Ghazi et al. 2023 (DP-FEST, DP-AdaFEST) beside LazyDP: time, and what each writes
+    FigureSpec(
+        "sparse-step",
+        "Sparsity-preserving DP (NOT DP-SGD-equivalent) vs LazyDP: step time by table size",
+        "table_bytes",
+        SPARSE_ALGOS,
+        STEPS,
+        STEP,
+    ),
+    FigureSpec(
+        "sparse-grad",
+        "Rows a step's noisy update writes, as a share of the table",
+        "table_bytes",
+        tuple(a for a in SPARSE_ALGOS if a != "lazydp"),
+        GRAD_SIZE,
+        "share of table rows written per step",
     ),
     FigureSpec(
         "fig14",

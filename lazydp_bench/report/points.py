@@ -403,3 +403,4 @@ STAGES = Measure(
     "no stage breakdown",
 )
 ENERGY = Measure(lambda ok: ok["gpu_j_per_step"].notna(), end_to_end_first, "no energy reading")
+GRAD_SIZE = Measure(lambda ok: ok["grad_fraction"].notna(), end_to_end_first, "no gradient size")

@@ -31,6 +31,13 @@ PRESETS: dict[str, dict[str, tuple]] = {
     "fig14": {"algo": ("eana", "lazydp"), "batch_size": BATCHES, "table_size": ("96GB",)},
 }
 PRESETS["paper"] = {"figures": tuple(k for k in PRESETS)}
+# beyond the paper: DP-FEST / DP-AdaFEST (Ghazi et al. 2023) beside LazyDP (figures
+# sparse-step, sparse-grad); their selection runs on the GPU or the host, not split
+PRESETS["sparse"] = {
+    "algo": ("dpsgd-f", "lazydp", "dp-fest", "dp-adafest"),
+    "table_size": ("96MB", "960MB", "9.6GB", "96GB"),
+    "placement": ("gpu",),
+}
 
 
 def preset_names() -> list[str]:

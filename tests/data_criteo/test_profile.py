@@ -128,3 +128,23 @@ def test_data_options_are_checked():
         DataConfig.parse(None, dense_transform="torchrec")
     cfg = RunConfig(data=spec)
     assert RunConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_access_figure_draws_each_tables_curve_from_the_profile(measured):
+    """One line per table: x = the top r rows as a fraction of the table, y = their share
+    of lookups; the curve ends at the touched rows' fraction with share 1; the largest
+    tables are named in the legend."""
+    from lazydp_bench.report.profile_figure import LABELLED, access_figure
+
+    profile = measured[1]
+    fig = access_figure(profile)
+    ax = fig.axes[0]
+    lines = ax.get_lines()
+    assert len(lines) == len(profile.tables)
+    by_size = sorted(profile.tables, key=lambda t: t.rows, reverse=True)
+    for line, table in zip(lines, by_size, strict=True):
+        xs, ys = line.get_xdata(), line.get_ydata()
+        assert xs[-1] == pytest.approx(table.rows_touched / table.rows) and ys[-1] == 1.0
+        assert list(ys) == sorted(ys)  # cumulative
+    names = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert [n.split()[0] for n in names] == [t.name for t in by_size[:LABELLED]]

@@ -155,8 +155,11 @@ def test_all_figures_listed():
         "fig13b",
         "fig13c",
         "fig13d",
+        "sparse-step",
+        "sparse-grad",
         "fig14",
         "noise-roofline",
+        "utility",
     ]
 
 
@@ -274,4 +277,24 @@ def test_noise_roofline_draws_the_hybrid_bound(records):
     row = res.data[res.data["placement"] == "hybrid"].iloc[0]
     assert row["bound_gbps"] == pytest.approx(2 * table / 2.0 / 1e9)
     assert row["unshared_bound_gbps"] == pytest.approx(2 * table / 1.5 / 1e9)
+    plt.close(res.figure)
+
+
+def test_sparse_grad_figure_draws_each_algorithms_share_of_rows_written(records):
+    """DP-SGD(F) writes every row (1.0); DP-AdaFEST its selected share, from the record's
+    `sparsity` section; LazyDP is not drawn (its writes are not counted)."""
+    dense = next(r for r in records if r.get("kind") == "run" and r["config"]["algo"] == "dpsgd-f")
+    sparse = json.loads(json.dumps(dense))
+    sparse["run_id"] = "adafest-variant"
+    sparse["config"]["algo"] = "dp-adafest"
+    sparse["sparsity"] = {"grad_size_fraction": 0.0125}
+    others = [r for r in records if r is not dense and r.get("kind") == "run"]
+    res = make_figure("sparse-grad", [dense, sparse, *others])
+    data = res.data[res.data["status"] == "ok"]
+    here = data[data["table_bytes"] == dense["config"]["table_bytes"]]
+    assert dict(zip(here["algo"], here["value"], strict=True)) == {
+        "dpsgd-f": 1.0,
+        "dp-adafest": 0.0125,
+    }
+    assert "lazydp" not in set(res.data["algo"])
     plt.close(res.figure)
