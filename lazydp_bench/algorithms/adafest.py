@@ -41,6 +41,7 @@ from lazydp_bench.errors import BenchError
 from lazydp_bench.measure.profiling import NULL_TIMER
 from lazydp_bench.measure.stages import Stage
 from lazydp_bench.runtime.sparse import SparseRows
+from lazydp_bench.units import format_bytes
 
 # Key streams of the selection's draws, apart from step_scalars' STREAM_* (0-3).
 STREAM_SELECT, STREAM_FP_SKIPS, STREAM_FP_NOISE, STREAM_FEST_NOISE = 16, 17, 18, 19
@@ -208,6 +209,22 @@ class DPAdaFEST(SparseSelectionDP):
             self.params.tau, self.sigma_sel * self.params.c1, ctx.noise_mode
         )
         self.fp_capacity = selection.false_positive_capacity(candidates, self.fp_probability)
+        self._check_capacity()
+
+    def _check_capacity(self) -> None:
+        """Refuse a threshold whose false positives would need a noise buffer larger than
+        the run's bound on any noise buffer (`--chunk-size`): at tau near or below 0 it
+        approaches a table-sized temporary."""
+        table = self.model.table
+        need = self.fp_capacity * table.shape[1] * table.element_size()
+        bound = self.ctx.engines.cpu.chunk_bytes
+        if need > bound:
+            raise BenchError(
+                f"{self.name}: tau {self.params.tau:g} selects each untouched row with "
+                f"p = {self.fp_probability:.3g}, up to {self.fp_capacity:,} rows a step "
+                f"({format_bytes(need)} of noise rows, above --chunk-size "
+                f"{format_bytes(bound)}); raise --tau"
+            )
 
     def gradient_multiplier(self, sigma: float) -> float:
         return selection.split_noise_multiplier(sigma, self.params.selection_fraction)[1]

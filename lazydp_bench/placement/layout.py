@@ -86,6 +86,9 @@ def machine_limits(host_limit: int | None = None, gpu_free: int | None = None) -
     return MemoryLimits(gpu, host, "MemAvailable", gpu_source)
 
 
+GPU_HELPED_WINDOWS = 6  # roundtrip: 3 row and 3 noise windows on the GPU (streamed: 3)
+
+
 def estimate_need(
     wl: Workload,
     placement: str,
@@ -109,6 +112,8 @@ def estimate_need(
     widths = sum(wl.bottom_mlp) + sum(wl.top_mlp) + wl.interaction_features
     activations = batch * (widths + (wl.num_tables + 1) ** 2 + wl.num_tables * wl.dim) * elem * 6
     dense = params * elem * 6 + activations + schedule_bytes(steps, elem)
+    if PLACEMENTS[placement].streams_table_noise:  # the GPU-helped engines' windows
+        dense += GPU_HELPED_WINDOWS * chunk_bytes
     if clipping == "materialize":
         dense += batch * params * elem * 2
     elif clipping == "reweight":

@@ -213,3 +213,22 @@ def test_cli_records_flags_parameters_and_selection(tmp_path):
     assert fest["fest_fraction"] == 0.01 and fest["fest_rows"] > 0
     assert recs[0]["sparsity"]["true_positives_per_step"] > 0
     assert "NOT DP-SGD-equivalent" in res.stdout
+
+
+def test_a_threshold_whose_false_positives_outgrow_the_noise_bound_is_refused():
+    """tau = -inf selects every row: its noise rows would be a table-sized temporary once
+    the table outgrows --chunk-size, so the run stops with the reason instead."""
+    from lazydp_bench.runtime.trainer import execute, plan_run
+
+    config = RunConfig(
+        algo="dp-adafest",
+        workload="tiny",
+        placement="cpu",
+        iterations=1,
+        warmup=0,
+        chunk_bytes=4096,
+        sparsity=SparsityConfig(tau=-math.inf),
+    )
+    record = execute(plan_run(config))
+    assert record["status"] == "error"
+    assert "above --chunk-size 4.1 KB" in record["error"] and "raise --tau" in record["error"]

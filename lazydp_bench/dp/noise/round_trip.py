@@ -19,9 +19,14 @@ flight (LazyDP without aggregated noise sampling draws each pending step of a ch
 own call) goes up only after that one came down. Every copy has ended when a call
 returns, so host work after it sees the noised table.
 
-The registration is undone when the table tensor is freed (a finalizer), so runs that
-build one session per algorithm never hold two tables pinned. With `via` a CPU device the
-same windows, buffers and slots run without streams or registration: the CPU-testable form.
+The engine pins the whole storage under the tensor it is given (a view pins its table)
+and holds that storage until the engine is collected, which unpins it first: a view
+that dies never unpins a table still in use, and runs that build one session (and
+engine) per algorithm never hold two tables pinned. A table that cannot be pinned is a
+`BenchError` naming `--noise-impl streamed`, which needs no pinned table.
+
+With `via` a CPU device the same windows, buffers and slots run without streams or
+registration: the CPU-testable form.
 """
 
 from __future__ import annotations
@@ -40,6 +45,11 @@ from lazydp_bench.units import format_bytes
 
 class RoundTripEngine(StreamedEngine):
     name = "roundtrip"
+
+    def __init__(self, chunk_bytes: int, threads: int, **kw) -> None:
+        super().__init__(chunk_bytes, threads, **kw)
+        self._pinned: dict[int, torch.UntypedStorage] = {}  # storage pointer -> storage
+        weakref.finalize(self, _unpin, self._pinned)
 
     # ----- the pipeline -------------------------------------------------------------------
     def _stream(self, target: torch.Tensor, calls: Iterable[Call], unit: bool) -> None:
@@ -131,19 +141,21 @@ class RoundTripEngine(StreamedEngine):
         super().prepare(target)
 
     def _register(self, target: torch.Tensor) -> None:
-        """Pin `target`'s pages for DMA once (`cudaHostRegister`), undone when the tensor
-        is freed. Memory torch already pinned is left as it is."""
-        if self.via.type != "cuda" or target.is_pinned():
+        """Pin the storage under `target` for DMA once (`cudaHostRegister`); the engine
+        keeps it until it is collected. Memory torch already pinned is left as it is."""
+        if self.via.type != "cuda":
             return
-        cudart = torch.cuda.cudart()
-        ptr, nbytes = target.data_ptr(), target.numel() * target.element_size()
-        err = cudart.cudaHostRegister(ptr, nbytes, 0)
+        storage = target.untyped_storage()
+        ptr = storage.data_ptr()
+        if ptr in self._pinned or target.is_pinned():
+            return
+        err = torch.cuda.cudart().cudaHostRegister(ptr, storage.nbytes(), 0)
         if int(err) != 0:
             raise BenchError(
-                f"could not pin the {format_bytes(nbytes)} host table for DMA ({err}); "
-                "--noise-impl streamed needs no pinned table"
+                f"could not pin the {format_bytes(storage.nbytes())} host table for DMA "
+                f"({err}); --noise-impl streamed needs no pinned table"
             )
-        weakref.finalize(target, cudart.cudaHostUnregister, ptr)
+        self._pinned[ptr] = storage
 
     def _window_buffers(self, rows: int, cols: int, dtype: torch.dtype):
         """DEPTH row buffers and DEPTH noise buffers of `rows` x `cols` on `via`."""
@@ -169,3 +181,11 @@ class RoundTripEngine(StreamedEngine):
             "rng": drawer["rng"],
             "key_bits": drawer["key_bits"],
         }
+
+
+def _unpin(pinned: dict[int, torch.UntypedStorage]) -> None:
+    """Unpin every storage an engine pinned, then let them go (the engine's finalizer)."""
+    for ptr in list(pinned):
+        if torch.cuda.is_initialized():
+            torch.cuda.cudart().cudaHostUnregister(ptr)
+    pinned.clear()
