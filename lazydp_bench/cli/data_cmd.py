@@ -193,13 +193,23 @@ def speed_cmd(
     ] = None,
     categorical: Categorical = "hash",
     on_bad_line: OnBadLine = "error",
+    threads: Annotated[
+        int | None, Opt(help="Parse threads (default: one per core, as a run's --host-threads).")
+    ] = None,
 ) -> None:
     """Measure the reader: lines/s of parsing alone, and of the batch source a run uses
     (parse, dense transform, row mapping, batches through the background thread), on
-    criteo-kaggle's full table sizes, over every line of the files."""
+    criteo-kaggle's full table sizes, over every line of the files, with --threads parse
+    threads."""
     import torch
 
-    from lazydp_bench.data.criteo import CriteoBatchSource, data_files, iter_chunks, scan
+    from lazydp_bench.data.criteo import (
+        CriteoBatchSource,
+        data_files,
+        iter_chunks,
+        parse_threads,
+        scan,
+    )
     from lazydp_bench.data.criteo_gen import KAGGLE_ROWS
 
     with user_errors():
@@ -209,15 +219,17 @@ def speed_cmd(
             raise BenchError(f"--source-lines must be at least one batch, got {source_lines}")
         config = _data_config(paths, categorical, on_bad_line)
         files = data_files(config.paths)
+        threads = parse_threads(threads)
         with _progress(None, "lines") as bar:
             task = bar.add_task("parsing", total=None)
             start, lines = time.perf_counter(), 0
-            for chunk in iter_chunks(files, on_bad_line):
+            for chunk in iter_chunks(files, on_bad_line, threads=threads):
                 lines += chunk.lines
                 bar.update(task, completed=lines)
             parse_s = time.perf_counter() - start
             bar.update(task, description="first pass (vocab)" if categorical == "vocab" else "")
-            data = scan(config, need_lines=None if categorical == "vocab" else batch_size)
+            need = None if categorical == "vocab" else batch_size
+            data = scan(config, need_lines=need, threads=threads)
             batches = max(1, min(lines, source_lines or lines) // batch_size)
             bar.update(task, description="batch source", completed=0)
             cpu = torch.device("cpu")
@@ -229,6 +241,7 @@ def speed_cmd(
                 table_device=cpu,
                 mlp_device=cpu,
                 dtype=torch.float32,
+                threads=threads,
             )
             for i in range(batches - 1):
                 source.advance()
@@ -236,6 +249,7 @@ def speed_cmd(
             source_s = time.perf_counter() - start
             source.close()
     console.print(
+        f"{threads} parse thread{'s' if threads > 1 else ''}\n"
         f"parse: {lines:,} lines in {parse_s:.2f} s = {_rate(lines, parse_s)} lines/s\n"
         f"batch source: {batches:,} batches of {batch_size} in {source_s:.2f} s = "
         f"{_rate(batches * batch_size, source_s)} lines/s",

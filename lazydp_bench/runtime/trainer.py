@@ -297,7 +297,12 @@ def make_batch_source(
     devices = {"table_device": placement.table_device, "mlp_device": placement.mlp_device}
     if plan.data is not None:
         return CriteoBatchSource(
-            plan.data, plan.workload.rows, batch_size=plan.batch_size, dtype=dtype, **devices
+            plan.data,
+            plan.workload.rows,
+            batch_size=plan.batch_size,
+            dtype=dtype,
+            threads=plan.threads,
+            **devices,
         )
     return SyntheticBatchSource(
         plan.workload.rows,

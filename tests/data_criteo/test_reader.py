@@ -1,6 +1,7 @@
 """The Criteo reader on hand-written lines: parsing (empty fields, hex case, negatives),
 both dense transforms, both row mappings, every kind of bad line with its line number,
-gzip, folders of day files, and the batch source's look-ahead and wrap-around."""
+gzip, folders of day files, the batch source's look-ahead and wrap-around, and parsing in
+several threads giving exactly what one thread gives."""
 
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ import pytest
 import torch
 
 from lazydp_bench.config import RunConfig
-from lazydp_bench.data.criteo import data_files, parse_block, scan
+from lazydp_bench.data import criteo
+from lazydp_bench.data.criteo import data_files, iter_chunks, parse_block, scan
 from lazydp_bench.errors import BenchError
 from lazydp_bench.runtime.trainer import plan_run
-from tests.data_criteo.helpers import config, line, source, write
+from tests.data_criteo.helpers import CPU, config, line, source, write
 
 LINES = [
     line("1", ["5", "-2", "", "0", "12345678901"], ["0000000a", "DEADBEEF", "", "deadBEEF"]),
@@ -240,3 +242,150 @@ def test_reader_fills_its_queue_before_training_and_refills_in_bursts(tmp_path):
         time.sleep(0.01)
     assert reader.out.qsize() == size and reader.stats.batches > made
     src.close()
+
+
+# ---- several parse threads: the same chunks, batches, errors and line numbers ----------
+
+SMALL_BLOCK = 4096  # ~60 lines a block: many blocks from a small file
+
+
+def _varied(n: int, bad: dict[int, str] | None = None) -> list[str]:
+    """n lines with distinct values (negatives, empties, both hex cases); line numbers in
+    `bad` (1-based) replaced by the text given."""
+    out = []
+    for i in range(n):
+        dense = [str(i), "" if i % 3 else str(-i), str(i * 7919 % 100003)]
+        cats = [f"{i:08x}", "" if i % 5 else f"{i * 2654435761 % 2**32:08X}", f"{i % 251:x}"]
+        out.append(line(str(i % 2), dense, cats))
+    for at, text in (bad or {}).items():
+        out[at - 1] = text
+    return out
+
+
+def _chunks(path, threads: int, on_bad_line: str = "error") -> list:
+    chunks = iter_chunks([path], on_bad_line, SMALL_BLOCK, threads=threads)
+    return [
+        (c.labels.tobytes(), c.dense.tobytes(), c.ids.tobytes(), c.lines, c.skipped) for c in chunks
+    ]
+
+
+def _error(path, threads: int) -> str:
+    with pytest.raises(BenchError) as err:
+        for _ in iter_chunks([path], "error", SMALL_BLOCK, threads=threads):
+            pass
+    return str(err.value)
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
+def test_threaded_parse_gives_the_chunks_of_one_thread(tmp_path, compress):
+    bad = {700: line("2"), 1901: line("0", ["1e3"])}
+    path = write(tmp_path / "t.txt", _varied(3000, bad), compress=compress)
+    one = _chunks(path, 1, "skip")
+    assert len(one) > 40 and sum(c[3] for c in one) == 3000 and sum(c[4] for c in one) == 2
+    for threads in (2, 3, 8):
+        assert _chunks(path, threads, "skip") == one
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
+def test_threaded_batches_are_byte_identical(tmp_path, monkeypatch, compress):
+    monkeypatch.setattr(criteo, "SOURCE_BLOCK_BYTES", SMALL_BLOCK)
+    path = write(tmp_path / "t.txt", _varied(1500, {999: line("x")}), compress=compress)
+    cfg = config(path, on_bad_line="skip", dense_transform="torchrec")
+    data = scan(cfg, need_lines=None, threads=1)
+    assert scan(cfg, need_lines=None, threads=3).dense_min == data.dense_min < 0
+    runs = []
+    for threads in (1, 3):
+        src = criteo.CriteoBatchSource(
+            data, ROWS, batch_size=64, table_device=CPU, mlp_device=CPU,
+            dtype=torch.float64, threads=threads,
+        )  # fmt: skip
+        assert src._producer.threads == threads
+        batches = [src.advance() for _ in range(40)]  # 2560 lines: into the second pass
+        runs.append((batches, {k: v for k, v in src.stats().items() if "reader" not in k}))
+        src.close()
+    (first, stats1), (second, stats3) = runs
+    assert stats1 == stats3 and stats1["skipped_lines"] == 2 and stats1["passes"] == 1
+    for a, b in zip(first, second, strict=True):
+        for name in ("dense", "labels", "rows"):
+            x, y = getattr(a, name), getattr(b, name)
+            assert x.dtype == y.dtype and x.shape == y.shape
+            assert x.numpy().tobytes() == y.numpy().tobytes()
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
+@pytest.mark.parametrize(
+    ("at", "text", "why"),
+    [
+        (2345, line("0", ["", "x"]), "I2 'x' is not an integer"),
+        (2700, line("1")[2:], "39 fields, expected 40"),
+    ],
+)
+def test_threaded_parse_names_the_same_bad_line(tmp_path, compress, at, text, why):
+    """A bad line deep in the file (its block parsed beside later ones) is the same error
+    with the same line number as with one thread; no line after it is reported."""
+    lines = _varied(3000, {at: text, at + 200: line("7")})  # a later block
+    path = write(tmp_path / "t.txt", lines, compress=compress)
+    message = _error(path, 1)
+    assert f"{path}:{at}: {why}" in message
+    for threads in (2, 4):
+        assert _error(path, threads) == message
+        data = scan(config(path, on_bad_line="skip"), need_lines=None, threads=threads)
+        assert (data.good_lines, data.bad_lines) == (2998, 2)
+
+
+def test_threaded_parse_reports_a_truncated_gzip_at_the_same_line(tmp_path):
+    lines = _varied(3000)
+    whole = gzip.compress("".join(lines).encode())
+    path = tmp_path / "day_0.gz"
+    path.write_bytes(whole[: len(whole) * 2 // 3])
+    readable = zlib.decompressobj(31).decompress(whole[: len(whole) * 2 // 3])
+    complete = readable.count(b"\n")
+    message = _error(path, 1)
+    assert f"day_0.gz:{complete + 1}: the gzip stream ends early" in message
+    assert _error(path, 3) == message
+    skip1, skip3 = (_chunks(path, t, "skip") for t in (1, 3))
+    assert skip1 == skip3 and skip1[-1][3:] == (1, 1)
+
+
+def test_blocks_in_flight_are_bounded_and_parsed_in_the_pool(tmp_path, monkeypatch):
+    """The reader runs at most AHEAD_PER_THREAD x threads blocks ahead of the consumer,
+    however slow the consumer; blocks are parsed by the pool's threads, which end with
+    the iteration, also when it is abandoned."""
+    path = write(tmp_path / "t.txt", _varied(3000))
+    read = [0]
+    real_read, real_parse = criteo.read_blocks, criteo.parse_block
+    parsed_in: set[str] = set()
+
+    def counting_read(*args):
+        for item in real_read(*args):
+            read[0] += 1
+            yield item
+
+    def recording_parse(block, first):
+        parsed_in.add(threading.current_thread().name)
+        return real_parse(block, first)
+
+    monkeypatch.setattr(criteo, "read_blocks", counting_read)
+    monkeypatch.setattr(criteo, "parse_block", recording_parse)
+    threads = 3
+    bound = criteo.AHEAD_PER_THREAD * threads
+    taken = ahead = 0
+    for _ in iter_chunks([path], "error", SMALL_BLOCK, threads=threads):
+        taken += 1
+        ahead = max(ahead, read[0] - taken)
+        assert read[0] - taken <= bound
+        if taken % 20 == 0:
+            time.sleep(0.05)  # a slow consumer: the reader must not run on
+    assert taken > 40 and ahead == bound - 1
+    assert parsed_in and all(name.startswith("criteo-parse") for name in parsed_in)
+
+    chunks = iter_chunks([path], "error", SMALL_BLOCK, threads=threads)
+    next(chunks)
+    chunks.close()  # abandoned mid-file: the pool is shut down
+    assert not [t for t in threading.enumerate() if t.name.startswith("criteo-parse")]
+
+
+def test_parse_threads_default_to_the_cores_and_must_be_positive():
+    assert criteo.parse_threads(None) >= 1 and criteo.parse_threads(5) == 5
+    with pytest.raises(BenchError, match="at least 1"):
+        criteo.parse_threads(0)
