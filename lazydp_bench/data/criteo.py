@@ -32,10 +32,11 @@ file order (reading a plain file is ~20x faster than parsing it, and gzip inflat
 sequential by nature, ~4x), and a `ThreadPoolExecutor` parses them, the batch source's
 dense transform and row mapping included. Every numpy operation of the parse releases
 the GIL (the Python work of a block's ~100 calls is under 1 % of its time), so blocks
-can parse in parallel (the speed-up on a many-core host is not yet measured). Results are taken in file order, so chunks, batches and the
-line numbers of errors are exactly those of one thread; a read error (a truncated gzip)
-surfaces after every block before it, as it would in one thread. At most
-`AHEAD_PER_THREAD` x threads blocks are read and not yet consumed, which bounds memory.
+can parse in parallel (the speed-up on a many-core host is not yet measured). Results
+are taken in file order, so chunks, batches and the line numbers of errors are exactly
+those of one thread; a read error (a truncated gzip) surfaces after every block before
+it, as it would in one thread. At most `AHEAD_PER_THREAD` x threads blocks are read and
+not yet consumed, which bounds memory.
 
 `plan_data` (called by the run's plan) validates the lines a run will read before it
 starts (every line, when a vocabulary or the dense minimum needs a full pass), and
