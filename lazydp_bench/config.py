@@ -120,6 +120,48 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    """Held-out evaluation of a `--data` run (`--eval-data criteo:PATH[,PATH...]`): the
+    first `lines` good lines of files the run does not train on (None: all of them), the
+    model evaluated on them every `every` measured steps (None: only at the end) and at
+    the end, outside the timed steps."""
+
+    paths: tuple[str, ...]
+    every: int | None = None
+    lines: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.paths or not all(str(p).strip() for p in self.paths):
+            raise BenchError("--eval-data criteo: needs one or more paths, e.g. criteo:eval.txt")
+        for flag, value in (("--eval-every", self.every), ("--eval-lines", self.lines)):
+            if value is not None and value < 1:
+                raise BenchError(f"{flag} must be positive, got {value}")
+
+    @classmethod
+    def parse(
+        cls,
+        spec: str | None,
+        *,
+        every: int | None = None,
+        lines: int | None = None,
+        data: DataConfig | None = None,
+    ) -> EvalConfig | None:
+        """`--eval-data` and its options; None without it, where they are refused."""
+        if spec is None:
+            for flag, value in (("--eval-every", every), ("--eval-lines", lines)):
+                if value is not None:
+                    raise BenchError(f"{flag} applies to --eval-data criteo:PATH (held-out lines)")
+            return None
+        if data is None:
+            raise BenchError("--eval-data evaluates a --data criteo:PATH run, not synthetic data")
+        kind, sep, rest = spec.partition(":")
+        if kind.strip().lower() != "criteo" or not sep:
+            raise BenchError(f"--eval-data takes criteo:PATH[,PATH...], got {spec!r}")
+        paths = tuple(p.strip() for p in rest.split(",") if p.strip())
+        return cls(paths=paths, every=every, lines=lines)
+
+
+@dataclass(frozen=True)
 class SparsityConfig:
     """DP-FEST and DP-AdaFEST's knobs (Ghazi et al., "Sparsity-Preserving Differentially
     Private Training of Large Embedding Models", NeurIPS 2023, arXiv 2311.08357).
@@ -221,6 +263,7 @@ class RunConfig:
     max_seconds: float | None = None  # time budget for the measured steps (floor: 3 steps)
     data: DataConfig | None = None  # None: synthetic batches (`distribution`)
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)  # dp-fest, dp-adafest
+    evaluation: EvalConfig | None = None  # held-out log-loss and AUC (needs `data`)
 
     def __post_init__(self) -> None:
         for name in ("iterations", "batch_size", "pooling"):
@@ -256,6 +299,8 @@ class RunConfig:
             raise BenchError(f"--max-seconds must be positive, got {self.max_seconds}")
         if self.host_threads is not None and self.host_threads < 1:
             raise BenchError(f"--host-threads must be positive, got {self.host_threads}")
+        if self.evaluation is not None and self.data is None:
+            raise BenchError("--eval-data evaluates a --data criteo:PATH run, not synthetic data")
 
     @property
     def total_steps(self) -> int:
@@ -274,4 +319,7 @@ class RunConfig:
         if fields.get("data") is not None:
             data = fields["data"]
             fields["data"] = DataConfig(**{**data, "paths": tuple(data["paths"])})
+        if fields.get("evaluation") is not None:
+            ev = fields["evaluation"]
+            fields["evaluation"] = EvalConfig(**{**ev, "paths": tuple(ev["paths"])})
         return cls(**fields)

@@ -160,7 +160,14 @@ def _plan_all(configs: list[RunConfig]) -> list:
         for config in configs:
             status.update(f"planning {config.algo}: privacy accounting and memory fit")
             try:  # the first plan's pass over --data files serves the others
-                plans.append(plan_run(config, data=plans[0].data if plans else None))
+                first = plans[0] if plans else None
+                plans.append(
+                    plan_run(
+                        config,
+                        data=first.data if first else None,
+                        heldout=first.heldout if first else None,
+                    )
+                )
             except BenchError as exc:
                 raise BenchError(f"{config.algo}: {exc}") if len(configs) > 1 else exc from None
     return plans
@@ -407,7 +414,7 @@ def plot(
         str,
         Opt(
             help="Comma list: fig3, fig5, fig10, fig11, fig12, fig13a-d, fig14, "
-            "noise-roofline, all."
+            "noise-roofline, utility, all."
         ),
     ] = "all",
     out: Annotated[Path, Opt(help="Directory for the images and CSVs.")] = Path("figures"),

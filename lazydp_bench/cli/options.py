@@ -21,7 +21,14 @@ import typer
 
 from lazydp_bench.algorithms import ALGORITHMS
 from lazydp_bench.cli.edge import err_console, user_errors
-from lazydp_bench.config import DataConfig, LRSchedule, PrivacyConfig, RunConfig, SparsityConfig
+from lazydp_bench.config import (
+    DataConfig,
+    EvalConfig,
+    LRSchedule,
+    PrivacyConfig,
+    RunConfig,
+    SparsityConfig,
+)
 from lazydp_bench.units import parse_size
 
 Opt = typer.Option
@@ -119,6 +126,21 @@ OnBadLine = Annotated[
         "skip (bad lines are dropped and counted in the record)."
     ),
 ]
+EvalData = Annotated[
+    str | None,
+    Opt(
+        help="With --data: held-out Criteo files, criteo:PATH[,PATH...], never trained on; "
+        "the record reports their log-loss and AUC (needs torchmetrics: the utility extra)."
+    ),
+]
+EvalEvery = Annotated[
+    int | None,
+    Opt(help="With --eval-data: also evaluate every K measured steps (between timed steps)."),
+]
+EvalLines = Annotated[
+    int | None, Opt(help="With --eval-data: evaluate on its first M lines (default: all).")
+]
+
 Tau = Annotated[
     float,
     Opt(help="dp-adafest: select a row when its noisy contribution count is >= tau (-inf: all)."),
@@ -168,12 +190,21 @@ def base_config(
     categorical: str | None = None,
     dense_transform: str | None = None,
     on_bad_line: str | None = None,
+    eval_data: str | None = None,
+    eval_every: int | None = None,
+    eval_lines: int | None = None,
     tau: float = 1.0,
     c1: float = 1.0,
     selection_fraction: float = 0.5,
     fest_fraction: float = 0.01,
 ) -> RunConfig:
     """The RunConfig of every option that is not an axis (axes keep their defaults)."""
+    data_config = DataConfig.parse(
+        data,
+        categorical=categorical,
+        dense_transform=dense_transform,
+        on_bad_line=on_bad_line,
+    )
     return RunConfig(
         iterations=iterations,
         warmup=warmup,
@@ -196,11 +227,9 @@ def base_config(
         host_mem_limit=parse_size(host_mem_limit) if host_mem_limit else None,
         dtype=dtype,
         max_seconds=max_seconds,
-        data=DataConfig.parse(
-            data,
-            categorical=categorical,
-            dense_transform=dense_transform,
-            on_bad_line=on_bad_line,
+        data=data_config,
+        evaluation=EvalConfig.parse(
+            eval_data, every=eval_every, lines=eval_lines, data=data_config
         ),
         sparsity=SparsityConfig(tau, c1, selection_fraction, fest_fraction),
     )
@@ -234,6 +263,9 @@ SHARED: tuple[tuple[str, Any, Any], ...] = (
     ("categorical", Categorical, None),
     ("dense_transform", DenseTransform, None),
     ("on_bad_line", OnBadLine, None),
+    ("eval_data", EvalData, None),
+    ("eval_every", EvalEvery, None),
+    ("eval_lines", EvalLines, None),
     ("tau", Tau, 1.0),
     ("c1", C1, 1.0),
     ("selection_fraction", SelectionFraction, 0.5),

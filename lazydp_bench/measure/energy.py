@@ -96,6 +96,8 @@ class EnergyMeter:
         self._gpu = _Nvml(gpu_index, nvml_module) if use_gpu else None
         self._rapl = _Rapl(rapl_root) if rapl_root else _Rapl()
         self._start: tuple | None = None
+        self._paused: tuple | None = None
+        self._excluded = [0.0, 0.0, 0.0]  # seconds, GPU J, CPU J of paused spans
         self.idle_w: float | None = None
 
     @property
@@ -119,20 +121,43 @@ class EnergyMeter:
         if self._gpu is not None and torch.cuda.is_available():
             torch.cuda.synchronize()
 
-    def begin(self) -> None:
+    def _read(self) -> tuple:
         self._sync()
         gpu = self._gpu.energy_mj() if self._gpu and self._gpu.handle else None
         cpu = self._rapl.read_uj() if self._rapl.files else None
-        self._start = (time.perf_counter(), gpu, cpu)
+        return (time.perf_counter(), gpu, cpu)
+
+    def begin(self) -> None:
+        self._start = self._read()
+        self._excluded = [0.0, 0.0, 0.0]
+
+    def pause(self) -> None:
+        """Leave what follows out of the window until `resume()` (work between measured
+        steps that is not theirs, e.g. a held-out evaluation)."""
+        self._paused = self._read()
+
+    def resume(self) -> None:
+        if self._paused is None:
+            raise RuntimeError("EnergyMeter.resume() without pause()")
+        (t0, gpu0, cpu0), (t1, gpu1, cpu1) = self._paused, self._read()
+        self._excluded[0] += t1 - t0
+        if gpu0 is not None:
+            self._excluded[1] += (gpu1 - gpu0) / 1e3
+        if cpu0 is not None:
+            self._excluded[2] += self._rapl.delta_j(cpu0, cpu1)
+        self._paused = None
 
     def end(self, steps: int, batch_size: int) -> EnergyResult:
         self._sync()
         if self._start is None:
             raise RuntimeError("EnergyMeter.end() without begin()")
         t0, gpu0, cpu0 = self._start
-        window = time.perf_counter() - t0
-        gpu_j = (self._gpu.energy_mj() - gpu0) / 1e3 if gpu0 is not None else None
-        cpu_j = self._rapl.delta_j(cpu0, self._rapl.read_uj()) if cpu0 is not None else None
+        skip_s, skip_gpu, skip_cpu = self._excluded
+        window = time.perf_counter() - t0 - skip_s
+        gpu_j = (self._gpu.energy_mj() - gpu0) / 1e3 - skip_gpu if gpu0 is not None else None
+        cpu_j = (
+            self._rapl.delta_j(cpu0, self._rapl.read_uj()) - skip_cpu if cpu0 is not None else None
+        )
         reasons = [r for r in (self.gpu_reason, self._rapl.reason) if r]
         if gpu_j is not None and gpu_j <= 0:
             # The counter did not tick inside the window: unknown, not zero.

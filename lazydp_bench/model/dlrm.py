@@ -103,12 +103,7 @@ class DLRM:
         pooled = pooled.to(self.mlp_device, non_blocking=True).requires_grad_(True)
         inputs: list[torch.Tensor] = []
         outputs: list[torch.Tensor] = []
-        x = self._mlp(batch.dense, self.layers[: self.num_bottom], inputs, outputs)
-        features = torch.cat([x.unsqueeze(1), pooled], dim=1)
-        gram = torch.bmm(features, features.transpose(1, 2))
-        dots = gram.flatten(1).index_select(1, self._pairs)
-        top_in = torch.cat([x, dots], dim=1)
-        logit = self._mlp(top_in, self.layers[self.num_bottom :], inputs, outputs).squeeze(1)
+        logit = self._logit(batch.dense, pooled, inputs, outputs)
         return ForwardState(
             loss=_loss(self.workload.loss, logit, batch.labels),
             pooled=pooled,
@@ -116,6 +111,26 @@ class DLRM:
             outputs=outputs,
             rows=batch.rows,
         )
+
+    def logits(self, batch: Batch) -> torch.Tensor:
+        """The model's [B] logits on a batch, without autograd (held-out evaluation)."""
+        with torch.no_grad():
+            pooled = self.lookup(batch.rows).to(self.mlp_device, non_blocking=True)
+            return self._logit(batch.dense, pooled, [], [])
+
+    def _logit(
+        self,
+        dense: torch.Tensor,
+        pooled: torch.Tensor,
+        inputs: list[torch.Tensor],
+        outputs: list[torch.Tensor],
+    ) -> torch.Tensor:
+        x = self._mlp(dense, self.layers[: self.num_bottom], inputs, outputs)
+        features = torch.cat([x.unsqueeze(1), pooled], dim=1)
+        gram = torch.bmm(features, features.transpose(1, 2))
+        dots = gram.flatten(1).index_select(1, self._pairs)
+        top_in = torch.cat([x, dots], dim=1)
+        return self._mlp(top_in, self.layers[self.num_bottom :], inputs, outputs).squeeze(1)
 
     @staticmethod
     def _mlp(

@@ -82,6 +82,7 @@ class RunRecord(Record):
     traceback: str | None = None  # where an `error` run failed
     data: dict | None = None  # a run on data files: lines read and skipped, reader speed
     sparsity: dict | None = None  # dp-fest / dp-adafest: rows selected, gradient size
+    utility: dict | None = None  # --eval-data: held-out log-loss and AUC per evaluation
 
     def __post_init__(self) -> None:
         super().__post_init__()

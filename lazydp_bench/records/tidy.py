@@ -175,6 +175,8 @@ RUN_COLUMNS: list[Column] = [
     ("delta", "float64", lambda r: _get(r, "privacy", "delta")),
     ("epsilon", "float64", _epsilon),
     ("epsilon_prv", "float64", lambda r: _get(r, "privacy", "epsilon_prv")),
+    ("auc", "float64", lambda r: _get(r, "utility", "final_auc")),  # held-out, final
+    ("logloss", "float64", lambda r: _get(r, "utility", "final_logloss")),
     ("sweep_key", "string", _sweep_key),
 ]
 
@@ -336,6 +338,8 @@ def load_runs(sources: Sources) -> pd.DataFrame:
       DP-SGD-equivalent.
     - sigma: the noise multiplier; clip_norm: C; delta.
     - epsilon: epsilon spent over a full training run (RDP); epsilon_prv: the same under PRV.
+    - auc, logloss: held-out AUC and mean log-loss of the final model (`--eval-data`;
+      every evaluation is in the record's `utility` section).
     - sweep_key: the sweep point's key (`<NA>` outside a sweep).
 
     Text columns are `string`, counts and bytes `Int64`, flags `boolean`, measurements

@@ -1192,7 +1192,7 @@ SPECS: list[FigureSpec] = [
     ),
 ]
 FIGURES: dict[str, FigureSpec] = {spec.name: spec for spec in SPECS}
-ALL_FIGURES = [*FIGURES, "noise-roofline"]
+ALL_FIGURES = [*FIGURES, "noise-roofline", "utility"]
 
 
 def make_figure(name: str, records: list[dict], allow_mixed_commits: bool = False) -> FigureResult:
@@ -1202,6 +1202,10 @@ def make_figure(name: str, records: list[dict], allow_mixed_commits: bool = Fals
     `allow_mixed_commits`."""
     if name == "noise-roofline":
         return noise_roofline(bench_frame(records))
+    if name == "utility":  # held-out AUC and log-loss vs step (report/utility_figure.py)
+        from lazydp_bench.report.utility_figure import utility_figure
+
+        return utility_figure(records)
     df = figure_frame(records)
     if not df.empty:
         torch_runs = df["noise_impl"] == "torch"

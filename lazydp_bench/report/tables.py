@@ -134,6 +134,9 @@ def _facts(rec: dict) -> list[tuple[str, str]]:
     if energy.get("cpu_j_per_step") is not None:
         facts.append(("CPU package J/step", _num(energy["cpu_j_per_step"], 3)))
     facts.append(("privacy", privacy_line(privacy)))
+    if (utility := rec.get("utility")) and utility.get("final_auc") is not None:
+        held = f"{_num(utility['final_auc'], 4)} / {_num(utility.get('final_logloss'), 4)}"
+        facts.append(("held-out AUC / log-loss", f"{held} ({utility['eval_lines']:,} lines)"))
     return facts
 
 
@@ -183,10 +186,11 @@ def summary_table(records: list[dict]) -> FitWidth:
     name."""
     sgd, dpsgd = _steps_of(records, "sgd"), _steps_of(records, "dpsgd-f")
     rows = [_summary_row(r, sgd, dpsgd) for r in records]
-    full = _summary_layout("summary", list(SUMMARY_COLUMNS), rows)
+    columns = [*SUMMARY_COLUMNS, *(["AUC"] if any(r.get("utility") for r in records) else [])]
+    full = _summary_layout("summary", columns, rows)
     kept = [
         c
-        for c in SUMMARY_COLUMNS
+        for c in columns
         if c not in SUMMARY_POINT
         and (c in ("algo", "status") or any(row[c] != "-" for row in rows))
     ]
@@ -230,6 +234,7 @@ def _summary_row(r: dict, sgd: dict[tuple, dict], dpsgd: dict[tuple, dict]) -> d
         "samples/s": _num(timing.get("throughput_samples_per_s")),
         "J/step": _num(energy, 3),
         "vs DP-SGD(F)": vs_f,
+        "AUC": _num((r.get("utility") or {}).get("final_auc"), 4),  # held-out, final
     }
 
 

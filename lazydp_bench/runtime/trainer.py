@@ -2,11 +2,12 @@
 and return a complete result record.
 
 The measured loop only launches work and records timer marks: no `.item()`, printing or
-`time.time()` in it (progress callbacks run between steps). The only device-to-host copies
-are hybrid placement's intended PCIe crossings of coalesced row updates (`SparseOps`); on
-gpu placement nothing waits for the host. With `--no-breakdown` each measured step replays
-one captured CUDA graph of the step's GPU work (`graph_step.py`; in hybrid the host's
-table work runs after the replay, `host_work.py`).
+`time.time()` in it (progress callbacks run between steps; so do `--eval-every`'s
+held-out evaluations, with the energy and host-CPU windows paused: `runtime/utility.py`).
+The only device-to-host copies are hybrid placement's intended PCIe crossings of coalesced
+row updates (`SparseOps`); on gpu placement nothing waits for the host. With
+`--no-breakdown` each measured step replays one captured CUDA graph of the step's GPU work
+(`graph_step.py`; in hybrid the host's table work runs after the replay, `host_work.py`).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from lazydp_bench.records.schema import new_header
 from lazydp_bench.runtime.graph_step import GraphedStep, graph_blocker
 from lazydp_bench.runtime.host_work import HostWork
 from lazydp_bench.runtime.sparse import SparseOps
+from lazydp_bench.runtime.utility import Evaluator, HeldOut, load_heldout
 from lazydp_bench.units import parse_size
 from lazydp_bench.workloads import Workload, load_workload, scale_by_factor, scale_to_bytes
 
@@ -88,6 +90,7 @@ class RunPlan:
     threads: int
     graph_blocker: str | None  # why the run cannot replay a captured step; None: it will
     data: CriteoData | None = None  # files read instead of synthetic batches
+    heldout: HeldOut | None = None  # --eval-data lines, parsed (see runtime/utility.py)
 
 
 def resolve_workload(name: str, table_size: str | None, elem_bytes: int = 4) -> Workload:
@@ -109,10 +112,11 @@ def plan_run(
     limits: MemoryLimits | None = None,
     privacy: PrivacyPlan | None = None,
     data: CriteoData | None = None,
+    heldout: HeldOut | None = None,
 ) -> RunPlan:
     """Validate a config and decide everything that needs no allocation. A sweep passes the
     privacy plan it already computed, so workers skip the accountant; `run` passes the
-    first algorithm's pass over the data files to the others."""
+    first algorithm's pass over the data files (and its held-out lines) to the others."""
     algo = get_algorithm(config.algo)
     clipping = config.clipping or algo.default_clipping
     get_clipping(clipping)
@@ -168,6 +172,10 @@ def plan_run(
     if config.cuda_graph == "on" and blocker is not None:
         raise BenchError(f"--cuda-graph on: {blocker}")
     data = plan_data(config, wl, batch_size=batch, pooling=pooling, reuse=data)
+    if config.evaluation is not None and data is not None:
+        heldout = load_heldout(config.evaluation, data, reuse=heldout)
+    else:
+        heldout = None
     return RunPlan(
         config=config,
         algo=algo,
@@ -183,6 +191,7 @@ def plan_run(
         threads=threads,
         graph_blocker=blocker,
         data=data,
+        heldout=heldout,
     )
 
 
@@ -377,25 +386,77 @@ def _measure(plan: RunPlan, progress: Progress, record: dict) -> None:
     record["timing"]["cuda_graph"] = blocker is None
     record["timing"]["cuda_graph_blocker"] = blocker
 
+    evaluator = _evaluator(plan, session)
+    every = cfg.evaluation.every if evaluator is not None and cfg.evaluation else None
     progress.phase(f"{cfg.algo}: measure", iterations)
     timer.enabled = True
     meter.begin()
     cpu_start = cpu_times()
-    for t in range(cfg.warmup, cfg.warmup + iterations):
+    for i, t in enumerate(range(cfg.warmup, cfg.warmup + iterations), start=1):
         timer.begin_step()
         step(t, timer)
         timer.end_step()
         progress.advance()
+        if every is not None and i % every == 0 and i < iterations:
+            # between timed steps: the next step's timer mark comes after it, and the
+            # energy and host-CPU windows leave it out
+            meter.pause()
+            paused = cpu_times()
+            _evaluate(session, evaluator)
+            meter.resume()
+            cpu_start = _shift_cpu(cpu_start, paused, cpu_times())
     step_ms, per_step = timer.finish()
     energy = meter.end(iterations, plan.batch_size)
     record["timing"]["host_cpu"] = cpu_share(cpu_start, cpu_times())
 
     progress.phase(f"{cfg.algo}: finalize", None)
     flush_ms = algo.finalize()
+    if evaluator is not None:
+        progress.phase(f"{cfg.algo}: evaluate on held-out lines", None)
+        _evaluate(session, evaluator)  # after the flush: the released model
+        record["utility"] = evaluator.section(every, flushed=hasattr(algo, "flush"))
     if plan.data is not None:
         record["data"] = session.source.stats()
         session.source.close()
     _fill_measurements(record, plan, step_ms, per_step, energy.to_dict(), flush_ms, algo)
+
+
+def _evaluator(plan: RunPlan, session: Session) -> Evaluator | None:
+    """The held-out lines as batches on the model's devices (before any timing)."""
+    if plan.heldout is None or plan.data is None:
+        return None
+    return Evaluator(
+        plan.heldout,
+        plan.data,
+        plan.workload.rows,
+        table_device=session.placement.table_device,
+        mlp_device=session.placement.mlp_device,
+        dtype=DTYPES[plan.config.dtype],
+    )
+
+
+def _evaluate(session: Session, evaluator: Evaluator) -> dict:
+    """Held-out metrics of the model as trained so far. LazyDP first pays every row its
+    owed noise (`flush`, exact and idempotent), so the model evaluated is distributed as
+    DP-SGD's; its noise draws differ from a flush at the end, not their distribution."""
+    placement, algo = session.placement, session.algo
+    _sync(placement.table_device)
+    _sync(placement.mlp_device)
+    flush = getattr(algo, "flush", None)
+    if flush is not None:
+        with torch.no_grad():
+            flush()
+    point = evaluator.evaluate(session.model, algo.steps_done)
+    _sync(placement.table_device)
+    _sync(placement.mlp_device)
+    return point
+
+
+def _shift_cpu(start: list[int] | None, paused, resumed) -> list[int] | None:
+    """The host-CPU window's start moved later by a span left out of it."""
+    if start is None or paused is None or resumed is None:
+        return start
+    return [s + b - a for s, a, b in zip(start, paused, resumed, strict=True)]
 
 
 def _fill_measurements(record, plan, step_ms, per_step, energy, flush_ms, algo) -> None:

@@ -37,7 +37,16 @@ def test_a_complete_run_record_round_trips():
         **OK_RUN,
         **{
             k: None
-            for k in ("privacy", "energy", "noise", "sweep", "traceback", "data", "sparsity")
+            for k in (
+                "privacy",
+                "energy",
+                "noise",
+                "sweep",
+                "traceback",
+                "data",
+                "sparsity",
+                "utility",
+            )
         },
     }
 

@@ -68,6 +68,8 @@ RUN_COLUMNS = [
     "delta",
     "epsilon",
     "epsilon_prv",
+    "auc",
+    "logloss",
     "sweep_key",
 ]
 TEXT = ["run_id", "commit", "machine", "status", "error", "algo", "workload", "placement"]
@@ -77,6 +79,7 @@ INTS += ["host_peak_bytes", "history_table_bytes"]
 FLAGS = ["dirty", "breakdown", "cuda_graph", "private", "dp_equivalent"]
 FLOATS = ["step_median_ms", "step_p25_ms", "step_p75_ms", "throughput", "gpu_j_per_step"]
 FLOATS += ["flush_ms", "sigma", "epsilon", "epsilon_prv"]
+FLOATS += ["auc", "logloss"]
 STAGE_COLUMNS = ["run_id", "stage", "parent", "median_ms", "p25_ms", "p75_ms", "mean_ms"]
 STAGE_COLUMNS += ["n", "share"]
 
