@@ -98,27 +98,22 @@ def test_each_bad_line_is_an_error_naming_file_and_line_or_skipped(tmp_path, kin
 
 def test_a_bad_line_stops_the_run_at_planning(tmp_path):
     """The first pass runs in plan_run: a bad line is refused before anything is built."""
-    path = write(tmp_path / "day_0", [LINES[0]] * 5 + [line("x")])
-    cfg = RunConfig(
-        workload="criteo-kaggle",
-        table_size="1MB",
-        placement="cpu",
-        batch_size=2,
-        iterations=1,
-        warmup=0,
-        data=config(path),
-    )
+
+    def one_step(path) -> RunConfig:
+        return RunConfig(
+            workload="criteo-kaggle",
+            table_size="1MB",
+            placement="cpu",
+            batch_size=2,
+            iterations=1,
+            warmup=0,
+            data=config(path),
+        )
+
+    cfg = one_step(write(tmp_path / "day_0", [LINES[0]] * 5 + [line("x")]))
     with pytest.raises(BenchError, match=r"day_0:6: label 'x' is not 0 or 1"):
         plan_run(cfg)
-    cfg_ok = RunConfig(
-        workload="criteo-kaggle",
-        table_size="1MB",
-        placement="cpu",
-        batch_size=2,
-        iterations=1,
-        warmup=0,
-        data=config(write(tmp_path / "day_1", [LINES[0]] * 5)),
-    )
+    cfg_ok = one_step(write(tmp_path / "day_1", [LINES[0]] * 5))
     # the run reads (1 step + 1 look-ahead) x 2 lines; the scan validated them
     assert plan_run(cfg_ok).data.good_lines >= 4
 
