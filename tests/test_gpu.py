@@ -19,7 +19,13 @@ import pytest
 import torch
 
 from lazydp_bench.config import LRSchedule, PrivacyConfig, RunConfig
-from lazydp_bench.dp.clip_kernels import add_linear_sq_norms, finish_clip, scale_rows
+from lazydp_bench.dp.clip_kernels import (
+    add_all_linear_sq_norms,
+    add_linear_sq_norms,
+    finish_clip,
+    scale_rows,
+    scale_rows_many,
+)
 from lazydp_bench.dp.noise.base import DenseNoiseEngine
 from lazydp_bench.dp.noise.triton_fused import TritonFusedEngine
 from lazydp_bench.dp.owed_noise import owed_std
@@ -106,6 +112,10 @@ def test_rows_kernel(dev, eng):
 
 def test_ghost_norms(dev):
     assert check_ghost_norms(dev)
+
+
+def test_all_layer_norms(dev):
+    assert check_all_layer_norms(dev)
 
 
 def test_finish_clip_and_scale_rows(dev):
@@ -304,6 +314,21 @@ def check_ghost_norms(dev: torch.device) -> bool:
     return ok
 
 
+def check_all_layer_norms(dev: torch.device) -> bool:
+    """All layers in one launch (10 layers: two launches; strided activations) == one
+    launch per layer, bit for bit."""
+    gen = torch.Generator(device=dev).manual_seed(2)
+    widths = [13, 512, 256, 128, 479, 1024, 1024, 512, 256, 1, 7]
+    inputs = [torch.randn(2048, w + 2, device=dev, generator=gen)[:, :w] for w in widths[:-1]]
+    deltas = [torch.randn(2048, w, device=dev, generator=gen) for w in widths[1:]]
+    start = torch.rand(2048, device=dev, generator=gen)
+    want, got = start.clone(), start.clone()
+    for a, d in zip(inputs, deltas, strict=True):
+        add_linear_sq_norms(want, a, d)
+    add_all_linear_sq_norms(got, inputs, deltas)
+    return check("triton ghost norms, all layers in one launch", torch.equal(got, want), "")
+
+
 def check_finish_and_scale(dev: torch.device) -> bool:
     """finish_clip (bag norms + clip factors + scaled pooled gradient in one kernel) and
     scale_rows against the torch path in fp64 (the same functions on fp64 tensors)."""
@@ -334,7 +359,11 @@ def check_finish_and_scale(dev: torch.device) -> bool:
         got = scale_rows(x, c)
         err = (got - x * c.view(-1, 1)).abs().max().item()
         ok &= check(f"triton scale_rows 2048x{cols}", err == 0 and got.is_contiguous(), f"{err}")
-    return ok
+    xs = [torch.randn(2048, w + 1, device=dev, generator=gen)[:, :w] for w in range(1, 1100, 100)]
+    c = torch.rand(2048, device=dev, generator=gen)
+    many = scale_rows_many(xs, c)  # 11 tensors: two launches
+    same = all(torch.equal(m, scale_rows(x, c)) for m, x in zip(many, xs, strict=True))
+    return ok & check("triton scale_rows_many == scale_rows, 11 tensors", same, "")
 
 
 def check_owed_std(dev: torch.device) -> bool:

@@ -25,7 +25,12 @@ from dataclasses import dataclass
 
 import torch
 
-from lazydp_bench.dp.clip_kernels import add_linear_sq_norms, clip_factors, finish_clip, scale_rows
+from lazydp_bench.dp.clip_kernels import (
+    add_all_linear_sq_norms,
+    clip_factors,
+    finish_clip,
+    scale_rows_many,
+)
 from lazydp_bench.errors import BenchError
 from lazydp_bench.measure.profiling import StageTimer
 from lazydp_bench.measure.stages import Stage
@@ -101,10 +106,9 @@ def _ghost_clip(
     scale_pooled: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Ghost norms of every layer and bag -> (squared norms, clip factors, and with
-    `scale_pooled` the clipped pooled gradient), in one kernel per layer plus one."""
+    `scale_pooled` the clipped pooled gradient), in one kernel for the layers plus one."""
     sq = torch.zeros(d_pooled.shape[0], dtype=d_pooled.dtype, device=d_pooled.device)
-    for a, d in zip(fs.inputs, deltas, strict=True):
-        add_linear_sq_norms(sq, a, d)
+    add_all_linear_sq_norms(sq, fs.inputs, deltas)
     mult = None  # with pooling 1 every multiplicity is 1
     if fs.rows.shape[-1] > 1:
         mult = bag_sum_sq_multiplicity(fs.rows).to(d_pooled.device, non_blocking=True)
@@ -197,18 +201,25 @@ def clip_ghost(model: DLRM, fs: ForwardState, clip_norm: float, timer: StageTime
     return ClipResult(mlp_grad, pooled_grad, sq)
 
 
-def _clipped_layer_grad(
-    gw: torch.Tensor, gb: torch.Tensor, a: torch.Tensor, d: torch.Tensor, c: torch.Tensor
+def _clipped_layer_grads(
+    views: list[tuple[torch.Tensor, torch.Tensor]],
+    inputs: list[torch.Tensor],
+    deltas: list[torch.Tensor],
+    c: torch.Tensor,
 ) -> None:
-    """gw = sum_i c_i d_i a_i^T, gb = sum_i c_i d_i. The factors scale the narrower of a and
-    d (the scaling pass is what the factors cost)."""
-    if a.shape[1] < d.shape[1]:
-        torch.mm(d.t(), scale_rows(a, c), out=gw)
-        torch.mv(d.t(), c, out=gb)
-        return
-    scaled = scale_rows(d, c)
-    torch.mm(scaled.t(), a, out=gw)
-    torch.sum(scaled, 0, out=gb)
+    """gw = sum_i c_i d_i a_i^T, gb = sum_i c_i d_i for every layer. The factors scale the
+    narrower of a and d (the scaling pass is what the factors cost), every layer's in one
+    launch."""
+    scale_a = [a.shape[1] < d.shape[1] for a, d in zip(inputs, deltas, strict=True)]
+    narrow = [a if sa else d for a, d, sa in zip(inputs, deltas, scale_a, strict=True)]
+    scaled = scale_rows_many(narrow, c)
+    for (gw, gb), a, d, sa, x in zip(views, inputs, deltas, scale_a, scaled, strict=True):
+        if sa:
+            torch.mm(d.t(), x, out=gw)
+            torch.mv(d.t(), c, out=gb)
+        else:
+            torch.mm(x.t(), a, out=gw)
+            torch.sum(x, 0, out=gb)
 
 
 @register_clipping("bookkeeping")
@@ -222,6 +233,5 @@ def clip_bookkeeping(
         sq, c, pooled_grad = _ghost_clip(fs, deltas, d_pooled, clip_norm, scale_pooled=True)
     with timer.stage(Stage.BACKWARD_PER_BATCH):
         mlp_grad = torch.empty_like(model.flat_params)
-        for (gw, gb), a, d in zip(model.layer_views(mlp_grad), fs.inputs, deltas, strict=True):
-            _clipped_layer_grad(gw, gb, a, d, c)
+        _clipped_layer_grads(list(model.layer_views(mlp_grad)), fs.inputs, deltas, c)
     return ClipResult(mlp_grad, pooled_grad, sq)

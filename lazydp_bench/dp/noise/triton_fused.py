@@ -214,22 +214,36 @@ if AVAILABLE:
         MATH: tl.constexpr,
     ):
         """`_noisy_update_kernel`'s element layout and Philox counters over a virtual
-        [slots, cols] block whose rows live at table rows rows_ptr[slot]."""
+        [slots, cols] block whose rows live at table rows rows_ptr[slot]. A program whose
+        slots all have std 0 (the padding at the end of a unique-rows queue: most slots
+        of a small table's queue) returns before drawing; the draws of every other
+        program are unchanged (counters come from the element index)."""
         pid = tl.program_id(0)
         offs = tl.arange(0, BLOCK)
         i0 = pid * (4 * BLOCK) + offs
-        if UNIT:
-            r0 = tl.full((BLOCK,), 1.0, tl.float32)
-            r1 = r0
-            r2 = r0
-            r3 = r0
-        else:
-            group = (pid * BLOCK + offs).to(tl.uint32)
-            r0, r1, r2, r3 = normals4(tl.load(seed_ptr), group, chunk, MATH)
-        _add_to_rows(w_ptr, rows_ptr, std_ptr, i0, r0, n_elements, cols)
-        _add_to_rows(w_ptr, rows_ptr, std_ptr, i0 + BLOCK, r1, n_elements, cols)
-        _add_to_rows(w_ptr, rows_ptr, std_ptr, i0 + 2 * BLOCK, r2, n_elements, cols)
-        _add_to_rows(w_ptr, rows_ptr, std_ptr, i0 + 3 * BLOCK, r3, n_elements, cols)
+        if _any_std(std_ptr, i0, n_elements, cols, BLOCK):
+            if UNIT:
+                r0 = tl.full((BLOCK,), 1.0, tl.float32)
+                r1 = r0
+                r2 = r0
+                r3 = r0
+            else:
+                group = (pid * BLOCK + offs).to(tl.uint32)
+                r0, r1, r2, r3 = normals4(tl.load(seed_ptr), group, chunk, MATH)
+            _add_to_rows(w_ptr, rows_ptr, std_ptr, i0, r0, n_elements, cols)
+            _add_to_rows(w_ptr, rows_ptr, std_ptr, i0 + BLOCK, r1, n_elements, cols)
+            _add_to_rows(w_ptr, rows_ptr, std_ptr, i0 + 2 * BLOCK, r2, n_elements, cols)
+            _add_to_rows(w_ptr, rows_ptr, std_ptr, i0 + 3 * BLOCK, r3, n_elements, cols)
+
+    @triton.jit
+    def _any_std(std_ptr, i0, n_elements, cols, BLOCK: tl.constexpr):
+        """Whether any slot of the program's 4 x BLOCK elements has a nonzero std."""
+        top = tl.zeros((BLOCK,), tl.float32)
+        for k in tl.static_range(4):
+            i = i0 + k * BLOCK
+            s = tl.load(std_ptr + i // cols, mask=i < n_elements, other=0.0)
+            top = tl.maximum(top, tl.abs(s.to(tl.float32)))
+        return tl.max(top, 0) != 0
 
 
 _MATH_NAMES = {
