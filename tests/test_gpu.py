@@ -315,18 +315,28 @@ def check_ghost_norms(dev: torch.device) -> bool:
 
 
 def check_all_layer_norms(dev: torch.device) -> bool:
-    """All layers in one launch (10 layers: two launches; strided activations) == one
-    launch per layer, bit for bit."""
+    """All layers in one launch (10 layers: two launches; strided activations) against
+    fp64 and against one launch per layer (the same sums; the compiler may contract the
+    multiply-adds differently, so rounding may differ)."""
     gen = torch.Generator(device=dev).manual_seed(2)
     widths = [13, 512, 256, 128, 479, 1024, 1024, 512, 256, 1, 7]
     inputs = [torch.randn(2048, w + 2, device=dev, generator=gen)[:, :w] for w in widths[:-1]]
     deltas = [torch.randn(2048, w, device=dev, generator=gen) for w in widths[1:]]
     start = torch.rand(2048, device=dev, generator=gen)
     want, got = start.clone(), start.clone()
+    exact = start.double()
     for a, d in zip(inputs, deltas, strict=True):
         add_linear_sq_norms(want, a, d)
+        d_sq = d.double().square().sum(1)
+        exact += a.double().square().sum(1) * d_sq + d_sq
     add_all_linear_sq_norms(got, inputs, deltas)
-    return check("triton ghost norms, all layers in one launch", torch.equal(got, want), "")
+    err = ((got.double() - exact).abs() / exact).max().item()
+    err_layer = ((got - want).abs() / want).max().item()
+    return check(
+        "triton ghost norms, all layers in one launch",
+        err < 1e-5 and err_layer < 1e-5,
+        f"max rel vs fp64 {err:.1e}, vs one launch per layer {err_layer:.1e}",
+    )
 
 
 def check_finish_and_scale(dev: torch.device) -> bool:

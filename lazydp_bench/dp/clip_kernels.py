@@ -9,8 +9,8 @@ self-check compares the kernels with.
 - `add_linear_sq_norms`: ghost norm of a Linear layer, ||a_i||^2 ||d_i||^2 + ||d_i||^2
   (seven torch kernels -> one); `add_all_linear_sq_norms` does every layer of the model
   in one launch (up to `LAYERS_PER_LAUNCH` layers; a program per example), adding the
-  layers in the same order, so its sums are bitwise those of one launch per layer
-  (on the H200, 8 launches of the MLPerf DLRM took 39 us per step of batch 2048);
+  layers in the same order (on the H200, 8 launches for the MLPerf DLRM took 39 us per
+  step of batch 2048, one launch 23 us);
 - `finish_clip`: adds the embedding bags' norm, turns the norms into clip factors and,
   for book-keeping, scales the pooled gradient by them, in one pass over the pooled
   gradient (torch: square, two sums, add, sqrt, add, divide, clamp, multiply);
@@ -77,8 +77,8 @@ if AVAILABLE:
         LAYERS: tl.constexpr,
         BLOCK: tl.constexpr,
     ):  # fmt: skip
-        """`_ghost_layer_kernel` for LAYERS layers in one program per row; the sum is
-        rounded to sq's dtype after each layer, exactly as one launch per layer does."""
+        """`_ghost_layer_kernel` for LAYERS layers in one program per row, the layers
+        added in order."""
         row = tl.program_id(0).to(tl.int64)
         ty = sq_ptr.dtype.element_ty
         acc = tl.load(sq_ptr + row)
@@ -202,7 +202,8 @@ def add_all_linear_sq_norms(
     sq: torch.Tensor, inputs: list[torch.Tensor], deltas: list[torch.Tensor]
 ) -> None:
     """`add_linear_sq_norms` of every (a, d) pair, in order, in as few launches as
-    `LAYERS_PER_LAUNCH` allows (bitwise the per-layer result)."""
+    `LAYERS_PER_LAUNCH` allows (the same fp32 sums; the compiler may contract their
+    multiply-adds differently from the one-layer kernel, so the last bit may differ)."""
     pairs = list(zip(inputs, deltas, strict=True))
     if not all(_on_triton(sq, a, d) for a, d in pairs) or not sq.is_contiguous():
         for a, d in pairs:
@@ -255,8 +256,8 @@ def finish_clip(
 
 def scale_rows_many(xs: list[torch.Tensor], c: torch.Tensor) -> list[torch.Tensor]:
     """`scale_rows` of each tensor ([B, n_k], c [B]) in one launch per 8 tensors (on the
-    H200, 8 launches for the MLPerf DLRM's layers took 21 us per step of batch 2048);
-    the products are bitwise those of `scale_rows`."""
+    H200, 8 launches for the MLPerf DLRM's layers took 21 us per step of batch 2048, one
+    launch 13 us); one product per element, so bitwise `scale_rows`."""
     if not all(_on_triton(x, c) and x.dim() == 2 for x in xs) or not c.is_contiguous():
         return [scale_rows(x, c) for x in xs]
     outs = [torch.empty(x.shape, dtype=x.dtype, device=x.device) for x in xs]
