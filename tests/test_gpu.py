@@ -23,6 +23,7 @@ from lazydp_bench.dp.clip_kernels import (
     add_all_linear_sq_norms,
     add_linear_sq_norms,
     finish_clip,
+    finish_on_triton,
     scale_rows,
     scale_rows_many,
 )
@@ -344,7 +345,8 @@ def check_finish_and_scale(dev: torch.device) -> bool:
     scale_rows against the torch path in fp64 (the same functions on fp64 tensors)."""
     gen = torch.Generator(device=dev).manual_seed(1)
     ok = True
-    d_pooled = torch.randn(2048, 26, 128, device=dev, generator=gen) * 0.05
+    # a slice of a [B, T + 1, D] gradient, as the DLRM's: each example's block contiguous
+    d_pooled = (torch.randn(2048, 27, 128, device=dev, generator=gen) * 0.05)[:, 1:]
     layers = torch.rand(2048, device=dev, generator=gen) * 2
     for scale in (True, False):
         sq = layers.clone()
@@ -360,7 +362,9 @@ def check_finish_and_scale(dev: torch.device) -> bool:
             max(err_sq, err_c) < 1e-5
             and err_p < 1e-6
             and 0 < clipped < 1
-            and (pooled is None) != scale,
+            and (pooled is None) != scale
+            and (pooled is None or pooled.is_contiguous())
+            and finish_on_triton(sq, d_pooled),
             f"rel sq {err_sq:.1e}, rel c {err_c:.1e}, pooled {err_p:.1e}; clipped {clipped:.0%}",
         )
     for cols in (1, 13, 479, 1024):

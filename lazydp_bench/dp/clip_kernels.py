@@ -106,6 +106,7 @@ if AVAILABLE:
         c_ptr,
         out_ptr,
         cols,
+        g_stride,
         clip_norm,
         eps,
         NORM: tl.constexpr,
@@ -115,7 +116,7 @@ if AVAILABLE:
         row = tl.program_id(0).to(tl.int64)
         sq = tl.load(sq_ptr + row)
         if NORM:
-            sq += _row_sq(g_ptr, row, cols, cols, BLOCK)
+            sq += _row_sq(g_ptr, row, g_stride, cols, BLOCK)
             tl.store(sq_ptr + row, sq)
         c = tl.minimum(clip_norm / (tl.sqrt(sq) + eps), 1.0)
         tl.store(c_ptr + row, c)
@@ -123,7 +124,7 @@ if AVAILABLE:
             for start in range(0, cols, BLOCK):
                 offs = start + tl.arange(0, BLOCK)
                 mask = offs < cols
-                x = tl.load(g_ptr + row * cols + offs, mask=mask)
+                x = tl.load(g_ptr + row * g_stride + offs, mask=mask)
                 tl.store(out_ptr + row * cols + offs, x * c, mask=mask)
 
     @triton.jit
@@ -217,6 +218,11 @@ def add_all_linear_sq_norms(
         _ghost_layers_kernel[(sq.shape[0],)](sq, *args, LAYERS=len(group), BLOCK=BLOCK, num_warps=4)
 
 
+def finish_on_triton(sq: torch.Tensor, d_pooled: torch.Tensor) -> bool:
+    """Whether `finish_clip` runs as one kernel: fp32 CUDA, each example's block contiguous."""
+    return _on_triton(sq, d_pooled) and d_pooled[0].is_contiguous() and sq.is_contiguous()
+
+
 def finish_clip(
     sq: torch.Tensor,
     d_pooled: torch.Tensor,
@@ -227,19 +233,24 @@ def finish_clip(
     """Complete the squared norms with the bags' part, sq[i] += sum_t ||d_it||^2 * m_it
     (m: sum of squared row multiplicities per bag; None when pooling is 1), and return the
     clip factors c and, if `scale_pooled`, c_i * d_pooled_i (the book-keeping pooled
-    gradient). `sq` is updated in place."""
-    triton_path = _on_triton(sq, d_pooled) and d_pooled.is_contiguous() and sq.is_contiguous()
+    gradient). `sq` is updated in place. Each example's block d_pooled[i] must be
+    contiguous for the kernel, not the whole tensor: the DLRM's pooled gradient is a slice
+    of the interaction's input gradient ([B, T + 1, D] -> [B, T, D]), whose torch path cost
+    four passes (square, two sums, scale: 59 us per step on the H200 at batch 2048)."""
+    triton_path = finish_on_triton(sq, d_pooled)
     if multiplicity is not None:  # per-bag weights: torch adds this part
         sq.add_((d_pooled.square().sum(-1) * multiplicity).sum(-1))
     if triton_path:
         c = torch.empty_like(sq)
-        out = torch.empty_like(d_pooled) if scale_pooled else d_pooled
+        shape, dtype, device = d_pooled.shape, d_pooled.dtype, d_pooled.device
+        out = torch.empty(shape, dtype=dtype, device=device) if scale_pooled else d_pooled
         _finish_kernel[(d_pooled.shape[0],)](
             sq,
             d_pooled,
             c,
             out,
             d_pooled[0].numel(),
+            d_pooled.stride(0),
             float(clip_norm),
             EPS,
             NORM=multiplicity is None,
