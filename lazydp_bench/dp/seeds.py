@@ -7,7 +7,8 @@ A noise stream is fixed by (run seed, step, stream, ...) hashed to a 64-bit key 
   (key, chunk) (`keyed_cpu_generator`). torch's own `manual_seed` keeps only the low 32
   bits of a seed, so two keys that agree there would draw the same noise;
 - the Triton kernels (`noise/triton_fused.py`): Philox-4x32-10 with the 64-bit key as its
-  key and (element group, launch chunk) in its 128-bit counter;
+  key and (element group, launch chunk) in its 128-bit counter; the compiled host engine
+  (`noise/host_philox.py`) draws the same stream (same key, counters and layout);
 - torch on CUDA (`noise/torch_chunked.py`): the CUDA generator's Philox, seeded with the
   whole 64-bit key (it keeps all 64 bits) and advanced by torch's offset per draw.
 Keys are unsigned 64-bit Python ints; device memory holds them as int64 with the same bits

@@ -5,7 +5,9 @@ Engines (`--noise-impl`):
 - `torch`: chunked `normal_` into a bounded buffer, then an add (the paper's split into
   noise sampling and parameter update);
 - `fused`: on a GPU one Triton kernel (Philox normals in registers, one read+write pass);
-  on the host a thread pool, one generator per chunk, noise added while hot in cache.
+  on the host a thread pool, one generator per chunk, noise added while hot in cache;
+- `host-philox`: on the host, compiled C draws the fused kernel's Philox stream and adds it
+  in one pass, threads splitting the programs (`host_philox.py`).
 No engine allocates a buffer larger than `chunk_bytes`.
 """
 

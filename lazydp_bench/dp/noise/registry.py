@@ -8,13 +8,18 @@ import torch
 
 from lazydp_bench.dp.noise import triton_fused
 from lazydp_bench.dp.noise.base import DenseNoiseEngine
+from lazydp_bench.dp.noise.host_philox import HostPhiloxEngine
 from lazydp_bench.dp.noise.host_threaded import HostThreadedEngine
 from lazydp_bench.dp.noise.round_trip import RoundTripEngine
 from lazydp_bench.dp.noise.streamed import StreamedEngine
 from lazydp_bench.dp.noise.torch_chunked import TorchChunkedEngine
 from lazydp_bench.errors import BenchError
 
-NOISE_ENGINES = ("torch", "fused", "streamed", "roundtrip")
+NOISE_ENGINES = ("torch", "fused", "streamed", "roundtrip", "host-philox")
+# The host engine of `fused` and `auto` (a table in host RAM without a GPU to help);
+# HostPhiloxEngine where the 16-core GPU host measures it faster (scripts/diagnostics/
+# host_noise_options.py).
+HOST_ENGINE = HostThreadedEngine
 GPU_HELPED = {"streamed": StreamedEngine, "roundtrip": RoundTripEngine}  # host tables only
 
 
@@ -42,14 +47,17 @@ def make_engine(
     drawn on `stream_via` (the GPU of a `hybrid` placement) and streamed down;
     `roundtrip`: a host table's rows go up to `stream_via`, are noised there and come back.
     `auto`: `roundtrip` (the faster, `round_trip.py`) where a placement offers `stream_via`
-    and Triton exists, else `fused`."""
+    and Triton exists, else `fused`. `host-philox`: a host table's noise drawn and added by
+    compiled C (`host_philox.py`), the fused Triton kernel's stream; that kernel on a GPU."""
     if impl == "torch":
         engine = TorchChunkedEngine(chunk_bytes, threads)
         return EngineSet("torch", engine, engine)
-    if impl not in ("fused", "auto", *GPU_HELPED):
+    if impl not in ("fused", "auto", "host-philox", *GPU_HELPED):
         valid = ", ".join(NOISE_ENGINES)
         raise BenchError(f"unknown noise impl {impl!r} (valid: auto, {valid})")
     fused = triton_fused.TritonFusedEngine(chunk_bytes, threads) if triton_fused.AVAILABLE else None
+    if impl == "host-philox":
+        return EngineSet(impl, fused, HostPhiloxEngine(chunk_bytes, threads))
     cuda = fused or (TorchChunkedEngine(chunk_bytes, threads) if impl == "auto" else None)
     if impl in GPU_HELPED and (stream_via is None or fused is None):
         raise BenchError(
@@ -60,4 +68,4 @@ def make_engine(
         name = "roundtrip" if impl == "auto" else impl
         host = GPU_HELPED[name](chunk_bytes, threads, drawer=fused, via=stream_via)
         return EngineSet(name, cuda, host)
-    return EngineSet("fused", cuda, HostThreadedEngine(chunk_bytes, threads))
+    return EngineSet("fused", cuda, HOST_ENGINE(chunk_bytes, threads))
