@@ -1,4 +1,6 @@
-"""Energy over the measured steps: NVML's total-energy counter for the GPU, RAPL for the CPU.
+"""Energy over the measured steps: NVML's total-energy counter for the GPU, RAPL for the CPU,
+and where RAPL is unreadable an estimate of the host CPU's energy from its busy time and
+rated power (`cpu_power.py`), labelled `cpu_source: "estimate (TDP x utilisation)"`.
 
 Like Zeus' begin_window/end_window: the meter never crashes a run. When a counter cannot
 be read (no GPU, no NVML, a GPU older than Volta, no readable powercap files) its fields
@@ -11,14 +13,18 @@ from __future__ import annotations
 
 import glob
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from lazydp_bench.measure.cpu_power import CPU_ESTIMATE, RatedPower
+from lazydp_bench.measure.host_cpu import busy_cpu_seconds, cpu_times
 from lazydp_bench.measure.nvml import open_device
 
 MIN_RELIABLE_WINDOW_S = 1.0
+NO_RATED_POWER = "no rated CPU power given"
 
 
 @dataclass(frozen=True)
@@ -28,11 +34,18 @@ class EnergyResult:
     gpu_j_per_sample: float | None
     gpu_avg_w: float | None
     gpu_idle_w: float | None
-    cpu_source: str  # "rapl" | "unavailable"
+    cpu_source: str  # "rapl" | "estimate (TDP x utilisation)" | "unavailable"
     cpu_j_per_step: float | None
     window_s: float | None
     reason: str | None
     warning: str | None
+    # The host estimate's inputs (None where RAPL was read or no estimate was made):
+    # rated W for this machine's CPUs, "table: <model>" | "--cpu-tdp", the share of the
+    # table's socket TDP that is; and the machine's busy CPU-seconds over the window.
+    cpu_tdp_w: float | None = None
+    cpu_tdp_source: str | None = None
+    cpu_tdp_share: float | None = None
+    cpu_busy_s: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -92,12 +105,26 @@ class _Rapl:
 
 
 class EnergyMeter:
-    def __init__(self, use_gpu: bool, gpu_index: int = 0, nvml_module=None, rapl_root=None):
+    """`host_power`: the rated power a host estimate uses where RAPL is unreadable, or the
+    reason there is none; `host_times`: the /proc/stat sampler (replaced in tests)."""
+
+    def __init__(
+        self,
+        use_gpu: bool,
+        gpu_index: int = 0,
+        nvml_module=None,
+        rapl_root=None,
+        *,
+        host_power: RatedPower | str = NO_RATED_POWER,
+        host_times: Callable[[], list[int] | None] = cpu_times,
+    ):
         self._gpu = _Nvml(gpu_index, nvml_module) if use_gpu else None
         self._rapl = _Rapl(rapl_root) if rapl_root else _Rapl()
+        self._host_power = host_power
+        self._host_times = host_times
         self._start: tuple | None = None
         self._paused: tuple | None = None
-        self._excluded = [0.0, 0.0, 0.0]  # seconds, GPU J, CPU J of paused spans
+        self._excluded = [0.0, 0.0, 0.0, 0.0]  # seconds, GPU J, CPU J, busy CPU-s paused
         self.idle_w: float | None = None
 
     @property
@@ -125,11 +152,11 @@ class EnergyMeter:
         self._sync()
         gpu = self._gpu.energy_mj() if self._gpu and self._gpu.handle else None
         cpu = self._rapl.read_uj() if self._rapl.files else None
-        return (time.perf_counter(), gpu, cpu)
+        return (time.perf_counter(), gpu, cpu, self._host_times())
 
     def begin(self) -> None:
         self._start = self._read()
-        self._excluded = [0.0, 0.0, 0.0]
+        self._excluded = [0.0, 0.0, 0.0, 0.0]
 
     def pause(self) -> None:
         """Leave what follows out of the window until `resume()` (work between measured
@@ -139,26 +166,34 @@ class EnergyMeter:
     def resume(self) -> None:
         if self._paused is None:
             raise RuntimeError("EnergyMeter.resume() without pause()")
-        (t0, gpu0, cpu0), (t1, gpu1, cpu1) = self._paused, self._read()
+        (t0, gpu0, cpu0, host0), (t1, gpu1, cpu1, host1) = self._paused, self._read()
         self._excluded[0] += t1 - t0
         if gpu0 is not None:
             self._excluded[1] += (gpu1 - gpu0) / 1e3
         if cpu0 is not None:
             self._excluded[2] += self._rapl.delta_j(cpu0, cpu1)
+        self._excluded[3] += busy_cpu_seconds(host0, host1) or 0.0
         self._paused = None
 
     def end(self, steps: int, batch_size: int) -> EnergyResult:
         self._sync()
         if self._start is None:
             raise RuntimeError("EnergyMeter.end() without begin()")
-        t0, gpu0, cpu0 = self._start
-        skip_s, skip_gpu, skip_cpu = self._excluded
+        t0, gpu0, cpu0, host0 = self._start
+        skip_s, skip_gpu, skip_cpu, skip_busy = self._excluded
+        host1 = self._host_times()
+        busy = busy_cpu_seconds(host0, host1)
+        busy = max(0.0, busy - skip_busy) if busy is not None else None
         window = time.perf_counter() - t0 - skip_s
         gpu_j = (self._gpu.energy_mj() - gpu0) / 1e3 - skip_gpu if gpu0 is not None else None
         cpu_j = (
             self._rapl.delta_j(cpu0, self._rapl.read_uj()) - skip_cpu if cpu0 is not None else None
         )
         reasons = [r for r in (self.gpu_reason, self._rapl.reason) if r]
+        unread = host0 is None or host1 is None
+        host = host_energy(cpu_j, busy, self._host_power, unread=unread, window_s=window)
+        if host.reason:
+            reasons.append(host.reason)
         if gpu_j is not None and gpu_j <= 0:
             # The counter did not tick inside the window: unknown, not zero.
             reasons.append(f"NVML counter did not advance in a {window:.3f} s window")
@@ -169,15 +204,60 @@ class EnergyMeter:
                 f"energy window {window:.2f} s is under ~10 NVML counter updates; "
                 "raise --iterations for a reliable figure"
             )
+        elif host.source == CPU_ESTIMATE and window < MIN_RELIABLE_WINDOW_S:
+            warning = (
+                f"energy window {window:.2f} s is under ~100 ticks of the host CPU clock "
+                "(10 ms); raise --iterations for a reliable estimate"
+            )
         return EnergyResult(
             source="nvml" if gpu_j is not None else "unavailable",  # per window
             gpu_j_per_step=gpu_j / steps if gpu_j is not None else None,
             gpu_j_per_sample=gpu_j / (steps * batch_size) if gpu_j is not None else None,
             gpu_avg_w=gpu_j / window if gpu_j is not None and window > 0 else None,
             gpu_idle_w=self.idle_w,
-            cpu_source="rapl" if cpu_j is not None else "unavailable",
-            cpu_j_per_step=cpu_j / steps if cpu_j is not None else None,
+            cpu_source=host.source,
+            cpu_j_per_step=host.joules / steps if host.joules is not None else None,
             window_s=window,
             reason="; ".join(reasons) or None,
             warning=warning,
+            cpu_tdp_w=host.rated.watts if host.rated else None,
+            cpu_tdp_source=host.rated.source if host.rated else None,
+            cpu_tdp_share=host.rated.share if host.rated else None,
+            cpu_busy_s=busy,
         )
+
+
+@dataclass(frozen=True)
+class HostEnergy:
+    """The host CPU's energy over a window: what it is, where it came from, and why there
+    is none."""
+
+    source: str  # "rapl" | CPU_ESTIMATE | "unavailable"
+    joules: float | None
+    rated: RatedPower | None = None  # the rated power an estimate used
+    reason: str | None = None
+
+
+def host_energy(
+    rapl_j: float | None,
+    busy_cpu_s: float | None,
+    power: RatedPower | str,
+    *,
+    unread: bool = False,
+    window_s: float = 0.0,
+) -> HostEnergy:
+    """RAPL's reading where there is one; else rated power x utilisation over the window
+    (`cpu_power.py`) where the rated power and the busy time are known; else none, with
+    the reason (`unread`: /proc/stat could not be read, else its clock did not tick)."""
+    if rapl_j is not None:
+        return HostEnergy("rapl", rapl_j)
+    if isinstance(power, str):
+        return HostEnergy("unavailable", None, reason=power)
+    if busy_cpu_s is None:
+        why = (
+            "host CPU time not readable (/proc/stat)"
+            if unread
+            else f"host CPU clock did not advance in a {window_s:.3f} s window"
+        )
+        return HostEnergy("unavailable", None, reason=why)
+    return HostEnergy(CPU_ESTIMATE, power.joules(busy_cpu_s), rated=power)

@@ -10,6 +10,7 @@ slow method. Read from /proc/stat (Linux); None elsewhere.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 _STAT = Path("/proc/stat")
@@ -41,3 +42,16 @@ def cpu_share(start: list[int] | None, end: list[int] | None) -> dict | None:
         "busy_pct": 100.0 * (total - idle - delta[_STEAL]) / total,
         "steal_pct": 100.0 * delta[_STEAL] / total,
     }
+
+
+def busy_cpu_seconds(start: list[int] | None, end: list[int] | None) -> float | None:
+    """CPU-seconds the machine's CPUs were busy between two `cpu_times()` samples (all
+    processes; idle, iowait and stolen time left out); None without samples or when the
+    clock did not tick between them (unknown, not zero)."""
+    if start is None or end is None:
+        return None
+    delta = [b - a for a, b in zip(start, end, strict=True)]
+    if sum(delta) <= 0:
+        return None
+    busy = sum(delta) - delta[_IDLE] - delta[_IOWAIT] - delta[_STEAL]
+    return busy / os.sysconf("SC_CLK_TCK")

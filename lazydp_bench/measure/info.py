@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from lazydp_bench.measure.cpu_power import RatedPower, rated_power, read_host_cpu
 from lazydp_bench.measure.energy import EnergyMeter
 from lazydp_bench.measure.env import machine_info
 from lazydp_bench.placement.layout import estimate_need, fits, machine_limits
@@ -40,6 +41,14 @@ def largest_fitting_bytes(wl: Workload, placement: str, limits, history_table: b
     return lo
 
 
+def rated_power_text(power: RatedPower | str) -> str:
+    """What a host energy estimate would use without --cpu-tdp: watts and their source, or
+    why there is none."""
+    if isinstance(power, str):
+        return power
+    return f"{power.watts:.1f} W ({power.source}, x {power.share:.3g} of a socket)"
+
+
 def machine_report(host_limit: int | None) -> Table:
     env = machine_info()
     limits = machine_limits(host_limit)
@@ -55,6 +64,7 @@ def machine_report(host_limit: int | None) -> Table:
         ("NVML energy counter", "readable" if meter.gpu_reason is None else meter.gpu_reason),
         ("CPU", f"{env['cpu']} ({env['cpu_count']} cores)"),
         ("RAPL CPU energy", "readable" if meter._rapl.reason is None else meter._rapl.reason),
+        ("CPU rated power (host estimate)", rated_power_text(rated_power(None, read_host_cpu()))),
         (
             "host RAM (total / planning limit)",
             f"{format_bytes(env['host_ram_bytes'])} / "

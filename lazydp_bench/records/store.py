@@ -22,6 +22,8 @@ from lazydp_bench.errors import BenchError
 from lazydp_bench.records.schema import SCHEMA_VERSION, Record, from_dict, to_dict
 
 RUNS_FILE = "runs.jsonl"
+# energy fields added with the host CPU estimate (measure/energy.py), null in older records
+ENERGY_ADDED = ("cpu_tdp_w", "cpu_tdp_source", "cpu_tdp_share", "cpu_busy_s")
 
 
 def _finite(obj):
@@ -87,7 +89,11 @@ def upgrade(record: dict) -> dict:
 
     v2: every record names its `kind` (v1 run records had none); `bench noise` records
     spell the host placement `cpu` (v1: `host`) and carry the engine's key width and the
-    pass's bounds (null where v1 did not measure them)."""
+    pass's bounds (null where v1 did not measure them).
+
+    Any version: an `energy` section from before the host CPU estimate gets the
+    estimate's fields as null (`ENERGY_ADDED`; its `cpu_source`, rapl or unavailable,
+    still holds), so readers see one shape."""
     if not isinstance(record, dict):
         raise BenchError("a record must be a JSON object")
     version = record.get("schema_version", 1)
@@ -107,6 +113,9 @@ def upgrade(record: dict) -> dict:
         for key in ("memory_bound_samples_per_s", "arithmetic_bound_samples_per_s"):
             bench.setdefault(key, None)
         bench.setdefault("pct_of_bound", None)
+    if isinstance(record.get("energy"), dict):
+        for key in ENERGY_ADDED:
+            record["energy"].setdefault(key, None)
     return record
 
 

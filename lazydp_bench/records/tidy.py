@@ -31,6 +31,7 @@ ENGINE_LABELS = (
     ("roundtrip", "roundtrip"),
     ("streamed", "streamed"),
     ("host-threaded", "host"),
+    ("host-philox", "host"),
     ("triton", "fused"),
     ("torch", "torch"),
 )
@@ -168,6 +169,10 @@ RUN_COLUMNS: list[Column] = [
     ("gpu_j_per_sample", "float64", lambda r: _get(r, "energy", "gpu_j_per_sample")),
     ("gpu_avg_w", "float64", lambda r: _get(r, "energy", "gpu_avg_w")),
     ("cpu_j_per_step", "float64", lambda r: _get(r, "energy", "cpu_j_per_step")),
+    ("cpu_source", "string", lambda r: _get(r, "energy", "cpu_source")),
+    ("cpu_tdp_w", "float64", lambda r: _get(r, "energy", "cpu_tdp_w")),
+    ("cpu_tdp_source", "string", lambda r: _get(r, "energy", "cpu_tdp_source")),
+    ("cpu_busy_s", "float64", lambda r: _get(r, "energy", "cpu_busy_s")),
     ("private", "boolean", lambda r: _get(r, "privacy", "private")),
     ("dp_equivalent", "boolean", lambda r: _get(r, "privacy", "dp_equivalent")),
     ("sigma", "float64", lambda r: _get(r, "privacy", "noise_multiplier")),
@@ -332,8 +337,11 @@ def load_runs(sources: Sources) -> pd.DataFrame:
       step run.
     - host_cpu_busy_pct, host_cpu_steal_pct: host CPU busy and stolen shares.
     - gpu_peak_bytes, host_peak_bytes (RSS), history_table_bytes: memory.
-    - gpu_j_per_step, gpu_j_per_sample, gpu_avg_w: GPU energy and average power (NVML);
-      cpu_j_per_step: CPU package energy (RAPL).
+    - gpu_j_per_step, gpu_j_per_sample, gpu_avg_w: GPU energy and average power (NVML).
+    - cpu_j_per_step: host CPU energy per step, read (RAPL) or estimated; cpu_source says
+      which: rapl, `estimate (TDP x utilisation)` or unavailable. cpu_tdp_w: the rated W
+      an estimate used for this machine's CPUs; cpu_tdp_source: `table: <model>` or
+      `--cpu-tdp`; cpu_busy_s: the machine's busy CPU-seconds over the measured steps.
     - private: whether the algorithm adds noise; dp_equivalent: whether it is
       DP-SGD-equivalent.
     - sigma: the noise multiplier; clip_norm: C; delta.

@@ -49,6 +49,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.text import Annotation, Text
 
+from lazydp_bench.measure.cpu_power import CPU_ESTIMATE
 from lazydp_bench.measure.stages import LABELS, UPDATE_CHILDREN, Stage
 from lazydp_bench.report.points import (
     CONFIG_FIELDS,
@@ -270,6 +271,30 @@ class StackRest:
     label: str
 
 
+@dataclass(frozen=True)
+class Segment:
+    """One segment of a stacked bar, bottom up: its name in the figure's numbers, legend
+    label, colour, value (None: not measured, drawn as missing, never as 0), hatch, why it
+    is missing and the word its bar's label names it by then."""
+
+    name: str
+    label: str
+    color: str
+    value: float | None
+    hatch: str | None = None
+    reason: str | None = None
+    tag: str = ""
+
+
+@dataclass(frozen=True)
+class CustomStack:
+    """A stacked bar whose segments are not timed stages: `labels` in legend order
+    (bottom up) and `parts(spec, panel, slot, notes)` giving a slot's segments."""
+
+    labels: tuple[str, ...]
+    parts: Callable[..., list[Segment]]
+
+
 STEP_REST = StackRest(None, "rest_of_step", "Other (data, sync)")
 UPDATE_REST = StackRest(Stage.MODEL_UPDATE, "rest_of_update", "Other (update, sync)")
 STACK_SLACK = 0.01  # stages adding to more than their whole by this share get a note
@@ -289,13 +314,14 @@ class FigureSpec:
     candidates: Callable[[pd.DataFrame], pd.DataFrame] = main_workloads
     stages: tuple[Stage, ...] = ()
     rest: StackRest | None = None  # what completes a stacked bar
+    stack: CustomStack | None = None  # segments that are not stages (fig. 12's energies)
     normalize: bool = False
     speedup: bool = False
     min_x: int = 1  # sensitivity figures need two axis values
 
     @property
     def stacked(self) -> bool:
-        return bool(self.stages)
+        return bool(self.stages) or self.stack is not None
 
 
 # ---- panels and their slots ----------------------------------------------------------------
@@ -370,8 +396,9 @@ def _slots(spec: FigureSpec, fixed: Fixed, algos: list[str]) -> tuple[list, list
 
 def _bar_value(spec: FigureSpec, point: Point) -> float:
     """The pooled quantity a bar shows: median J per step, else the step-time median."""
-    if spec.measure is ENERGY:
-        return float(statistics.median(point.rows["gpu_j_per_step"]))
+    if spec.measure is ENERGY:  # GPU and host energy, each where measured
+        parts = (_median(point.rows[c]) for c in ("gpu_j_per_step", "cpu_j_per_step"))
+        return float(sum(v for v in parts if v is not None))
     if spec.measure is GRAD_SIZE:
         return float(statistics.median(point.rows["grad_fraction"]))
     return float(point.stats.median_ms)
@@ -656,12 +683,14 @@ def _missing_baseline(ax, spec, panel: Panel, s: Slot, data: list[dict], notes) 
     data.append({**_data_row(panel, spec.axis, s), "status": "no baseline", "reason": reason})
 
 
-def _stack_parts(spec: FigureSpec, panel: Panel, s: Slot, notes) -> list[tuple]:
-    """(name, label, colour, ms) of each segment of a slot's stack, bottom up: the pooled
-    stage medians in `spec.stages` order, then `spec.rest` (the whole less those stages)."""
+def _stack_parts(spec: FigureSpec, panel: Panel, s: Slot, notes) -> list[Segment]:
+    """The segments of a slot's stack, bottom up: `spec.stack`'s, else the pooled stage
+    medians in `spec.stages` order, then `spec.rest` (the whole less those stages)."""
+    if spec.stack is not None:
+        return spec.stack.parts(spec, panel, s, notes)
     pooled = pool_stages(s.point.rows)
     parts = [
-        (stage.value, LABELS[stage], STAGE_COLOR[stage], pooled.get(stage.value, 0.0))
+        Segment(stage.value, LABELS[stage], STAGE_COLOR[stage], pooled.get(stage.value, 0.0))
         for stage in spec.stages
     ]
     rest = spec.rest
@@ -670,8 +699,8 @@ def _stack_parts(spec: FigureSpec, panel: Panel, s: Slot, notes) -> list[tuple]:
     whole = s.point.stats.median_ms if rest.total is None else pooled.get(rest.total.value)
     if whole is None:
         return parts
-    drawn = sum(ms for *_, ms in parts)
-    parts.append((rest.name, rest.label, REST_COLOR, max(0.0, whole - drawn)))
+    drawn = sum(p.value for p in parts)
+    parts.append(Segment(rest.name, rest.label, REST_COLOR, max(0.0, whole - drawn)))
     if drawn > whole * (1 + STACK_SLACK):
         what = "step time" if rest.total is None else f"{rest.total.value} median"
         notes.append(
@@ -684,7 +713,8 @@ def _stack_parts(spec: FigureSpec, panel: Panel, s: Slot, notes) -> list[tuple]:
 
 def _draw_stacked(ax, spec: FigureSpec, panel: Panel, data: list[dict], notes) -> list[float]:
     """One bar per slot, its segments from `_stack_parts` (legend once per segment that
-    some bar shows); returns the stacks' heights."""
+    some bar shows; a segment not measured is drawn as none and named on the bar's label,
+    its row in the numbers empty with its reason); returns the stacks' heights."""
     labelled: set[str] = set()
     heights = []
     for s in panel.slots:
@@ -699,25 +729,32 @@ def _draw_stacked(ax, spec: FigureSpec, panel: Panel, data: list[dict], notes) -
                 _missing_baseline(ax, spec, panel, s, data, notes)
                 continue
             scale = 1.0 / panel.baseline[s.x]
-        bottom = 0.0
-        for name, label, color, ms in _stack_parts(spec, panel, s, notes):
-            v = ms * scale
+        bottom, missing = 0.0, []
+        for seg in _stack_parts(spec, panel, s, notes):
+            if seg.value is None:
+                missing.append(seg.tag or seg.name)
+                row = _data_row(panel, spec.axis, s, None, stage=seg.name)
+                data.append({**row, "status": "no data", "reason": seg.reason})
+                continue
+            v = seg.value * scale
             ax.bar(
                 s.pos,
                 v,
                 s.width,
                 bottom=bottom,
-                color=color,
-                label=label if v > 0 and name not in labelled else None,
+                color=seg.color,
+                hatch=seg.hatch,
+                label=seg.label if v > 0 and seg.label not in labelled else None,
                 edgecolor="white",
                 linewidth=0.3,
             )
             if v > 0:
-                labelled.add(name)
+                labelled.add(seg.label)
             bottom += v
-            data.append(_data_row(panel, spec.axis, s, v, stage=name))
+            data.append(_data_row(panel, spec.axis, s, v, stage=seg.name))
         heights.append(bottom)
-        _bar_label(ax, short, s.pos, bottom, fontsize=6, rotation=90)
+        text = f"{short} ({', '.join(missing)} n/a)" if missing else short
+        _bar_label(ax, text, s.pos, bottom, fontsize=6, rotation=90)
     return heights
 
 
@@ -847,6 +884,8 @@ def scale_y(ax, values: Iterable[float], label: str) -> str:
 
 def _stack_labels(spec: FigureSpec) -> list[str]:
     """A stack's segment labels, bottom up."""
+    if spec.stack is not None:
+        return list(spec.stack.labels)
     return [LABELS[stage] for stage in spec.stages] + ([spec.rest.label] if spec.rest else [])
 
 
@@ -1050,6 +1089,56 @@ def _roofline_panel(ax, part: pd.DataFrame, title: str) -> None:
     _legend(ax, handles=handles, labels=[BOUND_LINES[s] for s in keys])
 
 
+# ---- energy: GPU measured, host CPU read or estimated -------------------------------------
+
+GPU_ENERGY = "GPU (NVML, measured)"
+HOST_ENERGY = {
+    "rapl": "host CPU (RAPL)",
+    CPU_ESTIMATE: "host CPU (TDP x utilisation, estimated)",
+}
+ESTIMATED_HATCH = "////"
+
+
+def _median(values: pd.Series) -> float | None:
+    known = [float(v) for v in values if v is not None and not pd.isna(v)]
+    return statistics.median(known) if known else None
+
+
+def _energy_reason(rows: pd.DataFrame, what: str) -> str:
+    reasons = [r for r in rows.sort_values("created")["energy_reason"] if isinstance(r, str)]
+    return f"no {what} energy" + (f": {reasons[-1]}" if reasons else "")
+
+
+def energy_parts(spec: FigureSpec, panel: Panel, s: Slot, notes: list[str]) -> list[Segment]:
+    """A slot's GPU energy per step (NVML) under its host CPU energy per step (RAPL, or
+    rated power x utilisation, hatched as an estimate): pooled medians; a part no pooled
+    run has is a missing segment with the records' reason, and a note."""
+    rows = s.point.rows
+    gpu, host = _median(rows["gpu_j_per_step"]), _median(rows["cpu_j_per_step"])
+    sources = sorted(set(rows.loc[rows["cpu_j_per_step"].notna(), "cpu_source"].dropna()))
+    label = " / ".join(HOST_ENERGY.get(src, f"host CPU ({src})") for src in sources)
+    parts = [
+        Segment("gpu", GPU_ENERGY, PALETTE[0], gpu, reason=_energy_reason(rows, "GPU"), tag="GPU"),
+        Segment(
+            "host_cpu",
+            label or HOST_ENERGY["rapl"],
+            PALETTE[1],
+            host,
+            hatch=ESTIMATED_HATCH if CPU_ESTIMATE in sources else None,
+            reason=_energy_reason(rows, "host CPU"),
+            tag="host",
+        ),
+    ]
+    for seg in parts:
+        if seg.value is None:
+            where = f"{spec.name} [{panel.label}]: {s.algo} at {_x_label(spec.axis, s.x)}"
+            notes.append(f"{where}: {seg.reason}; drawn without it (missing, not 0)")
+    return parts
+
+
+ENERGY_STACK = CustomStack((GPU_ENERGY, *HOST_ENERGY.values()), energy_parts)
+
+
 # ---- the paper's figures -----------------------------------------------------------------
 
 DP_FAMILY = ("dpsgd-b", "dpsgd-r", "dpsgd-f", "dpsgd-bk")
@@ -1127,16 +1216,16 @@ SPECS: list[FigureSpec] = [
         stages=tuple(UPDATE_CHILDREN),
         rest=UPDATE_REST,
     ),
-    # Energy per step: a run too short for the NVML counter (under ~50 ms) has none, so a
-    # point pools the runs that measured energy.
+    # Energy per step, GPU and host stacked: a run too short for the NVML counter (under
+    # ~50 ms) has no GPU energy, so a point pools the runs that measured the most.
     FigureSpec(
         "fig12",
-        "Fig. 12: GPU energy per step (NVML), normalized to SGD",
+        "Fig. 12: energy per step, GPU (measured) and host CPU (RAPL or estimated)",
         "batch_size",
         MAIN_ALGOS,
         ENERGY,
-        "GPU energy per step, normalized to SGD",
-        normalize=True,
+        "energy per step (J)",
+        stack=ENERGY_STACK,
     ),
     _sensitivity("fig13a", "table_bytes", "Fig. 13(a): table size", (*MAIN_ALGOS, *PEERS)),
     _sensitivity(

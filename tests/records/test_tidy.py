@@ -61,6 +61,10 @@ RUN_COLUMNS = [
     "gpu_j_per_sample",
     "gpu_avg_w",
     "cpu_j_per_step",
+    "cpu_source",
+    "cpu_tdp_w",
+    "cpu_tdp_source",
+    "cpu_busy_s",
     "private",
     "dp_equivalent",
     "sigma",
@@ -350,3 +354,24 @@ def test_importing_the_package_stays_cheap():
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
     )
     assert res.returncode == 0 and res.stdout == "ok\n", res.stderr
+
+
+def test_host_energy_columns_say_measured_or_estimated(tmp_path):
+    path = tmp_path / "runs.jsonl"
+    energy = {
+        "gpu_j_per_step": 1.25,
+        "cpu_source": "estimate (TDP x utilisation)",
+        "cpu_j_per_step": 0.5,
+        "cpu_tdp_w": 50.0,
+        "cpu_tdp_source": "table: Intel Xeon Platinum 8480+",
+        "cpu_busy_s": 3.0,
+    }
+    write(path, ok_run(energy=energy))
+    row = load_runs(path).iloc[0]
+    assert (row["cpu_j_per_step"], row["cpu_tdp_w"], row["cpu_busy_s"]) == (0.5, 50.0, 3.0)
+    assert row["cpu_source"] == "estimate (TDP x utilisation)"
+    assert row["cpu_tdp_source"] == "table: Intel Xeon Platinum 8480+"
+    old = load_runs(H100)  # written before the estimate: read, never estimated
+    assert set(old["cpu_source"].dropna()) == {"unavailable"}
+    assert old["cpu_tdp_w"].isna().all() and old["cpu_j_per_step"].isna().all()
+    assert isinstance(old.dtypes["cpu_tdp_source"], pd.StringDtype)
