@@ -136,6 +136,16 @@ def test_graph_equals_eager(algo, clipping, placement):
     assert check_graph_equals_eager(algo, clipping, placement)
 
 
+# DP-AdaFEST / DP-FEST: hybrid (host table) must train the gpu placement's model
+SPARSE_CASES = [("dp-adafest", "off"), ("dp-adafest", "unit"), ("dp-adafest", "gaussian")]
+SPARSE_CASES += [("dp-fest", "unit")]
+
+
+@pytest.mark.parametrize(("algo", "noise_mode"), SPARSE_CASES)
+def test_sparse_selection_hybrid_equals_gpu(algo, noise_mode):
+    assert check_hybrid_equals_gpu(algo, noise_mode)
+
+
 @pytest.mark.parametrize("placement", ["gpu", "hybrid", "hybrid-host"])
 def test_verify_lazydp_on_each_gpu_placement(placement):
     """LazyDP equals DP-SGD(F) without noise and with unit noise (every read and the flushed
@@ -453,3 +463,42 @@ def check_graph_equals_eager(algo: str, clipping: str | None, placement: str) ->
     name = f"graph == eager ({algo}{'[' + clipping + ']' if clipping else ''}, {placement})"
     detail = f"max |diff| table {diffs[0]:.1e}, mlp {diffs[1]:.1e}; rows changed {moved:.1%}"
     return check(name, max(diffs) < 1e-3 and moved > 0, detail)
+
+
+def check_hybrid_equals_gpu(algo: str, noise_mode: str, steps: int = 6) -> bool:
+    """The same run (fp64 `tiny`, seed 3) in gpu and in hybrid placement: the selection,
+    its noise and the row updates are made on the GPU in both (same draws, same keys), and
+    hybrid ships the selected rows' updates to its host table, so the models must be
+    equal bitwise. lr 0.5 / batch 8 makes alpha = -1/16 a power of two, so the host's fused
+    `table + alpha * v` rounds as the GPU's `table + (alpha * v)`. The threshold keeps a
+    strict subset of the touched rows (noise off / unit: those read twice or more, whose
+    noise-free value is count / 12; Gaussian: tau 1, with false positives)."""
+    from lazydp_bench.config import SparsityConfig
+    from lazydp_bench.dp.selection import split_noise_multiplier
+    from lazydp_bench.runtime.verify import tiny_config
+
+    shift = {"off": 0.0, "unit": split_noise_multiplier(1.0, 0.5)[0]}.get(noise_mode)
+    tau = 1.0 if shift is None else shift + 2 / 12 - 1e-9
+    params = SparsityConfig(tau=tau, fest_fraction=0.3)
+    sessions = []
+    for placement in ("gpu", "hybrid"):
+        config = tiny_config(algo, placement, steps, 3, noise_mode=noise_mode, sparsity=params)
+        session = build_session(plan_run(config))
+        for t in range(steps):
+            session.step(t, NULL_TIMER)
+        sessions.append(session)
+    torch.cuda.synchronize()
+    gpu, hybrid = sessions
+    tables = gpu.model.table.cpu(), hybrid.model.table
+    mlps = gpu.model.flat_params, hybrid.model.flat_params
+    same = torch.equal(*tables) and torch.equal(*mlps)
+    stats = [s.algo.record_extras()["sparsity"] for s in sessions]
+    start = build_session(plan_run(config)).model.table
+    moved = (tables[1] != start).any(1).float().mean().item()
+    diffs = [(a - b.to(a.device)).abs().max().item() for a, b in (tables, mlps)]
+    detail = (
+        f"max |diff| table {diffs[0]:.1e}, mlp {diffs[1]:.1e}; selection counts equal "
+        f"{stats[0] == stats[1]}; rows changed {moved:.1%}"
+    )
+    name = f"hybrid == gpu bitwise ({algo}, noise {noise_mode})"
+    return check(name, same and stats[0] == stats[1] and 0 < moved < 1, detail)

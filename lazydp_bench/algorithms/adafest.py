@@ -22,6 +22,12 @@ Embedding Models", NeurIPS 2023 (arXiv 2311.08357); TensorFlow Privacy's impleme
 None of them is DP-SGD-equivalent (the trained model is not distributed as DP-SGD's):
 records say `privacy.dp_equivalent: false`. Selection counts are kept on the device and
 read once, by `record_extras`.
+
+Placement: the selection runs where the row gradients are (the MLPs' device: the GPU in
+`hybrid`), from the batch's indices, and its noise is drawn there for the selected rows
+only. Every table change is a row update handed to `SparseOps.add_rows` with its valid
+slots first (which, for a host table, ships only those rows) or, for FEST's rows, an
+`OwedNoise` request to the placement (`Placement.add_row_noise`).
 """
 
 from __future__ import annotations
@@ -40,7 +46,8 @@ from lazydp_bench.dp.seeds import derive_seed
 from lazydp_bench.errors import BenchError
 from lazydp_bench.measure.profiling import NULL_TIMER
 from lazydp_bench.measure.stages import Stage
-from lazydp_bench.runtime.sparse import SparseRows
+from lazydp_bench.placement.base import OwedNoise, UpdateTools
+from lazydp_bench.runtime.sparse import SparseRows, valid_first
 from lazydp_bench.units import format_bytes
 
 # Key streams of the selection's draws, apart from step_scalars' STREAM_* (0-3).
@@ -64,18 +71,13 @@ class SparseSelectionDP(Algorithm):
         self.sigma = ctx.noise_multiplier
         super().__init__(replace(ctx, noise_multiplier=self.gradient_multiplier(self.sigma)))
         self.check_optimizer(ctx.lr.momentum, ctx.lr.weight_decay)
-        table = self.model.table
-        self.table_rows = table.shape[0]
+        self.table_rows = self.model.table.shape[0]
+        self.device = self.model.mlp_device  # where the row gradients and selection are
         self.fest = self._fest(ctx.distribution) if self.candidates_fest else None
-        self._stats = torch.zeros(len(STATS), dtype=torch.int64, device=table.device)
+        self._stats = torch.zeros(len(STATS), dtype=torch.int64, device=self.device)
 
     @classmethod
     def check_run(cls, config: RunConfig, *, placement: str, clipping: str) -> None:
-        if placement.startswith("hybrid"):
-            raise BenchError(
-                f"{cls.name!r} runs on cpu or gpu placement (its hybrid row selection is "
-                "not implemented)"
-            )
         if cls.candidates_fest and config.data is not None:
             raise BenchError(
                 f"{cls.name!r} picks its rows from the synthetic source's public frequencies: "
@@ -89,7 +91,7 @@ class SparseSelectionDP(Algorithm):
     def _fest(self, dist: Distribution | None) -> torch.Tensor:
         rows = self.model.workload.rows
         dist = dist or Distribution("uniform")
-        return selection.fest_rows(rows, dist, self.params.fest_fraction, self.model.table.device)
+        return selection.fest_rows(rows, dist, self.params.fest_fraction, self.device)
 
     def _key(self, stream: int) -> int:
         return derive_seed(self.ctx.seed, self.scalars.t, stream)
@@ -99,18 +101,23 @@ class SparseSelectionDP(Algorithm):
         for name, value in counts.items():
             self._stats[STATS.index(name)] += value
 
-    def _apply(self, update: SparseRows) -> None:
-        """table[rows] += alpha * values; on the host only the valid slots go (the host's
-        threaded update needs unique rows)."""
+    def _apply(self, update: SparseRows, *, masked: bool = False) -> None:
+        """table[rows] += alpha * values on the valid slots of `update`. On the device path
+        they go first (`valid_first` moves a `masked` update's there): a host table
+        receives only that prefix. A host-path update keeps only its valid slots (the
+        host's threaded update needs unique rows)."""
         table = self.model.table
-        if not self.ctx.sparse.device_path(table):
+        if not self.ctx.sparse.device_path(update.rows):
             v = update.valid
             update = SparseRows(update.rows[v], update.values[v], update.valid[v])
+        elif masked:
+            update = valid_first(update)
         self.ctx.sparse.add_rows(table, update, self.scalar("alpha", table.device))
 
     def _noisy_rows(self, rows: torch.Tensor, valid: torch.Tensor, stream: int) -> SparseRows:
-        """Rows carrying only gradient noise N(0, sigma_grad^2 C^2) (0 in invalid slots);
-        invalid slots are pointed at spread-out rows, where they add zeros."""
+        """Rows carrying only gradient noise N(0, sigma_grad^2 C^2) (0 in invalid slots,
+        which follow the valid ones); invalid slots are pointed at spread-out rows, where
+        they add zeros."""
         table = self.model.table
         spread = torch.arange(rows.numel(), device=rows.device) % self.table_rows
         rows = torch.where(valid, rows, spread)
@@ -159,36 +166,46 @@ class DPFEST(SparseSelectionDP):
     summary = "DP-FEST: DP-SGD on a fixed public top-k of rows, others frozen (NOT DP-SGD-eq.)"
     candidates_fest = True
 
+    def __init__(self, ctx: AlgoContext) -> None:
+        super().__init__(ctx)
+        # the FEST rows where the placement draws their noise (the host in hybrid-host)
+        self.noise_rows = self.fest.to(ctx.placement.work_device)
+
     def update(self, fs, clipped, next_batch, timer) -> None:
         """table[fest rows] -= lr/B (clipped gradient + N(0, sigma^2 C^2)); the gradient of
         any other row is dropped. The noise goes to every FEST row, in chunks of rows
         bounded by --chunk-size, each chunk with its own 64-bit key."""
         grads = self.row_gradients(fs, clipped, timer)
         with timer.stage(Stage.SELECTION):
-            keep = grads.valid & selection.member_of(grads.rows, self.fest.to(grads.rows.device))
+            keep = grads.valid & selection.member_of(grads.rows, self.fest)
             grads.values.mul_(keep.unsqueeze(1).to(grads.values.dtype))
             kept = keep.sum()
             fest = self.fest.numel()
             self._count(touched=grads.valid.sum(), true_positives=kept, false_positives=fest - kept)
         with timer.stage(Stage.NOISY_GRAD):
-            self._apply(SparseRows(grads.rows, grads.values, keep))
+            self._apply(SparseRows(grads.rows, grads.values, keep), masked=True)
         with timer.stage(Stage.NOISE_SAMPLING):
             self._fest_noise()
         self.update_mlp(clipped, timer, noisy=True)
 
     def _fest_noise(self) -> None:
-        table = self.model.table
-        engine = self.ctx.engines.for_device(table.device)
+        """N(0, sigma^2 C^2) times lr/B on every FEST row: one `OwedNoise` request per chunk
+        of rows (at most --chunk-size of noise each, its own 64-bit key), which the
+        placement adds (in place, or as a row update into a host table)."""
         if self.ctx.noise_mode == "off":
             return
+        table, fest = self.model.table, self.noise_rows
         std = float(self.scalar("noise_alpha", table.device).value)
-        per = engine.rows_per_chunk(table)
+        per = self.ctx.engines.for_device(fest.device).rows_per_chunk(table)
         base = self._key(STREAM_FEST_NOISE)
-        unit = self.ctx.noise_mode == "unit"
-        for k, start in enumerate(range(0, self.fest.numel(), per)):
-            rows = self.fest[start : start + per]
-            stds = torch.full((rows.numel(),), std, dtype=table.dtype, device=table.device)
-            engine.add_noise_rows(table, rows, stds, derive_seed(base, k), NULL_TIMER, unit)
+        alpha = lambda device: self.scalar("alpha", device)  # noqa: E731
+        tools = UpdateTools(table, self.ctx.sparse, self.ctx.engines, alpha, NULL_TIMER)
+        for k, start in enumerate(range(0, fest.numel(), per)):
+            rows = fest[start : start + per]
+            stds = torch.full((rows.numel(),), std, dtype=table.dtype, device=fest.device)
+            slots = SparseRows(rows, None, torch.ones_like(rows, dtype=torch.bool))
+            owed = OwedNoise(slots, ((stds, derive_seed(base, k)),), self.ctx.noise_mode == "unit")
+            self.ctx.placement.add_row_noise(owed, tools)
 
 
 @register
@@ -255,7 +272,7 @@ class DPAdaFEST(SparseSelectionDP):
             if fp_rows is not None:
                 extra = self._noisy_rows(fp_rows, fp_valid, STREAM_FP_NOISE)
         with timer.stage(Stage.PARAM_UPDATE):
-            self._apply(SparseRows(grads.rows, values, keep))
+            self._apply(SparseRows(grads.rows, values, keep), masked=True)
             if extra is not None:
                 self._apply(extra)
         self.update_mlp(clipped, timer, noisy=True)
@@ -264,7 +281,7 @@ class DPAdaFEST(SparseSelectionDP):
         """Which touched slots may be selected (every valid one; Plus: FEST's rows)."""
         if self.fest is None:
             return grads.valid
-        return grads.valid & selection.member_of(grads.rows, self.fest.to(grads.rows.device))
+        return grads.valid & selection.member_of(grads.rows, self.fest)
 
     def select_touched(self, batch_rows: torch.Tensor, grads: SparseRows) -> torch.Tensor:
         """V_j = C1 count_j / (T L) + N(0, sigma_sel^2 C1^2) >= tau for each touched row j:
@@ -304,7 +321,7 @@ class DPAdaFEST(SparseSelectionDP):
         prefix), the candidate count, and the map from index to row."""
         if self.fest is None:
             return grads, self.table_rows, lambda index: index
-        fest = self.fest.to(grads.rows.device)
+        fest = self.fest
         member = self.candidate(grads)
         index = torch.searchsorted(fest, grads.rows)
         big = torch.iinfo(index.dtype).max

@@ -148,6 +148,14 @@ class Placement(ABC):
     def owed_noise_delivery(self, sparse: SparseOps, table: torch.Tensor) -> OwedNoiseDelivery:
         """A fresh delivery for one LazyDP session."""
 
+    def add_row_noise(self, owed: OwedNoise, tools: UpdateTools) -> None:
+        """Noise that rows owe, into the table now (DP-FEST's selected rows): here in place,
+        one fused pass of the table's engine per draw, as `InPlace` adds LazyDP's."""
+        table = tools.table
+        engine = tools.engines.for_device(table.device)
+        for std, key in owed.draws:
+            engine.add_noise_rows(table, owed.rows.rows, std, key, tools.timer, owed.unit)
+
 
 class InPlace(OwedNoiseDelivery):
     """Straight into the table rows by one fused kernel per draw, after the gradient rows:

@@ -46,6 +46,13 @@ class HybridPlacement(Placement):
     def owed_noise_delivery(self, sparse, table: torch.Tensor) -> OwedNoiseDelivery:
         return Ahead()
 
+    def add_row_noise(self, owed: OwedNoise, tools: UpdateTools) -> None:
+        """The noise is drawn where the owed rows are (`work_device`: the GPU here, the host
+        in `hybrid-host`) into a [rows, D] update, which `add_rows` applies to the host
+        table as it applies gradient rows: only the noise rows cross PCIe."""
+        noise = owed.dense(tools.engines, tools.table.shape[1], tools.table.dtype)
+        tools.sparse.add_rows(tools.table, noise)
+
 
 class Ahead(OwedNoiseDelivery):
     """See the module docstring. In a hybrid graph step `start` is captured in a small

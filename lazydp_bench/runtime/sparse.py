@@ -121,6 +121,15 @@ def unread_first(update: SparseRows, read: torch.Tensor) -> tuple[torch.Tensor, 
     return order, cuts
 
 
+def valid_first(update: SparseRows) -> SparseRows:
+    """The same update with its valid slots first (in their order) and the rest after, as
+    a masked update (valid slots anywhere) must be before `to_device` or `ship_async`
+    moves it: they carry only the valid prefix. A stable sort of the slots: sync-free."""
+    order = torch.sort((~update.valid).to(torch.uint8), stable=True).indices
+    values = None if update.values is None else update.values[order]
+    return SparseRows(update.rows[order], values, update.valid[order])
+
+
 class ShippedRows:
     """A row update on its way to another device (`SparseOps.ship_async`), in parts: its
     valid slots are a prefix, cut into parts at the cumulative counts `cuts`. `wait(part)`

@@ -8,7 +8,6 @@ from collections import Counter
 import pytest
 import torch
 
-from lazydp_bench.algorithms.adafest import DPAdaFEST
 from lazydp_bench.config import RunConfig, SparsityConfig
 from lazydp_bench.data.distributions import parse_distribution, sample_rows
 from lazydp_bench.dp import selection
@@ -166,11 +165,9 @@ def test_fest_rows_are_the_most_frequent_rows():
         assert mode + offsets[t] in fest.tolist()
 
 
-def test_bad_parameters_and_hybrid_are_one_line_errors(tmp_path):
+def test_bad_parameters_are_one_line_errors(tmp_path):
     with pytest.raises(BenchError, match="selection-fraction"):
         SparsityConfig(selection_fraction=1.0)
-    with pytest.raises(BenchError, match="hybrid row selection"):
-        DPAdaFEST.check_run(RunConfig(), placement="hybrid", clipping="ghost")
     res = cli("run", "--algo", "dp-adafest", "--tau", "nan", "--out", str(tmp_path / "x"))
     assert res.returncode == 2 and "--tau must be" in res.stderr
     assert "Traceback" not in res.stderr
