@@ -189,7 +189,7 @@ def speed_cmd(
     paths: Paths,
     batch_size: Annotated[int, Opt(help="Batch size of the batch-source pass.")] = 2048,
     source_lines: Annotated[
-        int | None, Opt(help="Lines the batch-source pass reads (default: all).")
+        int | None, Opt(help="Lines each batch-source pass reads (default: all).")
     ] = None,
     categorical: Categorical = "hash",
     on_bad_line: OnBadLine = "error",
@@ -198,19 +198,14 @@ def speed_cmd(
     ] = None,
 ) -> None:
     """Measure the reader: lines/s of parsing alone, and of the batch source a run uses
-    (parse, dense transform, row mapping, batches through the background thread), on
-    criteo-kaggle's full table sizes, over every line of the files, with --threads parse
-    threads."""
-    import torch
-
-    from lazydp_bench.data.criteo import (
-        CriteoBatchSource,
-        data_files,
-        iter_chunks,
-        parse_threads,
-        scan,
-    )
-    from lazydp_bench.data.criteo_gen import KAGGLE_ROWS
+    (parse, dense transform, row mapping, batches) with its reader in threads of this
+    process and in a child process, on criteo-kaggle's full table sizes, over every line
+    of the files, with --threads parse threads. While each source streams, the main
+    thread times a burst of 32 small torch ops per batch (a step's launches stand-in):
+    the burst's p50 / p99 / max, against the same burst with no reader, show whether the
+    reader slows the thread that trains."""
+    from lazydp_bench.data.criteo import data_files, iter_chunks, parse_threads, scan
+    from lazydp_bench.measure.main_latency import Burst, probe
 
     with user_errors():
         if batch_size < 1:
@@ -230,28 +225,61 @@ def speed_cmd(
             bar.update(task, description="first pass (vocab)" if categorical == "vocab" else "")
             need = None if categorical == "vocab" else batch_size
             data = scan(config, need_lines=need, threads=threads)
-            batches = max(1, min(lines, source_lines or lines) // batch_size)
-            bar.update(task, description="batch source", completed=0)
-            cpu = torch.device("cpu")
-            start = time.perf_counter()
-            source = CriteoBatchSource(
-                data,
-                KAGGLE_ROWS,
-                batch_size=batch_size,
-                table_device=cpu,
-                mlp_device=cpu,
-                dtype=torch.float32,
-                threads=threads,
-            )
-            for i in range(batches - 1):
-                source.advance()
-                bar.update(task, completed=(i + 2) * batch_size)
-            source_s = time.perf_counter() - start
-            source.close()
+        batches = max(2, min(lines, source_lines or lines) // batch_size)
+        burst = Burst()
+        idle = probe(None, batches - 1, burst)
+        passes = {
+            mode: _source_pass(data, mode, batches, batch_size, threads, burst)
+            for mode in ("thread", "process")
+        }
     console.print(
         f"{threads} parse thread{'s' if threads > 1 else ''}\n"
-        f"parse: {lines:,} lines in {parse_s:.2f} s = {_rate(lines, parse_s)} lines/s\n"
-        f"batch source: {batches:,} batches of {batch_size} in {source_s:.2f} s = "
-        f"{_rate(batches * batch_size, source_s)} lines/s",
+        f"parse: {lines:,} lines in {parse_s:.2f} s = {_rate(lines, parse_s)} lines/s",
         highlight=False,
     )
+    for mode, (took, start_s, _) in passes.items():
+        startup = f" (+ {start_s:.2f} s process start)" if start_s is not None else ""
+        console.print(
+            f"batch source, {_WHERE[mode]}: {batches:,} batches of {batch_size} in "
+            f"{took:.2f} s = {_rate(batches * batch_size, took)} lines/s{startup}",
+            highlight=False,
+        )
+    console.print(f"main thread, {burst.ops} small torch ops per batch, p50 / p99 / max:")
+    console.print(f"  no reader: {idle.describe()}", highlight=False)
+    for mode, (_, _, latency) in passes.items():
+        console.print(f"  {_WHERE[mode]}: {latency.describe()}", highlight=False)
+
+
+_WHERE = {"thread": "reader in threads", "process": "reader in a process"}
+
+
+def _source_pass(data, mode: str, batches: int, batch_size: int, threads: int, burst):
+    """(seconds, process start-up or None, main-thread latency) of `batches` batches
+    through a CPU batch source with its reader in `mode`; the seconds leave out a reader
+    process's start (spawn and imports, until its first batch)."""
+    import torch
+
+    from lazydp_bench.data.criteo import CriteoBatchSource
+    from lazydp_bench.data.criteo_gen import KAGGLE_ROWS
+    from lazydp_bench.measure.main_latency import probe
+
+    err_console.print(f"batch source, {_WHERE[mode]} ...", highlight=False)
+    cpu = torch.device("cpu")
+    start = time.perf_counter()
+    source = CriteoBatchSource(
+        data,
+        KAGGLE_ROWS,
+        batch_size=batch_size,
+        table_device=cpu,
+        mlp_device=cpu,
+        dtype=torch.float32,
+        threads=threads,
+        reader=mode,
+    )
+    try:
+        latency = probe(source.advance, batches - 1, burst)
+        took = time.perf_counter() - start
+        start_s = source.stats()["reader_start_s"]
+    finally:
+        source.close()
+    return took - (start_s or 0.0), start_s, latency

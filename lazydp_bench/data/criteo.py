@@ -41,11 +41,14 @@ not yet consumed, which bounds memory.
 `plan_data` (called by the run's plan) validates the lines a run will read before it
 starts (every line, when a vocabulary or the dense minimum needs a full pass), and
 `CriteoBatchSource` then streams them from a background thread through a bounded queue,
-never holding the file in memory.
+never holding the file in memory; with `reader="process"` (the default for batches that
+go to a GPU) that thread and its parse threads run in a child process instead
+(`criteo_process.py`), so the training process holds no parse threads.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import queue
 import re
@@ -63,7 +66,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lazydp_bench.config import DataConfig, RunConfig
+from lazydp_bench.config import DATA_READERS, DataConfig, RunConfig
 from lazydp_bench.data.synthetic import Batch
 from lazydp_bench.errors import BenchError
 from lazydp_bench.workloads import Workload
@@ -118,7 +121,10 @@ class TruncatedGzip(BenchError):
 
     def __init__(self, path: Path, line: int) -> None:
         super().__init__(f"{path}:{line}: the gzip stream ends early (truncated file)")
-        self.line = line
+        self.path, self.line = path, line
+
+    def __reduce__(self):  # rebuilt from (path, line) when the reader process sends it
+        return TruncatedGzip, (self.path, self.line)
 
 
 class _Truncated(Exception):
@@ -677,6 +683,11 @@ class ReaderStats:
     batches: int = 0
 
 
+def queue_batches(batch_size: int) -> int:
+    """Batches the reader keeps ready (its queue, or its process's ring of slots)."""
+    return min(MAX_QUEUE_BATCHES, max(4, -(-QUEUE_LINES // batch_size)))
+
+
 class _Producer:
     """Runs in the reader thread: chunks -> transformed, mapped batches on the queue. The
     reader thread reads (and decompresses) blocks; `threads` parse threads parse them and
@@ -691,7 +702,8 @@ class _Producer:
         rows = np.asarray(table_rows, dtype=np.int64)
         self.data, self.batch_size, self.pin, self.threads = data, batch_size, pin, threads
         self.rows, self.offsets = rows, np.cumsum(rows) - rows
-        size = min(MAX_QUEUE_BATCHES, max(4, -(-QUEUE_LINES // batch_size)))
+        self.block_bytes = SOURCE_BLOCK_BYTES
+        size = queue_batches(batch_size)
         self.out: queue.Queue = queue.Queue(maxsize=size)
         self.low = size // 2  # the trainer wakes the reader when the queue is this short
         self.stop = threading.Event()
@@ -735,7 +747,7 @@ class _Producer:
         chunks = iter_chunks(
             self.data.files,
             self.data.config.on_bad_line,
-            SOURCE_BLOCK_BYTES,
+            self.block_bytes,
             threads=self.threads,
             features=self._features,
         )
@@ -797,11 +809,39 @@ class _Counts:
     prefill_s: float = 0.0
 
 
+READERS = DATA_READERS
+
+
+def reader_mode(reader: str, devices: Sequence[torch.device], batch_size: int) -> tuple[str, str]:
+    """(`thread` or `process`, why) for `reader`: `auto` is `process` when batches go to a
+    CUDA device (a thread that launches sub-millisecond GPU steps must not share the GIL
+    with parse threads) and `thread` otherwise (CPU steps compete with the parse for cores
+    either way, and a child's start, importing torch, would dominate a small run); a
+    /dev/shm too small for the ring (or a daemonic process) falls back to threads."""
+    if reader not in READERS:
+        raise BenchError(f"reader must be one of {', '.join(READERS)}, got {reader!r}")
+    if reader == "thread" or (reader == "auto" and all(d.type != "cuda" for d in devices)):
+        return "thread", "asked" if reader == "thread" else "no CUDA device"
+    from lazydp_bench.data.criteo_process import ring_bytes, shm_shortfall
+
+    short = shm_shortfall(ring_bytes(batch_size))
+    if multiprocessing.current_process().daemon:
+        short = "a daemonic process cannot start a reader process"
+    if short is None:
+        return "process", "asked" if reader == "process" else "batches go to a CUDA device"
+    if reader == "process":
+        raise BenchError(f"the reader process cannot start: {short}")
+    return "thread", short
+
+
 class CriteoBatchSource:
     """Batches of Criteo lines in file order, with one batch of look-ahead (`peek`) like
-    `SyntheticBatchSource`. A background thread reads ahead into a bounded queue, with
-    `threads` parse threads (default: one per core); the data wraps around to its first
-    line when a run needs more than it holds."""
+    `SyntheticBatchSource`. A reader works ahead into a bounded queue, with `threads`
+    parse threads (default: one per core): in a background thread of this process
+    (`reader="thread"`) or in a child process that hands batches over through shared
+    memory (`"process"`, `data/criteo_process.py`; `"auto"`: see `reader_mode`). Both give
+    the same batches in the same order. The data wraps around to its first line when a
+    run needs more than it holds."""
 
     def __init__(
         self,
@@ -813,11 +853,29 @@ class CriteoBatchSource:
         mlp_device: torch.device,
         dtype: torch.dtype,
         threads: int | None = None,
+        reader: str = "auto",
     ) -> None:
         pin = torch.cuda.is_available() and "cuda" in (table_device.type, mlp_device.type)
-        self._producer = _Producer(data, table_rows, batch_size, pin, parse_threads(threads))
+        threads = parse_threads(threads)
+        mode, self._reader_why = reader_mode(reader, (table_device, mlp_device), batch_size)
+        self._data = data
         self._table_device, self._mlp_device, self._dtype = table_device, mlp_device, dtype
         self._counts = _Counts()
+        self._producer: _Producer | None = None
+        self._thread: threading.Thread | None = None
+        self._process = None
+        t0 = time.perf_counter()
+        if mode == "process":
+            self._start_process(table_rows, batch_size, pin, threads)
+        else:
+            t0 = self._start_thread(table_rows, batch_size, pin, threads)
+        self._next = self._take()
+        self._counts.prefill_s, self._counts.wait_s = time.perf_counter() - t0, 0.0
+
+    def _start_thread(self, table_rows, batch_size: int, pin: bool, threads: int) -> float:
+        """Start the reader thread; wait for its queue's first fill (from the returned
+        time)."""
+        self._producer = _Producer(self._data, table_rows, batch_size, pin, threads)
         thread = threading.Thread(target=self._producer.run, name="criteo-reader", daemon=True)
         thread.start()
         self._thread = thread
@@ -825,15 +883,37 @@ class CriteoBatchSource:
         t0 = time.perf_counter()
         while not self._producer.full.wait(timeout=0.05) and thread.is_alive():
             pass  # the queue fills before training starts (a failure ends the thread)
-        self._next = self._take()
-        self._counts.prefill_s, self._counts.wait_s = time.perf_counter() - t0, 0.0
+        return t0
+
+    def _start_process(self, table_rows, batch_size: int, pin: bool, threads: int) -> None:
+        """Start the reader process; wait for its ring's first fill."""
+        from lazydp_bench.data.criteo_process import ProcessReader
+
+        self._process = ProcessReader(
+            self._data,
+            table_rows,
+            batch_size=batch_size,
+            threads=threads,
+            pin=pin,
+            block_bytes=SOURCE_BLOCK_BYTES,
+        )
+        self._process.prefill()
+
+    def _get(self) -> _HostBatch | _Failure | tuple:
+        """The reader's next item (the process reader's: its message, unpacked later)."""
+        if self._process is not None:
+            return self._process.receive()
+        item = self._producer.out.get()
+        if self._producer.out.qsize() <= self._producer.low:
+            self._producer.refill.set()
+        return item
 
     def _take(self) -> Batch:
         t0 = time.perf_counter()
-        item = self._producer.out.get()
+        item = self._get()
         self._counts.wait_s += time.perf_counter() - t0
-        if self._producer.out.qsize() <= self._producer.low:
-            self._producer.refill.set()
+        if self._process is not None:
+            item = self._process.unpack(item)
         if isinstance(item, _Failure):
             raise item.error
         self._counts.skipped += item.skipped
@@ -855,18 +935,27 @@ class CriteoBatchSource:
         return current
 
     def close(self) -> None:
-        """Stop the reader thread and wait for it (it also stops when the source is
-        collected)."""
+        """Stop the reader and wait for it (it also stops when the source is collected);
+        a reader process is joined and its shared memory freed."""
+        if self._process is not None:
+            self._process.close()
+            return
         self._producer.stop.set()
         self._thread.join(timeout=10)
 
     def stats(self) -> dict:
         """The record's `data` section: lines taken (the look-ahead batch included), bad
         lines skipped among them, passes over the data, the reader's parse rate, the time
-        the trainer waited for it in steps, and the queue's first fill (before steps)."""
-        reader = self._producer.stats
+        the trainer waited for it in steps, and the queue's first fill (before steps; a
+        reader process's start included, and also given alone), and where the reader ran
+        (`thread` or `process`) and why."""
+        process = self._process
+        reader = process.stats if process is not None else self._producer.stats
         return {
-            **self._producer.data.describe(),
+            **self._data.describe(),
+            "reader": "thread" if process is None else "process",
+            "reader_why": self._reader_why,
+            "reader_start_s": None if process is None else process.start_s,
             "lines_used": self._counts.lines,
             "skipped_lines": self._counts.skipped,
             "passes": self._counts.passes,
