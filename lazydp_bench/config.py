@@ -12,9 +12,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from lazydp_bench.errors import BenchError
+from lazydp_bench.measure.cpu_power import check_cpu_tdp
 
 PLACEMENTS = ("auto", "gpu", "hybrid", "hybrid-host", "cpu")
-NOISE_IMPLS = ("auto", "torch", "fused", "streamed", "roundtrip")
+NOISE_IMPLS = ("auto", "torch", "fused", "streamed", "roundtrip", "host-philox")
 NOISE_MODES = ("gaussian", "unit", "off")
 DTYPES = ("float32", "float64")
 CUDA_GRAPH_MODES = ("auto", "on", "off")
@@ -62,6 +63,7 @@ class LRSchedule:
 CATEGORICAL_MODES = ("hash", "vocab")
 DENSE_TRANSFORMS = ("dlrm", "torchrec")
 BAD_LINE_MODES = ("error", "skip")
+DATA_READERS = ("auto", "thread", "process")  # data/criteo.py: reader_mode
 
 
 @dataclass(frozen=True)
@@ -262,8 +264,11 @@ class RunConfig:
     host_mem_limit: int | None = None  # None: MemAvailable at start
     max_seconds: float | None = None  # time budget for the measured steps (floor: 3 steps)
     data: DataConfig | None = None  # None: synthetic batches (`distribution`)
+    data_reader: str = "auto"  # where `data`'s reader parses: threads here or a process
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)  # dp-fest, dp-adafest
     evaluation: EvalConfig | None = None  # held-out log-loss and AUC (needs `data`)
+    cpu_tdp_w: float | None = None  # host CPUs' rated W (None: TDP table by model name)
+    gpus: int = 1  # ranks of a row-wise sharded table (runtime/sharded_trainer.py); 1: one process
 
     def __post_init__(self) -> None:
         for name in ("iterations", "batch_size", "pooling"):
@@ -272,6 +277,8 @@ class RunConfig:
                 raise BenchError(f"--{name.replace('_', '-')} must be positive, got {value}")
         if self.warmup < 0:
             raise BenchError(f"--warmup must be >= 0, got {self.warmup}")
+        if self.gpus < 1:
+            raise BenchError(f"--gpus must be at least 1, got {self.gpus}")
         if self.total_steps > MAX_STEPS:
             raise BenchError(
                 f"--iterations + --warmup is {self.total_steps:,}, above {MAX_STEPS:,} steps "
@@ -301,6 +308,13 @@ class RunConfig:
             raise BenchError(f"--host-threads must be positive, got {self.host_threads}")
         if self.evaluation is not None and self.data is None:
             raise BenchError("--eval-data evaluates a --data criteo:PATH run, not synthetic data")
+        if self.data_reader not in DATA_READERS:
+            raise BenchError(
+                f"unknown --data-reader {self.data_reader!r} (valid: {', '.join(DATA_READERS)})"
+            )
+        if self.data_reader != "auto" and self.data is None:
+            raise BenchError("--data-reader applies to --data criteo:PATH, not to synthetic data")
+        check_cpu_tdp(self.cpu_tdp_w)
 
     @property
     def total_steps(self) -> int:

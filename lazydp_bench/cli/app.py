@@ -105,15 +105,24 @@ def run(
     out: Annotated[
         Path, Opt(help="Directory whose runs.jsonl gets one record per run.", parser=o.out_dir)
     ] = Path("runs"),
+    gpus: Annotated[
+        int,
+        Opt(
+            help="Ranks: N > 1 shards each table row-wise over N GPUs (NCCL; --placement "
+            "gpu) or N CPU processes (gloo; cpu), MLPs data-parallel (sgd, dpsgd-*, lazydp)."
+        ),
+    ] = 1,
     *,
     base: RunConfig,
 ) -> None:
     """Train a few steps of each algorithm and print the per-stage breakdown."""
     from lazydp_bench.records.store import append_record, ensure_writable
     from lazydp_bench.report.tables import run_table, summary_table
-    from lazydp_bench.runtime.trainer import execute
+    from lazydp_bench.runtime.gpus import check_gpus, is_lead, launched_gpus
 
     with user_errors():
+        gpus = launched_gpus(gpus)
+        placement = check_gpus(gpus, placement) or placement
         configs = [
             replace(
                 base,
@@ -124,6 +133,7 @@ def run(
                 pooling=pooling,
                 distribution=distribution,
                 placement=placement,
+                gpus=gpus,
             )
             for name in split_list(algo)
         ]
@@ -131,10 +141,9 @@ def run(
         path = ensure_writable(out)
     records = []
     for plan in plans:
-        with progress_bar() as bar:
-            hook = RichProgress(bar)
-            record = execute(plan, hook)
-            hook.close()
+        record = _execute_with_progress(plan)
+        if not is_lead():  # a torchrun rank above 0: rank 0 records and reports
+            continue
         append_record(path, record)
         records.append(record)
         if record["status"] == "ok":
@@ -143,6 +152,8 @@ def run(
             err_console.print(
                 f"[bold red]{record['config']['algo']}: {record['status']}[/] {record['error']}"
             )
+    if not is_lead():
+        return
     if len(records) > 1:
         console.print(summary_table(records))
     console.print(f"{len(records)} record(s) appended to {path}")
@@ -150,9 +161,27 @@ def run(
         raise typer.Exit(1)
 
 
+def _execute_with_progress(plan) -> dict | None:
+    """One plan's record, with a progress bar (a spinner for a run on several ranks)."""
+    from lazydp_bench.runtime.trainer import execute
+
+    with progress_bar() as bar:
+        gpus = plan.config.gpus
+        if gpus > 1:
+            from lazydp_bench.runtime.sharded_trainer import execute_sharded
+
+            bar.add_task(f"{plan.config.algo}: {gpus} ranks ({plan.placement})", total=None)
+            return execute_sharded(plan)
+        hook = RichProgress(bar)
+        record = execute(plan, hook)
+        hook.close()
+        return record
+
+
 def _plan_all(configs: list[RunConfig]) -> list:
     """Each algorithm's plan, with a spinner naming the phase (privacy accounting and the
-    memory fit take seconds); a refusal names the algorithm it is about."""
+    memory fit take seconds); a refusal names the algorithm it is about. A config with
+    `gpus` > 1 is planned per rank of a row-wise sharded run."""
     from lazydp_bench.runtime.trainer import plan_run
 
     plans = []
@@ -160,6 +189,11 @@ def _plan_all(configs: list[RunConfig]) -> list:
         for config in configs:
             status.update(f"planning {config.algo}: privacy accounting and memory fit")
             try:  # the first plan's pass over --data files serves the others
+                if config.gpus > 1:
+                    from lazydp_bench.runtime.sharded_trainer import plan_sharded
+
+                    plans.append(plan_sharded(config))
+                    continue
                 first = plans[0] if plans else None
                 plans.append(
                     plan_run(
@@ -237,20 +271,40 @@ def info(
 @app.command()
 def verify(
     algo: Annotated[
-        str, Opt(help="Algorithms to check against DP-SGD(F).")
-    ] = "lazydp,lazydp-noans,eana",
+        str | None,
+        Opt(
+            help="Algorithms to check against DP-SGD(F) (default: lazydp,lazydp-noans,eana); "
+            "with --gpus N > 1, to check on N ranks against one (default: sgd,dpsgd-f,lazydp)."
+        ),
+    ] = None,
     placement: Annotated[str, Opt(help="cpu, gpu, hybrid or hybrid-host, as for run.")] = "cpu",
     steps: Annotated[int, Opt(help="Training steps per check.")] = 12,
     seed: o.Seed = 0,
+    gpus: Annotated[
+        int,
+        Opt(
+            help="Ranks of a row-wise sharded table: N > 1 checks that N ranks (N GPUs over "
+            "NCCL with --placement gpu, N CPU processes over gloo with cpu) train the model "
+            "one rank trains, bit for bit, with noise off, unit and real noise."
+        ),
+    ] = 1,
 ) -> None:
     """Prove LazyDP gives DP-SGD's model: exact equality without noise and with unit noise,
     and the right noise distribution with real noise. Exit code 1 on any failure."""
     import torch
 
+    from lazydp_bench.runtime.gpus import check_gpus, launched_gpus
     from lazydp_bench.runtime.verify import verify as run_checks
 
     with user_errors():
-        names = split_list(algo)
+        gpus = launched_gpus(gpus)
+        if sharded := check_gpus(gpus, placement):
+            if steps < 2:
+                raise BenchError(f"--steps must be at least 2, got {steps}")
+            names = split_list(algo or "sgd,dpsgd-f,lazydp")
+            _verify_sharded(names, sharded, gpus, steps, seed)
+            return
+        names = split_list(algo or "lazydp,lazydp-noans,eana")
         for name in names:
             if not get_algorithm(name).private:
                 raise BenchError(
@@ -272,6 +326,36 @@ def verify(
         bar.add_task(f"verifying {', '.join(names)} on {placement}", total=None)
         checks = run_checks(names, placement, steps, seed)
     table = Table(title=f"verify vs DP-SGD(F): tiny workload, fp64, {steps} steps, {placement}")
+    for col in ("algo", "check", "result", "numbers"):
+        table.add_column(col)
+    for c in checks:
+        style = "green" if c.ok else "bold red"
+        table.add_row(c.algo, c.name, f"[{style}]{c.verdict}[/]", c.detail)
+    console.print(table)
+    failed = [c for c in checks if not c.ok]
+    console.print(f"{len(checks) - len(failed)}/{len(checks)} checks as expected")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _verify_sharded(names: list[str], placement: str, gpus: int, steps: int, seed: int) -> None:
+    """`verify --gpus N`: N ranks against one, bit for bit (runtime/sharded_verify.py)."""
+    from lazydp_bench.runtime.gpus import is_lead
+    from lazydp_bench.runtime.sharded_session import sharded_update
+    from lazydp_bench.runtime.sharded_verify import verify_sharded
+
+    for name in names:
+        get_algorithm(name)
+        sharded_update(name)
+    with progress_bar() as bar:
+        bar.add_task(f"verifying {', '.join(names)} on {gpus} ranks ({placement})", total=None)
+        checks = verify_sharded(names, gpus, use_cuda=placement == "gpu", steps=steps, seed=seed)
+    if not is_lead():  # a torchrun rank above 0: rank 0 reports
+        return
+    table = Table(
+        title=f"verify --gpus {gpus}: row-wise sharded vs one rank, tiny workload, fp64, "
+        f"{steps} steps, {placement}"
+    )
     for col in ("algo", "check", "result", "numbers"):
         table.add_column(col)
     for c in checks:
@@ -320,6 +404,13 @@ def sweep(
     placement: Annotated[
         str | None, Opt(help="Comma list: auto, gpu, hybrid, hybrid-host, cpu.")
     ] = None,
+    gpus: Annotated[
+        str | None,
+        Opt(
+            help="Comma list of rank counts (default 1): N > 1 shards each table row-wise "
+            "over N GPUs (or N gloo CPU processes with placement cpu), as run --gpus."
+        ),
+    ] = None,
     point_timeout: Annotated[
         float, Opt(help="Seconds before a point is killed (timeout).")
     ] = 1800.0,
@@ -359,6 +450,7 @@ def sweep(
             "distribution": tuple(split_list(distribution)) if distribution is not None else None,
             "workload": tuple(split_list(workload)) if workload is not None else None,
             "placement": tuple(split_list(placement)) if placement is not None else None,
+            "gpus": _int_list(gpus, "gpus") if gpus is not None else None,
         }
         grids = [{**g, **{k: v for k, v in overrides.items() if v is not None}} for g in grids]
         if not (math.isfinite(point_timeout) and point_timeout > 0):
@@ -367,6 +459,11 @@ def sweep(
             raise BenchError(
                 "--gpu-mem states a GPU for --dry-run only; a sweep plans against its own GPU"
             )
+        if not dry_run and overrides["gpus"]:  # a real sweep needs the GPUs it names
+            from lazydp_bench.runtime.gpus import check_gpus
+
+            for count in overrides["gpus"]:
+                check_gpus(count, "auto")
         gpu_free = parse_size(gpu_mem) if gpu_mem is not None else None
         limits = machine_limits(base.host_mem_limit, gpu_free=gpu_free)
         points = plan_points(grid_configs(base, grids), limits)

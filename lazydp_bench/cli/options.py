@@ -85,7 +85,8 @@ NoiseImpl = Annotated[
         help="Dense noise engine: auto, torch (chunked), fused (Triton on a GPU, host threads "
         "for a host table), roundtrip (hybrid: a host table's rows go up to the GPU, get "
         "their noise there and come back; auto's choice there), streamed (hybrid: the noise "
-        "drawn on the GPU, copied down and added by host threads)."
+        "drawn on the GPU, copied down and added by host threads), host-philox (a host table's "
+        "noise drawn and added by compiled C, the fused kernel's stream)."
     ),
 ]
 Breakdown = Annotated[bool, Opt(help="Time each stage (--no-breakdown: end-to-end only).")]
@@ -96,6 +97,14 @@ HostMemLimit = Annotated[str | None, Opt(help="Host RAM to plan with (default: M
 Dtype = Annotated[str, Opt(help="float32, or float64 for exactness studies.")]
 MaxSeconds = Annotated[
     float | None, Opt(help="Budget for the measured steps (at least 3 steps run).")
+]
+CpuTdp = Annotated[
+    float | None,
+    Opt(
+        help="Rated power (W) of this machine's CPUs, for the host energy estimate where "
+        "RAPL is unreadable; used as given (on a VM: its share of the socket's TDP). "
+        "Default: a table by CPU model, scaled to this machine's share of the socket."
+    ),
 ]
 Data = Annotated[
     str | None,
@@ -124,6 +133,13 @@ OnBadLine = Annotated[
     Opt(
         help="With --data: error (the default: file and line, before training starts) or "
         "skip (bad lines are dropped and counted in the record)."
+    ),
+]
+DataReader = Annotated[
+    str,
+    Opt(
+        help="With --data: where the reader parses: auto (a child process when batches go to "
+        "a GPU, else threads of this process), thread or process."
     ),
 ]
 EvalData = Annotated[
@@ -186,10 +202,12 @@ def base_config(
     host_mem_limit: str | None,
     dtype: str,
     max_seconds: float | None,
+    cpu_tdp: float | None = None,
     data: str | None = None,
     categorical: str | None = None,
     dense_transform: str | None = None,
     on_bad_line: str | None = None,
+    data_reader: str = "auto",
     eval_data: str | None = None,
     eval_every: int | None = None,
     eval_lines: int | None = None,
@@ -227,7 +245,9 @@ def base_config(
         host_mem_limit=parse_size(host_mem_limit) if host_mem_limit else None,
         dtype=dtype,
         max_seconds=max_seconds,
+        cpu_tdp_w=cpu_tdp,
         data=data_config,
+        data_reader=data_reader,
         evaluation=EvalConfig.parse(
             eval_data, every=eval_every, lines=eval_lines, data=data_config
         ),
@@ -259,10 +279,12 @@ SHARED: tuple[tuple[str, Any, Any], ...] = (
     ("host_mem_limit", HostMemLimit, None),
     ("dtype", Dtype, "float32"),
     ("max_seconds", MaxSeconds, None),
+    ("cpu_tdp", CpuTdp, None),
     ("data", Data, None),
     ("categorical", Categorical, None),
     ("dense_transform", DenseTransform, None),
     ("on_bad_line", OnBadLine, None),
+    ("data_reader", DataReader, "auto"),
     ("eval_data", EvalData, None),
     ("eval_every", EvalEvery, None),
     ("eval_lines", EvalLines, None),

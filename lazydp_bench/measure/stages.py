@@ -22,6 +22,7 @@ class Stage(StrEnum):
     LAZYDP_OVERHEAD = "lazydp_overhead"
     NOISY_UPDATE_FUSED = "noisy_update_fused"
     SELECTION = "selection"  # DP-FEST / DP-AdaFEST's row selection (not a paper stage)
+    COMM = "comm"  # collectives of a sharded run: all-to-all, all-gather (not a paper stage)
     OTHER = "other"
 
 
@@ -38,6 +39,7 @@ LABELS: dict[Stage, str] = {
     Stage.LAZYDP_OVERHEAD: "LazyDP overhead",
     Stage.NOISY_UPDATE_FUSED: "Noisy update (fused)",
     Stage.SELECTION: "Row selection",
+    Stage.COMM: "Communication",
     Stage.OTHER: "Other",
 }
 

@@ -67,3 +67,29 @@ def _init_host(
     n_chunks = (total + rows_per_chunk - 1) // rows_per_chunk
     with ThreadPoolExecutor(max_workers=threads) as pool:
         list(pool.map(fill, range(n_chunks)))
+
+
+def init_rows(
+    rows: tuple[int, ...], dim: int, lo: int, hi: int, dtype: torch.dtype, seed: int
+) -> torch.Tensor:
+    """Rows [lo, hi) of the table `init_table` builds on the host, bit for bit, without
+    building the rest (a row-wise shard's initial values): each chunk it touches is drawn
+    as the host path draws it, keyed by (seed, chunk)."""
+    out = torch.empty((hi - lo, dim), dtype=dtype)
+    flat = out.numpy()
+    starts = np.cumsum([0, *rows])[:-1]
+    bound_arr = np.asarray([1.0 / np.sqrt(n) for n in rows], dtype=flat.dtype)
+    rows_per_chunk = max(1, _CHUNK_ELEMS // dim)
+    total = sum(rows)
+    for chunk in range(lo // rows_per_chunk, -(-hi // rows_per_chunk)):
+        c_lo, c_hi = chunk * rows_per_chunk, min(total, (chunk + 1) * rows_per_chunk)
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, 1, chunk])))
+        block = np.empty((c_hi - c_lo, dim), dtype=flat.dtype)
+        rng.random(out=block, dtype=flat.dtype)
+        table_id = np.searchsorted(starts, np.arange(c_lo, c_hi), side="right") - 1
+        scale = bound_arr[table_id][:, None]
+        block *= 2 * scale
+        block -= scale
+        a, b = max(lo, c_lo), min(hi, c_hi)
+        flat[a - lo : b - lo] = block[a - c_lo : b - c_lo]
+    return out

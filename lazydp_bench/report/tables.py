@@ -56,8 +56,11 @@ def algo_name(config: dict) -> str:
 def run_title(rec: dict) -> str:
     c = rec["config"]
     size = format_bytes(c["table_bytes"])
+    place = c["placement"]
+    if (c.get("gpus") or 1) > 1:  # a row-wise sharded run (older records have no field)
+        place = f"{place} x{c['gpus']} {c.get('sharding') or 'sharded'}"
     return (
-        f"{algo_name(c)} · {c['workload']} {size} · {c['placement']} · "
+        f"{algo_name(c)} · {c['workload']} {size} · {place} · "
         f"batch {c['batch_size']} · pooling {c['pooling']} · {c['distribution']}"
     )
 
@@ -132,12 +135,33 @@ def _facts(rec: dict) -> list[tuple[str, str]]:
         reason = escape(str(energy.get("reason") or "not measured"))
         facts.append(("GPU energy", "n/a: " + reason))
     if energy.get("cpu_j_per_step") is not None:
-        facts.append(("CPU package J/step", _num(energy["cpu_j_per_step"], 3)))
+        facts.append(("host CPU J/step", host_energy_line(energy)))
+    elif energy.get("gpu_j_per_step") is not None:  # else the GPU line gave the reason
+        reason = escape(str(energy.get("reason") or "not measured"))
+        facts.append(("host CPU energy", "n/a: " + reason))
     facts.append(("privacy", privacy_line(privacy)))
     if (utility := rec.get("utility")) and utility.get("final_auc") is not None:
         held = f"{_num(utility['final_auc'], 4)} / {_num(utility.get('final_logloss'), 4)}"
         facts.append(("held-out AUC / log-loss", f"{held} ({utility['eval_lines']:,} lines)"))
     return facts
+
+
+def host_energy_line(energy: dict) -> str:
+    """Host CPU energy per step and where it came from: RAPL, or an estimate from the
+    rated power it used (and that power's source)."""
+    value = _num(energy["cpu_j_per_step"], 3)
+    if energy.get("cpu_source") == "rapl":
+        return f"{value} (RAPL)"
+    source = escape(str(energy.get("cpu_tdp_source") or "?"))
+    return f"{value} (estimated: {_num(energy.get('cpu_tdp_w'), 1)} W x utilisation, {source})"
+
+
+def _host_cell(energy: dict) -> str:
+    """A summary cell of host J per step; an estimate is marked `~`."""
+    value = energy.get("cpu_j_per_step")
+    if value is None:
+        return "-"
+    return ("" if energy.get("cpu_source") == "rapl" else "~") + _num(value, 3)
 
 
 def privacy_line(privacy: dict) -> str:
@@ -169,9 +193,10 @@ SUMMARY_COLUMNS = (
     "step ms",
     "x SGD",
     "samples/s",
-    "J/step",
+    "GPU J",
     "vs DP-SGD(F)",
 )
+HOST_ESTIMATE_NOTE = "~ host J estimated: rated CPU W x utilisation"
 # columns whose values are names or sizes: never wrapped, never cut
 SUMMARY_KEYS = ("size", "placement", "batch", "status")
 # the point's columns: in the narrow layout, the title of the point's own table
@@ -186,7 +211,10 @@ def summary_table(records: list[dict]) -> FitWidth:
     name."""
     sgd, dpsgd = _steps_of(records, "sgd"), _steps_of(records, "dpsgd-f")
     rows = [_summary_row(r, sgd, dpsgd) for r in records]
-    columns = [*SUMMARY_COLUMNS, *(["AUC"] if any(r.get("utility") for r in records) else [])]
+    columns = list(SUMMARY_COLUMNS)
+    if any(row["host J"] != "-" for row in rows):  # host energy beside the GPU's
+        columns.insert(columns.index("GPU J") + 1, "host J")
+    columns += ["AUC"] if any(r.get("utility") for r in records) else []
     full = _summary_layout("summary", columns, rows)
     kept = [
         c
@@ -218,7 +246,7 @@ def _summary_row(r: dict, sgd: dict[tuple, dict], dpsgd: dict[tuple, dict]) -> d
     step = timing.get("step_median_ms")
     base = sgd.get(_point(r))
     ratio = f"{step / base['timing']['step_median_ms']:.2f}" if step and base else "-"
-    energy = (r.get("energy") or {}).get("gpu_j_per_step")
+    energy = r.get("energy") or {}
     f_rec = dpsgd.get(_point(r))
     vs_f = "-"
     if step and f_rec and c["algo"] != "dpsgd-f":
@@ -232,7 +260,8 @@ def _summary_row(r: dict, sgd: dict[tuple, dict], dpsgd: dict[tuple, dict]) -> d
         "step ms": _ms(step),
         "x SGD": ratio,
         "samples/s": _num(timing.get("throughput_samples_per_s")),
-        "J/step": _num(energy, 3),
+        "GPU J": _num(energy.get("gpu_j_per_step"), 3),
+        "host J": _host_cell(energy),
         "vs DP-SGD(F)": vs_f,
         "AUC": _num((r.get("utility") or {}).get("final_auc"), 4),  # held-out, final
     }
@@ -251,6 +280,8 @@ def _summary_layout(title: str, columns: list[str], rows: list[dict[str, str]]) 
             table.add_column(col, justify="left" if left else "right", no_wrap=col in SUMMARY_KEYS)
     for row in rows:
         table.add_row(*(escape(row[col]) for col in columns))
+    if "host J" in columns and any(row["host J"].startswith("~") for row in rows):
+        table.caption, table.caption_justify = HOST_ESTIMATE_NOTE, "left"
     return table
 
 

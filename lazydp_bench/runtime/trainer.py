@@ -32,6 +32,7 @@ from lazydp_bench.dp.noise import make_engine
 from lazydp_bench.dp.noise.registry import GPU_HELPED, EngineSet
 from lazydp_bench.dp.privacy import PrivacyPlan, plan_privacy
 from lazydp_bench.errors import BenchError
+from lazydp_bench.measure.cpu_power import rated_power, read_host_cpu
 from lazydp_bench.measure.energy import EnergyMeter
 from lazydp_bench.measure.env import machine_info
 from lazydp_bench.measure.host_cpu import cpu_share, cpu_times
@@ -311,6 +312,7 @@ def make_batch_source(
             batch_size=plan.batch_size,
             dtype=dtype,
             threads=plan.threads,
+            reader=plan.config.data_reader,
             **devices,
         )
     return SyntheticBatchSource(
@@ -356,7 +358,8 @@ def _measure(plan: RunPlan, progress: Progress, record: dict) -> None:
         record["noise"] = noise_section(engines, placement, queue=plan.algo.history_table)
     cuda = torch.device("cuda") if placement.name != "cpu" else None
     timer = StageTimer(placement.timer_mode, cfg.breakdown, device=cuda)
-    meter = EnergyMeter(use_gpu=cuda is not None)
+    host_power = rated_power(cfg.cpu_tdp_w, read_host_cpu())  # where RAPL is unreadable
+    meter = EnergyMeter(use_gpu=cuda is not None, host_power=host_power)
     meter.measure_idle()
 
     graphed = GraphedStep(session) if plan.graph_blocker is None else None
@@ -524,6 +527,8 @@ def _base_record(plan: RunPlan) -> dict:
             "data": None if cfg.data is None else {"source": "criteo", **asdict(cfg.data)},
             "placement": plan.placement,
             "placement_requested": cfg.placement,
+            "gpus": cfg.gpus,  # ranks of a row-wise sharded run (runtime/sharded_trainer.py)
+            "sharding": "row-wise" if cfg.gpus > 1 else None,
             "iterations": cfg.iterations,
             "warmup": cfg.warmup,
             "seed": cfg.seed,

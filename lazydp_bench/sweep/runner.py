@@ -29,10 +29,20 @@ from lazydp_bench.measure.env import machine_info
 from lazydp_bench.placement.layout import MemoryLimits
 from lazydp_bench.records.schema import new_header
 from lazydp_bench.records.store import RUNS_FILE, load_records
-from lazydp_bench.runtime.trainer import RunPlan, plan_run
+from lazydp_bench.runtime.sharded_trainer import plan_point
+from lazydp_bench.runtime.trainer import RunPlan
 from lazydp_bench.workloads import load_workload
 
-AXES = ("workload", "table_size", "placement", "batch_size", "pooling", "distribution", "algo")
+AXES = (
+    "workload",
+    "table_size",
+    "placement",
+    "gpus",
+    "batch_size",
+    "pooling",
+    "distribution",
+    "algo",
+)
 STDERR_TAIL_LINES = 12
 
 
@@ -48,11 +58,13 @@ class Point:
 def point_key(config: RunConfig) -> str:
     """Identity of a point for --resume: the measured configuration, canonical JSON,
     hashed. The privacy target is spelled out (50 unless given), as records keyed it
-    before an unset --epsilon was None, and the host memory limit (a planning input) is
-    left out, so existing results resume and adding --host-mem-limit re-runs nothing."""
+    before an unset --epsilon was None, and the host memory limit (a planning input) and
+    --cpu-tdp (an input of the host energy estimate) are left out, so existing results
+    resume and adding either re-runs nothing."""
     data = config.to_dict()
     data["privacy"]["epsilon"] = config.privacy.target_epsilon
     data["host_mem_limit"] = None  # a planning limit, not part of what is measured
+    data.pop("cpu_tdp_w", None)  # an input of the host energy estimate, not of the run
     for name, default in later_defaults().items():
         if data.get(name) == default:
             del data[name]
@@ -63,7 +75,7 @@ def point_key(config: RunConfig) -> str:
 def later_defaults() -> dict[str, object]:
     """Configuration fields added after results existed, at their defaults: left out of a
     point's identity while at them, so older results still resume."""
-    return {"data": None, "sparsity": RunConfig().to_dict()["sparsity"]}
+    return {"data": None, "sparsity": RunConfig().to_dict()["sparsity"], "gpus": 1}
 
 
 def grid_configs(base: RunConfig, grids: list[dict[str, tuple]]) -> list[RunConfig]:
@@ -99,7 +111,7 @@ def plan_points(configs: list[RunConfig], limits: MemoryLimits) -> list[Point]:
             points.append(Point(config, key, None, f"algorithm {config.algo!r} is not implemented"))
             continue
         try:
-            points.append(Point(config, key, plan_run(config, limits), None))
+            points.append(Point(config, key, plan_point(config, limits), None))
         except DoesNotFit as exc:
             need = {
                 "placement": exc.placement,
@@ -177,6 +189,7 @@ def _stub_record(point: Point, status: str, error: str, limits: MemoryLimits) ->
             "distribution": cfg.distribution,
             "placement": point.plan.placement if point.plan else cfg.placement,
             "placement_requested": cfg.placement,
+            "gpus": cfg.gpus,
             "iterations": cfg.iterations,
             "warmup": cfg.warmup,
             "seed": cfg.seed,

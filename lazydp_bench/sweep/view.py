@@ -22,6 +22,8 @@ def point_label(p: Point) -> str:
     c = p.config
     size = c.table_size or "full"
     parts = [c.algo, c.workload, size, c.placement]
+    if c.gpus > 1:
+        parts.append(f"{c.gpus} ranks")
     if c.batch_size:
         parts.append(f"batch {c.batch_size}")
     if c.pooling:
@@ -140,9 +142,12 @@ def dry_run_table(points: list[Point], limits: MemoryLimits) -> Table:
     for p in points:
         if p.plan is not None:
             need = p.plan.needs[p.plan.placement]
+            where = p.plan.placement
+            if p.config.gpus > 1:  # a sharded point's need is one rank's
+                where = f"{where}, per rank of {p.config.gpus}"
             table.add_row(
                 point_label(p),
-                p.plan.placement,
+                where,
                 format_bytes(need.gpu_bytes),
                 format_bytes(need.host_bytes),
                 "yes",

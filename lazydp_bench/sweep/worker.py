@@ -31,12 +31,12 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, _orphaned(Path(argv[0]).parent))
     from lazydp_bench.config import RunConfig
     from lazydp_bench.dp.privacy import PrivacyPlan
-    from lazydp_bench.runtime.trainer import execute, plan_run
+    from lazydp_bench.runtime.sharded_trainer import execute_point, plan_point
 
     spec = json.loads(Path(argv[0]).read_text())
     config = RunConfig.from_dict(spec["config"])
     privacy = PrivacyPlan(**spec["privacy"]) if spec.get("privacy") else None
-    record = execute(plan_run(config, privacy=privacy))
+    record = execute_point(plan_point(config, privacy=privacy))
     out = Path(argv[1])
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(record))

@@ -33,7 +33,8 @@ def test_run_writes_one_complete_record_with_every_stage(tmp_path):
     assert rec["privacy"]["noise_multiplier"] == 1.1 and rec["privacy"]["dp_equivalent"] is True
     assert rec["privacy"]["epsilon_rdp"] > 0 and rec["privacy"]["epsilon_prv"] > 0
     names = {s["name"] for s in rec["stages"]}
-    want = {s.value for s in Stage} - {Stage.NOISY_UPDATE_FUSED.value, Stage.SELECTION.value}
+    one_process = {Stage.NOISY_UPDATE_FUSED.value, Stage.SELECTION.value, Stage.COMM.value}
+    want = {s.value for s in Stage} - one_process
     assert names == want
     top = sum(s["mean_ms"] for s in rec["stages"] if s["parent"] is None)
     assert top == pytest.approx(rec["timing"]["step_mean_ms"], rel=1e-6)
@@ -185,7 +186,7 @@ def test_sweep_accepts_every_run_option():
     sweep = {p.name: p for p in commands["sweep"].params}
     assert set(run) <= set(sweep), set(run) - set(sweep)
     axes = {"algo", "workload", "table_size", "batch_size", "pooling", "distribution"}
-    axes |= {"placement"}
+    axes |= {"placement", "gpus"}
     for name, param in run.items():
         if name not in axes:
             assert sweep[name].default == param.default, name
