@@ -465,6 +465,26 @@ def check_graph_equals_eager(algo: str, clipping: str | None, placement: str) ->
     return check(name, max(diffs) < 1e-3 and moved > 0, detail)
 
 
+class _Replay:
+    """A batch source that hands out given batches, moved to a session's devices."""
+
+    def __init__(self, batches: list, table_device: torch.device, mlp_device: torch.device):
+        from lazydp_bench.data.synthetic import Batch
+
+        self._batches = [
+            Batch(b.dense.to(mlp_device), b.labels.to(mlp_device), b.rows.to(table_device))
+            for b in batches
+        ]
+        self._next = 0
+
+    def peek(self):
+        return self._batches[self._next]
+
+    def advance(self):
+        self._next += 1
+        return self._batches[self._next - 1]
+
+
 def check_hybrid_equals_gpu(algo: str, noise_mode: str, steps: int = 6) -> bool:
     """The same run (fp64 `tiny`, seed 3) in gpu and in hybrid placement: the selection,
     its noise and the row updates are made on the GPU in both (same draws, same keys), and
@@ -483,12 +503,19 @@ def check_hybrid_equals_gpu(algo: str, noise_mode: str, steps: int = 6) -> bool:
     sessions = []
     for placement in ("gpu", "hybrid"):
         config = tiny_config(algo, placement, steps, 3, noise_mode=noise_mode, sparsity=params)
-        session = build_session(plan_run(config))
+        sessions.append(build_session(plan_run(config)))
+    gpu, hybrid = sessions
+    # one start and one data stream for both (synthetic ids come from a generator on the
+    # table's device, so the two placements would otherwise draw different batches)
+    batches = [hybrid.source.advance() for _ in range(steps + 1)]
+    with torch.no_grad():
+        gpu.model.table.copy_(hybrid.model.table)
+        gpu.model.flat_params.copy_(hybrid.model.flat_params)
+    for session in sessions:
+        session.source = _Replay(batches, session.model.table.device, session.model.mlp_device)
         for t in range(steps):
             session.step(t, NULL_TIMER)
-        sessions.append(session)
     torch.cuda.synchronize()
-    gpu, hybrid = sessions
     tables = gpu.model.table.cpu(), hybrid.model.table
     mlps = gpu.model.flat_params, hybrid.model.flat_params
     same = torch.equal(*tables) and torch.equal(*mlps)
