@@ -325,17 +325,7 @@ def verify(
     with progress_bar() as bar:
         bar.add_task(f"verifying {', '.join(names)} on {placement}", total=None)
         checks = run_checks(names, placement, steps, seed)
-    table = Table(title=f"verify vs DP-SGD(F): tiny workload, fp64, {steps} steps, {placement}")
-    for col in ("algo", "check", "result", "numbers"):
-        table.add_column(col)
-    for c in checks:
-        style = "green" if c.ok else "bold red"
-        table.add_row(c.algo, c.name, f"[{style}]{c.verdict}[/]", c.detail)
-    console.print(table)
-    failed = [c for c in checks if not c.ok]
-    console.print(f"{len(checks) - len(failed)}/{len(checks)} checks as expected")
-    if failed:
-        raise typer.Exit(1)
+    _report_checks(f"verify vs DP-SGD(F): tiny workload, fp64, {steps} steps, {placement}", checks)
 
 
 def _verify_sharded(names: list[str], placement: str, gpus: int, steps: int, seed: int) -> None:
@@ -352,10 +342,16 @@ def _verify_sharded(names: list[str], placement: str, gpus: int, steps: int, see
         checks = verify_sharded(names, gpus, use_cuda=placement == "gpu", steps=steps, seed=seed)
     if not is_lead():  # a torchrun rank above 0: rank 0 reports
         return
-    table = Table(
-        title=f"verify --gpus {gpus}: row-wise sharded vs one rank, tiny workload, fp64, "
+    title = (
+        f"verify --gpus {gpus}: row-wise sharded vs one rank, tiny workload, fp64, "
         f"{steps} steps, {placement}"
     )
+    _report_checks(title, checks)
+
+
+def _report_checks(title: str, checks: list) -> None:
+    """The checks as a table and a count; exit 1 if any came out other than expected."""
+    table = Table(title=title)
     for col in ("algo", "check", "result", "numbers"):
         table.add_column(col)
     for c in checks:

@@ -12,7 +12,6 @@ example groups and each rank's memory.
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 import time
@@ -26,7 +25,7 @@ from lazydp_bench.config import RunConfig
 from lazydp_bench.dp.privacy import PrivacyPlan
 from lazydp_bench.errors import BenchError, DoesNotFit
 from lazydp_bench.measure.host_memory import host_peak_bytes, reset_host_peak
-from lazydp_bench.measure.profiling import StageTimer, quantiles, summarize_stages
+from lazydp_bench.measure.profiling import StageTimer, summarize_stages
 from lazydp_bench.placement.base import MemoryNeed
 from lazydp_bench.placement.layout import (
     MemoryLimits,
@@ -44,7 +43,7 @@ from lazydp_bench.runtime.sharded_session import (
     check_groups,
     sharded_update,
 )
-from lazydp_bench.runtime.trainer import DTYPES_BYTES, RunPlan, execute, plan_run
+from lazydp_bench.runtime.trainer import DTYPES_BYTES, RunPlan, execute, plan_run, step_timing
 
 SHARDING = "row-wise"
 UNLIMITED = MemoryLimits(gpu_bytes=2**62, host_bytes=2**62, host_source="sharded plan")
@@ -221,30 +220,16 @@ def _noise_section() -> dict:
 
 def _fill(record: dict, plan: RunPlan, ranks: list[dict]) -> None:
     step_ms = [max(steps) for steps in zip(*(r["step_ms"] for r in ranks), strict=True)]
-    p25, med, p75, mean = quantiles(step_ms)
     flush = ranks[0]["flush_ms"]
     if flush is not None:
         flush = max(r["flush_ms"] for r in ranks)
     record["timing"].update(
+        step_timing(plan, step_ms, flush, plan.config.total_steps),
         mode="sync_wall",
         init_s=max(r["init_s"] for r in ranks),
-        measured_iters=len(step_ms),
-        step_median_ms=med,
-        step_p25_ms=p25,
-        step_p75_ms=p75,
-        step_mean_ms=mean,
-        throughput_samples_per_s=plan.batch_size / (med / 1e3) if med > 0 else None,
-        step_ms_raw=step_ms,
         step_ms_rank_max=True,
         cuda_graph=False,
         cuda_graph_blocker="a sharded step exchanges rows with host-sized all-to-all splits",
-        flush_ms=flush,
-        flush_ms_per_step=flush / plan.config.total_steps if flush is not None else None,
-        flush_ms_per_epoch_step=(
-            flush / math.ceil(plan.config.privacy.dataset_size / plan.batch_size)
-            if flush is not None
-            else None
-        ),
     )
     record["config"]["iterations_measured"] = len(step_ms)
     breakdown = plan.config.breakdown

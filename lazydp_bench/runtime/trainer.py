@@ -462,25 +462,30 @@ def _shift_cpu(start: list[int] | None, paused, resumed) -> list[int] | None:
     return [s + b - a for s, a, b in zip(start, paused, resumed, strict=True)]
 
 
-def _fill_measurements(record, plan, step_ms, per_step, energy, flush_ms, algo) -> None:
+def step_timing(
+    plan: RunPlan, step_ms: list[float], flush_ms: float | None, steps_done: int
+) -> dict:
+    """The record's step statistics and LazyDP's flush per step (of this run and of one
+    epoch of the dataset), from the measured step times."""
     p25, med, p75, mean = quantiles(step_ms)
+    epoch_steps = math.ceil(plan.config.privacy.dataset_size / plan.batch_size)
+    return {
+        "measured_iters": len(step_ms),
+        "step_median_ms": med,
+        "step_p25_ms": p25,
+        "step_p75_ms": p75,
+        "step_mean_ms": mean,
+        "throughput_samples_per_s": plan.batch_size / (med / 1e3) if med > 0 else None,
+        "step_ms_raw": step_ms,
+        "flush_ms": flush_ms,
+        "flush_ms_per_step": flush_ms / steps_done if flush_ms is not None else None,
+        "flush_ms_per_epoch_step": flush_ms / epoch_steps if flush_ms is not None else None,
+    }
+
+
+def _fill_measurements(record, plan, step_ms, per_step, energy, flush_ms, algo) -> None:
     timing = record["timing"]
-    timing.update(
-        measured_iters=len(step_ms),
-        step_median_ms=med,
-        step_p25_ms=p25,
-        step_p75_ms=p75,
-        step_mean_ms=mean,
-        throughput_samples_per_s=plan.batch_size / (med / 1e3) if med > 0 else None,
-        step_ms_raw=step_ms,
-        flush_ms=flush_ms,
-        flush_ms_per_step=(flush_ms / algo.steps_done) if flush_ms is not None else None,
-        flush_ms_per_epoch_step=(
-            flush_ms / math.ceil(plan.config.privacy.dataset_size / plan.batch_size)
-            if flush_ms is not None
-            else None
-        ),
-    )
+    timing.update(step_timing(plan, step_ms, flush_ms, algo.steps_done))
     record["stages"] = (
         [s.to_dict() for s in summarize_stages(per_step)] if plan.config.breakdown else []
     )
