@@ -144,6 +144,7 @@ RUN_COLUMNS: list[Column] = [
     ("pooling", "Int64", lambda r: _get(r, "config", "pooling")),
     ("distribution", "string", lambda r: _get(r, "config", "distribution")),
     ("placement", "string", lambda r: _get(r, "config", "placement")),
+    ("gpus", "Int64", lambda r: _get(r, "config", "gpus") or 1),  # absent before --gpus
     ("clipping", "string", lambda r: _get(r, "config", "clipping")),
     ("noise_impl", "string", _noise_impl),
     ("table_noise", "string", _table_noise),
@@ -320,6 +321,8 @@ def load_runs(sources: Sources) -> pd.DataFrame:
     - table_bytes: total embedding bytes after scaling.
     - batch_size, pooling, distribution (uniform or zipf:<alpha>).
     - placement: where the run ran (gpu, hybrid or cpu; `auto` resolved).
+    - gpus: ranks of a row-wise sharded run (`--gpus`); 1 for one process and for
+      records older than the option.
     - clipping: none, materialize, reweight, ghost or bookkeeping.
     - noise_impl: the noise engine option as resolved (`noise.impl` when the record has
       it, else the requested `config.noise_impl`, e.g. auto).

@@ -36,6 +36,7 @@ RUN_COLUMNS = [
     "pooling",
     "distribution",
     "placement",
+    "gpus",
     "clipping",
     "noise_impl",
     "table_noise",
