@@ -809,17 +809,14 @@ class _Counts:
     prefill_s: float = 0.0
 
 
-READERS = DATA_READERS
-
-
 def reader_mode(reader: str, devices: Sequence[torch.device], batch_size: int) -> tuple[str, str]:
     """(`thread` or `process`, why) for `reader`: `auto` is `process` when batches go to a
     CUDA device (a thread that launches sub-millisecond GPU steps must not share the GIL
     with parse threads) and `thread` otherwise (CPU steps compete with the parse for cores
     either way, and a child's start, importing torch, would dominate a small run); a
     /dev/shm too small for the ring (or a daemonic process) falls back to threads."""
-    if reader not in READERS:
-        raise BenchError(f"reader must be one of {', '.join(READERS)}, got {reader!r}")
+    if reader not in DATA_READERS:
+        raise BenchError(f"reader must be one of {', '.join(DATA_READERS)}, got {reader!r}")
     if reader == "thread" or (reader == "auto" and all(d.type != "cuda" for d in devices)):
         return "thread", "asked" if reader == "thread" else "no CUDA device"
     from lazydp_bench.data.criteo_process import ring_bytes, shm_shortfall

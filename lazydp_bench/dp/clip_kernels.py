@@ -235,8 +235,9 @@ def finish_clip(
     clip factors c and, if `scale_pooled`, c_i * d_pooled_i (the book-keeping pooled
     gradient). `sq` is updated in place. Each example's block d_pooled[i] must be
     contiguous for the kernel, not the whole tensor: the DLRM's pooled gradient is a slice
-    of the interaction's input gradient ([B, T + 1, D] -> [B, T, D]), whose torch path cost
-    four passes (square, two sums, scale: 59 us per step on the H200 at batch 2048)."""
+    of the interaction's input gradient ([B, T + 1, D] -> [B, T, D]); the torch path takes
+    four passes over it (square, two sums, scale: 59 us per step on the H200 at batch
+    2048, the kernel 16 us)."""
     triton_path = finish_on_triton(sq, d_pooled)
     if multiplicity is not None:  # per-bag weights: torch adds this part
         sq.add_((d_pooled.square().sum(-1) * multiplicity).sum(-1))

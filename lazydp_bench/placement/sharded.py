@@ -15,7 +15,8 @@ Per step (runtime/sharded_session.py drives it):
   process draws.
 
 Every sum over rows that reaches the table runs in an order fixed by the data (a stable
-sort, then a sequential segment sum), never by atomics or the world size, and the updates
+sort, then a sequential segment sum), never by the world size; the sums then reach
+unique rows (so `index_add_`'s atomics never add twice to one element), and the updates
 of shard rows use no fused multiply-add; so N ranks and one rank give the same table
 bit for bit. Collectives and the bookkeeping around them are timed as `comm`.
 """

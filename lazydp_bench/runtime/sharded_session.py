@@ -124,7 +124,7 @@ class LazyUpdate(ShardedUpdate):
         s.table.owed_noise(ahead, t + 1, s.prefix, s.noise / s.batch_size, keys.sparse, s.unit)
 
     def finalize(self, s) -> None:
-        key = derive_seed(s.seed, STREAM_FLUSH, s.steps_done)
+        key = derive_seed(s.seed, STREAM_FLUSH, s.steps_done, 0)  # the one-process flush's form
         s.table.flush(s.steps_done, s.prefix, s.noise / s.batch_size, key, s.unit)
 
 

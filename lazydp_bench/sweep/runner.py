@@ -57,10 +57,9 @@ class Point:
 
 def point_key(config: RunConfig) -> str:
     """Identity of a point for --resume: the measured configuration, canonical JSON,
-    hashed. The privacy target is spelled out (50 unless given), as records keyed it
-    before an unset --epsilon was None, and the host memory limit (a planning input) and
-    --cpu-tdp (an input of the host energy estimate) are left out, so existing results
-    resume and adding either re-runs nothing."""
+    hashed. The privacy target is spelled out (50 unless given, never None), and the host
+    memory limit (a planning input) and --cpu-tdp (an input of the host energy estimate)
+    are left out, so adding either re-runs nothing."""
     data = config.to_dict()
     data["privacy"]["epsilon"] = config.privacy.target_epsilon
     data["host_mem_limit"] = None  # a planning limit, not part of what is measured
@@ -75,7 +74,13 @@ def point_key(config: RunConfig) -> str:
 def later_defaults() -> dict[str, object]:
     """Configuration fields added after results existed, at their defaults: left out of a
     point's identity while at them, so older results still resume."""
-    return {"data": None, "sparsity": RunConfig().to_dict()["sparsity"], "gpus": 1}
+    defaults = RunConfig().to_dict()
+    return {
+        "data": None,
+        "sparsity": defaults["sparsity"],
+        "gpus": 1,
+        "data_reader": defaults["data_reader"],
+    }
 
 
 def grid_configs(base: RunConfig, grids: list[dict[str, tuple]]) -> list[RunConfig]:

@@ -234,13 +234,16 @@ def test_resume_keys_of_older_points_survive_later_config_fields():
 
     old = RunConfig().to_dict()
     old["privacy"]["epsilon"] = RunConfig().privacy.target_epsilon
-    for name in ("data", "sparsity", "gpus"):
+    for name in ("data", "sparsity", "gpus", "data_reader"):
         del old[name]
     old.pop("cpu_tdp_w")  # an input of the host energy estimate: never in a key
     blob = json.dumps(old, sort_keys=True, default=str)
     assert point_key(RunConfig()) == hashlib.sha1(blob.encode()).hexdigest()[:16]
     assert point_key(RunConfig(sparsity=SparsityConfig(tau=2.0))) != point_key(RunConfig())
     assert point_key(RunConfig(gpus=2)) != point_key(RunConfig())
+    # keys computed by commit 3c0adc0's point_key: stored sweeps from then still resume
+    assert point_key(RunConfig()) == "975100d025a9d9f5"
+    assert point_key(RunConfig(algo="lazydp", table_size="9.6GB")) == "ef20915137e96bd1"
 
 
 def test_a_second_sweep_on_the_same_store_refuses_to_start(tmp_path):

@@ -235,7 +235,10 @@ def _launch(target, std, key: int, n: int, *, rows=None, local=None, first_row: 
     per-row tensor, handed over as float64 in device memory (as the key is)."""
     device = target.device
     per_row = isinstance(std, torch.Tensor) and std.dim() == 1
-    std_t = torch.as_tensor(std, dtype=torch.float64, device=device).reshape(-1)
+    if per_row:
+        std_t = std.to(device, torch.float64)
+    else:  # torch.full: a Python number to the device without a blocking copy
+        std_t = torch.full((1,), float(std), dtype=torch.float64, device=device)
     key_t = torch.full((1,), as_int64(key), dtype=torch.int64, device=device)
     gather = rows is not None
     _keyed_noise_kernel[(triton.cdiv(n, KERNEL_BLOCK),)](

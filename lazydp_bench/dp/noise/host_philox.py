@@ -212,9 +212,10 @@ class HostPhiloxEngine(DenseNoiseEngine):
         add = kernels.add_fn(target.dtype)
         rows, cols = target.shape
         rows_per_launch = max(1, self.launch_elems // cols)
-        if isinstance(std, torch.Tensor) and std.dim() == 0:
+        if not isinstance(std, torch.Tensor) or std.dim() == 0:
             std = float(std)
-        per_row = None if isinstance(std, float) else std.to(target.dtype).contiguous()
+        # the C code reads the stds through a host pointer
+        per_row = None if isinstance(std, float) else std.to("cpu", target.dtype).contiguous()
         scalar = std if isinstance(std, float) else 0.0
         jobs = []
         for chunk, start in enumerate(range(0, rows, rows_per_launch)):
