@@ -21,6 +21,19 @@ def line(label: str = "0", dense=None, cats=None) -> str:
     return "\t".join([label, *dense, *cats]) + "\n"
 
 
+def varied(n: int, bad: dict[int, str] | None = None) -> list[str]:
+    """n lines with distinct values (negatives, empties, both hex cases); line numbers in
+    `bad` (1-based) replaced by the text given."""
+    out = []
+    for i in range(n):
+        dense = [str(i), "" if i % 3 else str(-i), str(i * 7919 % 100003)]
+        cats = [f"{i:08x}", "" if i % 5 else f"{i * 2654435761 % 2**32:08X}", f"{i % 251:x}"]
+        out.append(line(str(i % 2), dense, cats))
+    for at, text in (bad or {}).items():
+        out[at - 1] = text
+    return out
+
+
 def write(path: Path, lines: list[str], *, compress: bool = False) -> Path:
     data = "".join(lines).encode()
     path.write_bytes(gzip.compress(data) if compress else data)

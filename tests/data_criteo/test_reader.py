@@ -21,7 +21,7 @@ from lazydp_bench.data import criteo
 from lazydp_bench.data.criteo import data_files, iter_chunks, parse_block, scan
 from lazydp_bench.errors import BenchError
 from lazydp_bench.runtime.trainer import plan_run
-from tests.data_criteo.helpers import CPU, config, line, source, write
+from tests.data_criteo.helpers import CPU, config, line, source, varied, write
 
 LINES = [
     line("1", ["5", "-2", "", "0", "12345678901"], ["0000000a", "DEADBEEF", "", "deadBEEF"]),
@@ -244,19 +244,6 @@ def test_reader_fills_its_queue_before_training_and_refills_in_bursts(tmp_path):
 SMALL_BLOCK = 4096  # ~60 lines a block: many blocks from a small file
 
 
-def _varied(n: int, bad: dict[int, str] | None = None) -> list[str]:
-    """n lines with distinct values (negatives, empties, both hex cases); line numbers in
-    `bad` (1-based) replaced by the text given."""
-    out = []
-    for i in range(n):
-        dense = [str(i), "" if i % 3 else str(-i), str(i * 7919 % 100003)]
-        cats = [f"{i:08x}", "" if i % 5 else f"{i * 2654435761 % 2**32:08X}", f"{i % 251:x}"]
-        out.append(line(str(i % 2), dense, cats))
-    for at, text in (bad or {}).items():
-        out[at - 1] = text
-    return out
-
-
 def _chunks(path, threads: int, on_bad_line: str = "error") -> list:
     chunks = iter_chunks([path], on_bad_line, SMALL_BLOCK, threads=threads)
     return [
@@ -274,7 +261,7 @@ def _error(path, threads: int) -> str:
 @pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
 def test_threaded_parse_gives_the_chunks_of_one_thread(tmp_path, compress):
     bad = {700: line("2"), 1901: line("0", ["1e3"])}
-    path = write(tmp_path / "t.txt", _varied(3000, bad), compress=compress)
+    path = write(tmp_path / "t.txt", varied(3000, bad), compress=compress)
     one = _chunks(path, 1, "skip")
     assert len(one) > 40 and sum(c[3] for c in one) == 3000 and sum(c[4] for c in one) == 2
     for threads in (2, 3, 8):
@@ -284,7 +271,7 @@ def test_threaded_parse_gives_the_chunks_of_one_thread(tmp_path, compress):
 @pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
 def test_threaded_batches_are_byte_identical(tmp_path, monkeypatch, compress):
     monkeypatch.setattr(criteo, "SOURCE_BLOCK_BYTES", SMALL_BLOCK)
-    path = write(tmp_path / "t.txt", _varied(1500, {999: line("x")}), compress=compress)
+    path = write(tmp_path / "t.txt", varied(1500, {999: line("x")}), compress=compress)
     cfg = config(path, on_bad_line="skip", dense_transform="torchrec")
     data = scan(cfg, need_lines=None, threads=1)
     assert scan(cfg, need_lines=None, threads=3).dense_min == data.dense_min < 0
@@ -318,7 +305,7 @@ def test_threaded_batches_are_byte_identical(tmp_path, monkeypatch, compress):
 def test_threaded_parse_names_the_same_bad_line(tmp_path, compress, at, text, why):
     """A bad line deep in the file (its block parsed beside later ones) is the same error
     with the same line number as with one thread; no line after it is reported."""
-    lines = _varied(3000, {at: text, at + 200: line("7")})  # a later block
+    lines = varied(3000, {at: text, at + 200: line("7")})  # a later block
     path = write(tmp_path / "t.txt", lines, compress=compress)
     message = _error(path, 1)
     assert f"{path}:{at}: {why}" in message
@@ -329,7 +316,7 @@ def test_threaded_parse_names_the_same_bad_line(tmp_path, compress, at, text, wh
 
 
 def test_threaded_parse_reports_a_truncated_gzip_at_the_same_line(tmp_path):
-    lines = _varied(3000)
+    lines = varied(3000)
     whole = gzip.compress("".join(lines).encode())
     path = tmp_path / "day_0.gz"
     path.write_bytes(whole[: len(whole) * 2 // 3])
@@ -346,7 +333,7 @@ def test_blocks_in_flight_are_bounded_and_parsed_in_the_pool(tmp_path, monkeypat
     """The reader runs at most AHEAD_PER_THREAD x threads blocks ahead of the consumer,
     however slow the consumer; blocks are parsed by the pool's threads, which end with
     the iteration, also when it is abandoned."""
-    path = write(tmp_path / "t.txt", _varied(3000))
+    path = write(tmp_path / "t.txt", varied(3000))
     read = [0]
     real_read, real_parse = criteo.read_blocks, criteo.parse_block
     parsed_in: set[str] = set()

@@ -25,23 +25,10 @@ from lazydp_bench.data import criteo, criteo_process
 from lazydp_bench.data.criteo import CriteoBatchSource, reader_mode, scan
 from lazydp_bench.errors import BenchError
 from tests.conftest import ROOT, cli
-from tests.data_criteo.helpers import CPU, config, line, write
+from tests.data_criteo.helpers import CPU, config, line, varied, write
 
 ROWS = (97,) * 26
 SMALL_BLOCK = 4096  # ~60 lines a block: many blocks, batches cut across them
-
-
-def _varied(n: int, bad: dict[int, str] | None = None) -> list[str]:
-    """n lines with distinct values (negatives, empties, both hex cases); line numbers in
-    `bad` (1-based) replaced by the text given."""
-    out = []
-    for i in range(n):
-        dense = [str(i), "" if i % 3 else str(-i), str(i * 7919 % 100003)]
-        cats = [f"{i:08x}", "" if i % 5 else f"{i * 2654435761 % 2**32:08X}", f"{i % 251:x}"]
-        out.append(line(str(i % 2), dense, cats))
-    for at, text in (bad or {}).items():
-        out[at - 1] = text
-    return out
 
 
 def _source(data, mode: str, batch: int = 64) -> CriteoBatchSource:
@@ -81,7 +68,7 @@ def test_process_reader_gives_the_thread_readers_batches(tmp_path, monkeypatch):
     across batches, the wrap into a second pass), with the same counts and look-ahead;
     the process source, dropped without `close()`, leaves no process or shared memory."""
     monkeypatch.setattr(criteo, "SOURCE_BLOCK_BYTES", SMALL_BLOCK)  # passed to the child
-    path = write(tmp_path / "t.txt", _varied(1500, {999: line("x"), 1200: line("2")}))
+    path = write(tmp_path / "t.txt", varied(1500, {999: line("x"), 1200: line("2")}))
     data = scan(config(path, on_bad_line="skip", dense_transform="torchrec"), need_lines=None)
     runs = {}
     for mode in ("thread", "process"):
@@ -131,15 +118,15 @@ def test_process_reader_raises_the_same_error_at_the_same_batch(tmp_path, monkey
     process is then gone and its shared memory unlinked."""
     monkeypatch.setattr(criteo, "SOURCE_BLOCK_BYTES", SMALL_BLOCK)
     if kind == "bad line":
-        path = write(tmp_path / "t.txt", _varied(3000, {2345: line("0", ["", "x"])}))
+        path = write(tmp_path / "t.txt", varied(3000, {2345: line("0", ["", "x"])}))
         want = f"{path}:2345: I2 'x' is not an integer"
     else:
-        whole = gzip.compress("".join(_varied(3000)).encode())
+        whole = gzip.compress("".join(varied(3000)).encode())
         path = tmp_path / "day_0.gz"
         path.write_bytes(whole[: len(whole) * 2 // 3])
         want = f"{path}:"
     # planning read a clean file; the source streams the damaged one
-    clean = scan(config(write(tmp_path / "clean.txt", _varied(100))), need_lines=None)
+    clean = scan(config(write(tmp_path / "clean.txt", varied(100))), need_lines=None)
     data = replace(clean, files=(path,))
     taken_t, message_t, _ = _first_error(data, "thread")
     taken_p, message_p, src = _first_error(data, "process")
@@ -177,7 +164,7 @@ def test_no_orphan_process_or_shared_memory_when_the_run_is_interrupted(tmp_path
     parent through KeyboardInterrupt, and the reader, which ignores SIGINT, with it; a
     parent killed outright leaves a reader that stops by itself once its pipe ends, and
     the resource tracker unlinks the shared memory."""
-    path = write(tmp_path / "t.txt", _varied(2000))
+    path = write(tmp_path / "t.txt", varied(2000))
     script = tmp_path / "parent.py"
     script.write_text(textwrap.dedent(_PARENT))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -221,7 +208,7 @@ def test_reader_mode_by_devices_and_room(monkeypatch):
 
 
 def test_data_speed_compares_both_readers_and_the_main_threads_latency(tmp_path):
-    path = write(tmp_path / "t.txt", _varied(3000))
+    path = write(tmp_path / "t.txt", varied(3000))
     res = cli("data", "speed", str(path), "--batch-size", "64", "--threads", "2")
     assert res.returncode == 0, res.stderr
     out = res.stdout
@@ -241,7 +228,7 @@ def test_run_trains_through_a_reader_process_and_refuses_a_bad_reader(tmp_path):
     """`run --data-reader process` on the CPU: the record says where the reader ran and
     counts the lines it took; a bad value is one line and exit code 2, before anything is
     written, and the option without --data is refused too."""
-    data = write(tmp_path / "t.txt", _varied(1000))
+    data = write(tmp_path / "t.txt", varied(1000))
     out = tmp_path / "runs"
     run = ("run", "--workload", "criteo-kaggle", "--table-size", "1MB", "--placement", "cpu")
     steps = ("--iterations", "2", "--warmup", "1", "--batch-size", "64")
