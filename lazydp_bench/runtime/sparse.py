@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from lazydp_bench.runtime.host_rows import HostRowAdder
 from lazydp_bench.runtime.host_work import HostWork
 from lazydp_bench.runtime.step_scalars import Scalar
 
@@ -164,9 +165,10 @@ class SparseOps:
     """Sparse coalescing and row updates, picked per device.
 
     On a GPU the sync-free functions above are used. On the host there is no device to
-    wait for, so exact `torch.unique` is free, but PyTorch's CPU `index_add_` runs on one
-    core; here the coalesced rows (unique, sorted) are split into contiguous parts that a
-    thread pool updates in parallel (torch releases the GIL), which is race-free because
+    wait for, so exact `torch.unique` is free; a table's row updates run in the C kernel of
+    `host_rows.py` (PyTorch's CPU `index_add_` costs per row and runs on one core), with
+    the coalesced rows (unique, sorted) split into contiguous parts that a thread pool
+    updates in parallel (ctypes and torch release the GIL), which is race-free because
     the parts touch disjoint rows. `device_paths_on_host` runs the device code on the host
     (tests check it there, where no GPU is).
     """
@@ -177,8 +179,10 @@ class SparseOps:
         device_paths_on_host: bool = False,
         table_rows: int | None = None,
         host: HostWork | None = None,
+        row_adder: HostRowAdder | None = None,
     ) -> None:
         self.device_paths_on_host = device_paths_on_host
+        self.row_adder = row_adder or HostRowAdder()  # host tables' row updates
         self.narrow = table_rows is not None and table_rows <= 2**31
         self.threads = max(1, threads)
         self.host = host or HostWork()  # the session's host table work (see host_work.py)
@@ -366,9 +370,9 @@ class SparseOps:
             table.index_add_(0, update.rows, update.values, alpha=scale)
             return
         cuts = self._parts(update.rows.numel())
+        rows, values = update.rows.contiguous(), update.values.contiguous()
 
         def add(k: int) -> None:
-            lo, hi = cuts[k], cuts[k + 1]
-            table.index_add_(0, update.rows[lo:hi], update.values[lo:hi], alpha=scale)
+            self.row_adder.add(table, rows, values, scale, lo=cuts[k], hi=cuts[k + 1])
 
         self._map(add, len(cuts) - 1)

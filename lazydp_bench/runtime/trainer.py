@@ -277,6 +277,9 @@ def build_session(plan: RunPlan) -> Session:
         cfg.noise_impl, cfg.chunk_bytes, plan.threads, stream_via=placement.noise_via
     )
     host_work = HostWork()  # the table's host work: run now, or after each graph replay
+    sparse = SparseOps(plan.threads, table_rows=plan.workload.total_rows, host=host_work)
+    if placement.table_device.type == "cpu":
+        sparse.row_adder.kernels()  # build the row-update kernel now, not in a timed step
     algo = plan.algo(
         AlgoContext(
             model=model,
@@ -286,7 +289,7 @@ def build_session(plan: RunPlan) -> Session:
             noise_multiplier=plan.privacy.noise_multiplier if plan.privacy else 0.0,
             noise_mode=cfg.privacy.noise_mode,
             engines=engines,
-            sparse=SparseOps(plan.threads, table_rows=plan.workload.total_rows, host=host_work),
+            sparse=sparse,
             placement=placement,
             seed=cfg.seed,
             total_steps=cfg.total_steps,
@@ -352,6 +355,8 @@ def _measure(plan: RunPlan, progress: Progress, record: dict) -> None:
     session = build_session(plan)
     placement, engines, algo = session.placement, session.engines, session.algo
     record["timing"]["init_s"] = session.init_s
+    if placement.table_device.type == "cpu":
+        record["timing"]["host_row_update"] = algo.ctx.sparse.row_adder.describe()
     record["memory"]["table_huge_pages_advised"] = session.table_huge_pages
     record["memory"]["host_huge_pages_bytes"] = huge_page_bytes()
     if plan.algo.private and not plan.algo.own_noise:
@@ -551,7 +556,11 @@ def _base_record(plan: RunPlan) -> dict:
         },
         "privacy": privacy,
         "env": machine_info(),
-        "timing": {"mode": PLACEMENTS[plan.placement].timer_mode, "init_s": None},
+        "timing": {
+            "mode": PLACEMENTS[plan.placement].timer_mode,
+            "init_s": None,
+            "host_row_update": None,  # what adds row updates to a host table
+        },
         "stages": [],
         "memory": {
             "gpu_peak_bytes": None,
