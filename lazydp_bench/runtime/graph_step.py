@@ -179,10 +179,20 @@ class GraphedStep:
         algo = self.session.algo
         self._load_inputs(timer)
         algo.prepare(t, fixed_capacity=True)
-        for phase, graph in self.graphs:
+        last = len(self.graphs) - 1
+        for i, (phase, graph) in enumerate(self.graphs):
             if graph is None:
                 self._lookup(timer)
                 continue
             graph.replay()
+            if i == last:  # the GPU has the step's work: draw the batch after next meanwhile
+                self._draw_ahead()
             self.host.run_recorded(phase)
         algo.steps_done = t + 1
+
+    def _draw_ahead(self) -> None:
+        """A source that draws batches on demand (synthetic) draws the batch after next;
+        sources that read ahead by themselves (Criteo files) have no `draw_ahead`."""
+        draw = getattr(self.session.source, "draw_ahead", None)
+        if draw is not None:
+            draw()

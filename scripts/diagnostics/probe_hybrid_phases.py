@@ -19,6 +19,7 @@ from collections import defaultdict
 import torch
 
 from lazydp_bench.config import RunConfig
+from lazydp_bench.placement import hybrid
 from lazydp_bench.runtime import graph_step, host_work, sparse
 from lazydp_bench.runtime.trainer import build_session, plan_run
 
@@ -63,6 +64,7 @@ def install(clock: Clock) -> None:
     clock.wrap(host_work.HostWork, "run_recorded", lambda a: f"host work [{_phase(a)}]")
     applier = "apply_rows" if hasattr(sparse.SparseOps, "apply_rows") else "add_rows"
     clock.wrap(sparse.SparseOps, applier, lambda _: f"apply ({_thread()})")
+    clock.wrap(hybrid.Ahead, "join", "wait for queue noise")
 
 
 def _phase(args) -> str:

@@ -40,6 +40,19 @@ def test_lookahead_equals_next_batch():
         assert torch.equal(got.rows, ahead.rows)
 
 
+def test_draw_ahead_keeps_the_stream():
+    """Drawing the batch after next early (graph steps) gives the same batches in order."""
+    plain, early = source(seed=5), source(seed=5)
+    for t in range(6):
+        if t % 2 == 0:
+            early.draw_ahead()
+            early.draw_ahead()  # a second call draws nothing more
+        x, y = plain.advance(), early.advance()
+        assert torch.equal(x.rows, y.rows) and torch.equal(x.dense, y.dense)
+        assert torch.equal(x.labels, y.labels)
+        assert torch.equal(plain.peek().rows, early.peek().rows)
+
+
 def test_seeded_and_reproducible():
     a, b, c = source(seed=1), source(seed=1), source(seed=2)
     for _ in range(3):
