@@ -8,6 +8,7 @@ thread: the queue's noise). Prints per-step medians in ms, per algorithm.
     PYTHONPATH=$PWD python3 scripts/diagnostics/probe_hybrid_phases.py 96MB sgd,lazydp [steps]
 """
 
+# ruff: noqa: E402 (OMP_WAIT_POLICY must be set before torch is imported)
 from __future__ import annotations
 
 import statistics
@@ -15,6 +16,10 @@ import sys
 import threading
 import time
 from collections import defaultdict
+
+from lazydp_bench.launch import set_process_defaults
+
+set_process_defaults()  # OMP_WAIT_POLICY=PASSIVE as `lazydp-bench` runs, before torch loads
 
 import torch
 
