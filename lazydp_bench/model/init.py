@@ -39,57 +39,58 @@ def init_table(
             start += n
         return table, False
     advised = advise_huge_pages(table)
-    _init_host(table, rows, bounds, seed, threads or os.cpu_count() or 1)
+    _init_host(table, rows, seed, threads or os.cpu_count() or 1)
     return table, advised
 
 
-def _init_host(
-    table: torch.Tensor, rows: tuple[int, ...], bounds: list[float], seed: int, threads: int
-) -> None:
+def _init_host(table: torch.Tensor, rows: tuple[int, ...], seed: int, threads: int) -> None:
     flat = table.numpy()
-    dim = flat.shape[1]
-    starts = np.cumsum([0, *rows])[:-1]
-    bound_arr = np.asarray(bounds, dtype=flat.dtype)
-    rows_per_chunk = max(1, _CHUNK_ELEMS // dim)
+    per = chunk_rows(flat.shape[1])
     total = flat.shape[0]
 
     def fill(chunk: int) -> None:
-        lo = chunk * rows_per_chunk
-        hi = min(total, lo + rows_per_chunk)
+        lo = chunk * per
+        draw_rows(flat[lo : min(total, lo + per)], rows, lo, seed)
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(fill, range(-(-total // per))))
+
+
+def chunk_rows(dim: int) -> int:
+    """Rows per init chunk. Chunk c's values come from one generator keyed by (seed, c), so
+    a range that starts and stops on multiples of this is drawn with no wasted draws."""
+    return max(1, _CHUNK_ELEMS // dim)
+
+
+def draw_rows(out: np.ndarray, rows: tuple[int, ...], lo: int, seed: int) -> None:
+    """out[:] = rows [lo, lo + len(out)) of the fused table's initial values, bit for bit
+    what the whole-table init holds there, whatever the range: every chunk the range
+    touches is drawn whole from its (seed, chunk) generator (straight into `out` when the
+    range covers it) and the rows in the range are scaled to their table's bound."""
+    hi, dim = lo + out.shape[0], out.shape[1]
+    per, total = chunk_rows(dim), sum(rows)
+    starts = np.cumsum([0, *rows])[:-1]
+    bound_arr = np.asarray([1.0 / np.sqrt(n) for n in rows], dtype=out.dtype)
+    for chunk in range(lo // per, -(-hi // per)):
+        c_lo, c_hi = chunk * per, min(total, (chunk + 1) * per)
+        a, b = max(lo, c_lo), min(hi, c_hi)
         rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, 1, chunk])))
-        block = flat[lo:hi]
-        rng.random(out=block, dtype=flat.dtype)
-        table_id = np.searchsorted(starts, np.arange(lo, hi), side="right") - 1
-        scale = bound_arr[table_id][:, None]
+        if (a, b) == (c_lo, c_hi):
+            rng.random(out=out[a - lo : b - lo], dtype=out.dtype)
+        else:
+            whole = rng.random((c_hi - c_lo, dim), dtype=out.dtype)
+            out[a - lo : b - lo] = whole[a - c_lo : b - c_lo]
+        block = out[a - lo : b - lo]
+        scale = bound_arr[np.searchsorted(starts, np.arange(a, b), side="right") - 1][:, None]
         block *= 2 * scale
         block -= scale
-
-    n_chunks = (total + rows_per_chunk - 1) // rows_per_chunk
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        list(pool.map(fill, range(n_chunks)))
 
 
 def init_rows(
-    rows: tuple[int, ...], dim: int, lo: int, hi: int, dtype: torch.dtype, seed: int
+    rows: tuple[int, ...], dim: int, lo: int, hi: int, *, dtype: torch.dtype, seed: int
 ) -> torch.Tensor:
     """Rows [lo, hi) of the table `init_table` builds on the host, bit for bit, without
-    building the rest (a row-wise shard's initial values): each chunk it touches is drawn
-    as the host path draws it, keyed by (seed, chunk)."""
+    building the rest (a row-wise shard's initial values; `draw_rows`)."""
     out = torch.empty((hi - lo, dim), dtype=dtype)
-    flat = out.numpy()
-    starts = np.cumsum([0, *rows])[:-1]
-    bound_arr = np.asarray([1.0 / np.sqrt(n) for n in rows], dtype=flat.dtype)
-    rows_per_chunk = max(1, _CHUNK_ELEMS // dim)
-    total = sum(rows)
-    for chunk in range(lo // rows_per_chunk, -(-hi // rows_per_chunk)):
-        c_lo, c_hi = chunk * rows_per_chunk, min(total, (chunk + 1) * rows_per_chunk)
-        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, 1, chunk])))
-        block = np.empty((c_hi - c_lo, dim), dtype=flat.dtype)
-        rng.random(out=block, dtype=flat.dtype)
-        table_id = np.searchsorted(starts, np.arange(c_lo, c_hi), side="right") - 1
-        scale = bound_arr[table_id][:, None]
-        block *= 2 * scale
-        block -= scale
-        a, b = max(lo, c_lo), min(hi, c_hi)
-        flat[a - lo : b - lo] = block[a - c_lo : b - c_lo]
+    draw_rows(out.numpy(), rows, lo, seed)
     return out

@@ -19,6 +19,13 @@ sort, then a sequential segment sum), never by the world size; the sums then rea
 unique rows (so `index_add_`'s atomics never add twice to one element), and the updates
 of shard rows use no fused multiply-add; so N ranks and one rank give the same table
 bit for bit. Collectives and the bookkeeping around them are timed as `comm`.
+
+Host reads: an all-to-all with variable splits takes its sizes as host lists, so
+`request` reads every size the step needs (ids sent and received, row gradients the
+groups will push and receive, each group's unique rows) in one device-to-host copy;
+lookup, push, apply and the noise read none. Where a count of distinct rows never
+reaches the host (apply, owed noise), tensors are sized by a bound on it and the spare
+slots land on a scratch row kept past the shard's last row.
 """
 
 from __future__ import annotations
@@ -27,11 +34,12 @@ from dataclasses import dataclass
 
 import torch
 
+from lazydp_bench.dp.noise.global_keyed import AVAILABLE as KERNEL_AVAILABLE
 from lazydp_bench.dp.noise.global_keyed import add_range_noise, add_row_noise
 from lazydp_bench.dp.owed_noise import owed_sum
 from lazydp_bench.measure.profiling import NULL_TIMER, StageTimer
 from lazydp_bench.measure.stages import Stage
-from lazydp_bench.model.init import init_rows
+from lazydp_bench.model.init import chunk_rows, init_rows
 from lazydp_bench.placement.sharding import RowWiseLayout
 from lazydp_bench.runtime.distributed import Comm
 
@@ -39,27 +47,103 @@ NOISE_CHUNK_ELEMS = 1 << 22  # elements per dense-noise pass: bounds its float64
 INIT_PIECE_ELEMS = 1 << 24  # elements initialized on the host per copy to the shard
 
 
-def ordered_sum(rows: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sorted unique rows, per-row sums) where each row's values are added one by one in
-    the order they appear: a stable sort, then a sequential segment sum (deterministic on
-    the CPU and on CUDA, unlike `index_add_`'s atomics). One host read (the unique count)."""
+def pieces(runs: list[tuple[int, int, int]], size: int) -> list[tuple[int, int, int]]:
+    """(local start, global start, rows) runs cut where the global row is a multiple of
+    `size` (pieces of at most `size` rows; aligned to the init's chunks when `size` is a
+    multiple of them, so no chunk is drawn twice for two pieces)."""
+    out = []
+    for local, first, n in runs:
+        a = first
+        while a < first + n:
+            b = min(first + n, (a // size + 1) * size)
+            out.append((local + a - first, a, b - a))
+            a = b
+    return out
+
+
+def run_starts(ordered: torch.Tensor) -> torch.Tensor:
+    """True where a sorted tensor's value differs from the one before it."""
+    first = torch.ones_like(ordered, dtype=torch.bool)
+    first[1:] = ordered[1:] != ordered[:-1]
+    return first
+
+
+def runs_of(ordered: torch.Tensor, slots: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(value, length) of each run of equal values of a sorted tensor, in `slots` slots: a
+    host-known number of runs, or any bound on it (the slots past the last run get
+    length 0 and value 0). Device work only: torch.unique would read the number of runs
+    back to the host to size its output."""
+    slot = torch.cumsum(run_starts(ordered), 0) - 1
+    values = ordered.new_zeros(slots).scatter_(0, slot, ordered)  # a run's copies agree
+    lengths = torch.zeros(slots, dtype=torch.int64, device=ordered.device)
+    return values, lengths.index_add_(0, slot, torch.ones_like(slot))
+
+
+def segment_sums(
+    rows: torch.Tensor, values: torch.Tensor, slots: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(sorted unique rows, per-row sums, per-row counts) in `slots` slots (`runs_of`;
+    empty slots count 0 and sum to 0), each row's values added one by one in the order
+    they appear: a stable sort, then a sequential segment sum (deterministic on the CPU
+    and on CUDA, unlike `index_add_`'s atomics). No host read (`unsafe` skips
+    segment_reduce's checks of the lengths, which read them back; `runs_of` makes them
+    valid)."""
     order = torch.sort(rows, stable=True).indices
-    ordered = rows[order]
-    uniq, counts = torch.unique_consecutive(ordered, return_counts=True)
-    if uniq.numel() == 0:
-        return uniq, values[:0]
-    return uniq, torch.segment_reduce(values[order], "sum", lengths=counts, axis=0)
+    uniq, lengths = runs_of(rows[order], slots)
+    if slots == 0:
+        return uniq, values[:0], lengths
+    sums = torch.segment_reduce(values[order], "sum", lengths=lengths, axis=0, unsafe=True)
+    return uniq, sums, lengths
+
+
+def ordered_sum(
+    rows: torch.Tensor, values: torch.Tensor, unique: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sorted unique rows, per-row sums) of rows with `unique` distinct values (known on
+    the host; `segment_sums`)."""
+    uniq, sums, _ = segment_sums(rows, values, unique)
+    return uniq, sums
 
 
 @dataclass(frozen=True)
 class Request:
-    """Rows this rank asked for, and how they travelled (`Sharded.request`)."""
+    """Rows this rank asked for, and how they travelled (`ShardedTable.request`)."""
 
     rows: torch.Tensor  # this rank's unique global rows, ascending
     order: torch.Tensor  # `rows` positions, grouped by owner rank (stable)
     send_counts: list[int]  # rows asked of each rank
     recv_counts: list[int]  # rows each rank asked of this one
     served: torch.Tensor  # global rows asked of this rank, by source rank
+    group_rows: list[int]  # unique rows of each of this rank's example groups
+    push_counts: list[int]  # row gradients this rank's groups will send each rank
+    pull_counts: list[int]  # row gradients each rank's groups will send this one
+
+
+def request_sizes(
+    rows: torch.Tensor,
+    ordered: torch.Tensor,
+    group: torch.Tensor,
+    *,
+    groups: int,
+    layout: RowWiseLayout,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sizes of a request's exchanges, on the rows' device, with no host read:
+    ([world, 2]: unique rows this rank asks of each rank, and unique (group, row) pairs
+    whose gradients its groups push to each rank; [groups]: unique rows of each group).
+    rows: [examples, ...] global ids; ordered: them flat and sorted; group: each
+    example's group (0 .. groups - 1)."""
+    world, total = layout.world, layout.total_rows
+    per_rank = torch.zeros((world, 2), dtype=torch.int64, device=rows.device)
+    owner, _ = layout.locate(ordered)
+    per_rank[:, 0].index_add_(0, owner, run_starts(ordered).long())
+    pairs = group.view(-1, *([1] * (rows.dim() - 1))).expand_as(rows) * total + rows
+    pairs = torch.sort(pairs.reshape(-1)).values
+    first = run_starts(pairs).long()
+    owner, _ = layout.locate(pairs % total)
+    per_rank[:, 1].index_add_(0, owner, first)
+    per_group = torch.zeros(groups, dtype=torch.int64, device=rows.device)
+    per_group.index_add_(0, torch.div(pairs, total, rounding_mode="floor"), first)
+    return per_rank, per_group
 
 
 class ShardedTable:
@@ -79,27 +163,56 @@ class ShardedTable:
         self.layout, self.comm, self.device = layout, comm, me.device
         self.runs = layout.global_runs(me.rank)
         rows = layout.shard_rows(me.rank)
-        self.shard = torch.empty((rows, dim), dtype=dtype, device=self.device)
+        # one scratch row past the shard: padded slots of the sync-free paths land there
+        self.scratch = rows
+        self._rows = torch.empty((rows + 1, dim), dtype=dtype, device=self.device)
+        self.shard = self._rows[:rows]
         # the rows a one-process host table starts with, drawn on the host in pieces
-        step = max(1, INIT_PIECE_ELEMS // dim)
-        for local, first, n in self.runs:
-            for off in range(0, n, step):
-                k = min(step, n - off)
-                piece = init_rows(layout.table_rows, dim, first + off, first + off + k, dtype, seed)
-                self.shard[local + off : local + off + k] = piece.to(self.device)
-        self.history = torch.zeros(rows, dtype=torch.int32, device=self.device) if history else None
+        piece = chunk_rows(dim) * max(1, INIT_PIECE_ELEMS // (chunk_rows(dim) * dim))
+        for local, first, n in pieces(self.runs, piece):
+            values = init_rows(layout.table_rows, dim, first, first + n, dtype=dtype, seed=seed)
+            self.shard[local : local + n] = values.to(self.device)
+        self._history = (
+            torch.zeros(rows + 1, dtype=torch.int32, device=self.device) if history else None
+        )
+        self.history = None if self._history is None else self._history[:rows]
 
     # ----- rows to examples -------------------------------------------------------------
-    def request(self, rows: torch.Tensor, timer: StageTimer = NULL_TIMER) -> Request:
-        """Send the unique rows of `rows` (global ids) to their owners."""
+    def request(
+        self,
+        rows: torch.Tensor,
+        group: torch.Tensor,
+        *,
+        groups: int,
+        timer: StageTimer = NULL_TIMER,
+    ) -> Request:
+        """Send the unique rows of `rows` ([examples, ...] global ids; `group`: each
+        example's group) to their owners, with the sizes of the step's later exchanges.
+        One device-to-host read: every size (`request_sizes`, sent and received) in
+        one tensor."""
+        world = self.comm.world
         with timer.stage(Stage.COMM):
-            uniq = torch.unique(rows.reshape(-1))
+            ordered = torch.sort(rows.reshape(-1)).values
+            per_rank, per_group = request_sizes(
+                rows, ordered, group, groups=groups, layout=self.layout
+            )
+            got = self.comm.exchange_counts(per_rank)
+            sizes = self.comm.host_ints(torch.cat([per_rank.view(-1), got.view(-1), per_group]))
+            send, recv = sizes[: 2 * world], sizes[2 * world : 4 * world]
+            uniq, _ = runs_of(ordered, sum(send[0::2]))
             owner, _ = self.layout.locate(uniq)
             order = torch.sort(owner, stable=True).indices
-            counts = torch.bincount(owner, minlength=self.comm.world).tolist()
-            recv_counts = self.comm.exchange_counts(counts)
-            served = self.comm.all_to_all(uniq[order], counts, recv_counts)
-        return Request(uniq, order, counts, recv_counts, served)
+            served = self.comm.all_to_all(uniq[order], send[0::2], recv[0::2])
+        return Request(
+            rows=uniq,
+            order=order,
+            send_counts=send[0::2],
+            recv_counts=recv[0::2],
+            served=served,
+            group_rows=sizes[4 * world :],
+            push_counts=send[1::2],
+            pull_counts=recv[1::2],
+        )
 
     def lookup(self, req: Request, timer: StageTimer = NULL_TIMER) -> torch.Tensor:
         """The values [len(req.rows), D] of the rows `req` asked for (in `req.rows` order)."""
@@ -114,36 +227,51 @@ class ShardedTable:
 
     # ----- gradients to owners ----------------------------------------------------------
     def push(
-        self, rows: torch.Tensor, values: torch.Tensor, timer: StageTimer = NULL_TIMER
+        self,
+        req: Request,
+        rows: torch.Tensor,
+        values: torch.Tensor,
+        *,
+        timer: StageTimer = NULL_TIMER,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Send row gradients (rows: global, in global group order) to their owners; what
-        arrives is in global group order too (ranks hold consecutive groups)."""
+        """Send row gradients (rows: global, the groups' unique rows in global group order,
+        of the batch `req` asked for) to their owners; what arrives is in global group
+        order too (ranks hold consecutive groups). No host read: `req` holds the sizes."""
         with timer.stage(Stage.COMM):
             owner, _ = self.layout.locate(rows)
             order = torch.sort(owner, stable=True).indices
-            counts = torch.bincount(owner, minlength=self.comm.world).tolist()
-            recv_counts = self.comm.exchange_counts(counts)
-            got_rows = self.comm.all_to_all(rows[order], counts, recv_counts)
-            got_values = self.comm.all_to_all(values[order], counts, recv_counts)
+            sent, got = req.push_counts, req.pull_counts
+            got_rows = self.comm.all_to_all(rows[order], sent, got)
+            got_values = self.comm.all_to_all(values[order], sent, got)
         return got_rows, got_values
 
     def apply(self, rows: torch.Tensor, values: torch.Tensor, alpha: float) -> None:
-        """shard[row] += alpha * (sum of the row's values, in arrival order)."""
-        uniq, sums = ordered_sum(rows, values)
-        _, local = self.layout.locate(uniq)
-        self.shard.index_add_(0, local, sums * alpha)
+        """shard[row] += alpha * (sum of the row's values, in arrival order). The sums sit
+        in one slot per arriving row (the number of distinct rows stays on the device);
+        the empty slots add their zeros to the scratch row, so every shard row gets one
+        addition."""
+        uniq, sums, counts = segment_sums(rows, values, rows.shape[0])
+        self._rows.index_add_(0, self._local_or_scratch(uniq, counts), sums * alpha)
+
+    def _local_or_scratch(self, rows: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
+        """Local row of each global row where `live` is nonzero, else the scratch row."""
+        _, local = self.layout.locate(rows)
+        return torch.where(live > 0, local, self.scratch)
 
     # ----- noise of owned rows ----------------------------------------------------------
-    def _chunks(self):
-        """(local start, global start, rows) of this rank's rows in bounded pieces."""
-        step = max(1, NOISE_CHUNK_ELEMS // max(1, self.shard.shape[1]))
-        for local, first, n in self.runs:
-            for off in range(0, n, step):
-                yield local + off, first + off, min(step, n - off)
+    def _chunks(self, bounded: bool = True) -> list[tuple[int, int, int]]:
+        """(local start, global start, rows) of this rank's rows: each table's run, cut in
+        pieces of NOISE_CHUNK_ELEMS elements where `bounded`."""
+        if not bounded:
+            return self.runs
+        return pieces(self.runs, max(1, NOISE_CHUNK_ELEMS // max(1, self.shard.shape[1])))
 
     def dense_noise(self, std: float, key: int, unit: bool) -> None:
-        """Every owned row += std * z(global row, column) (DP-SGD's dense table noise)."""
-        for local, first, n in self._chunks():
+        """Every owned row += std * z(global row, column) (DP-SGD's dense table noise).
+        Triton's kernel (gaussian noise on CUDA) keeps no temporaries, so it gets one
+        launch per table run; the torch path's float64 temporaries need bounded pieces."""
+        kernel = KERNEL_AVAILABLE and not unit and self.device.type == "cuda"
+        for local, first, n in self._chunks(bounded=not kernel):
             add_range_noise(self.shard[local : local + n], first, std, key, unit=unit)
 
     def owed_noise(
@@ -152,12 +280,15 @@ class ShardedTable:
         """LazyDP: the owned rows some rank's next batch reads (`req.served`) get the noise
         of steps HT[r] .. upto - 1 in one draw (ANS), with the update's minus sign; then
         HT[r] = upto."""
-        rows = torch.unique(req.served)
-        _, local = self.layout.locate(rows)
-        last = self.history.index_select(0, local)
-        self.history.index_fill_(0, local, upto)
+        # the served rows sorted, a row's repeats (asked by several ranks) sent to the
+        # scratch row: each owned row is read, noised and written once, and the number of
+        # distinct rows never leaves the device (torch.unique would read it back)
+        rows = torch.sort(req.served).values
+        local = self._local_or_scratch(rows, run_starts(rows))
+        last = self._history.index_select(0, local)
+        self._history.index_fill_(0, local, upto)
         std = self._owed(prefix, last, upto, unit, base)
-        add_row_noise(self.shard, local, rows, std, key, unit=unit)
+        add_row_noise(self._rows, local, rows, std, key, unit=unit)
 
     def flush(self, upto: int, prefix: torch.Tensor, base: float, key: int, unit: bool) -> None:
         """Every owned row gets all its pending noise; HT = upto (a second flush adds 0)."""

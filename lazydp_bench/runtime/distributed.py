@@ -116,16 +116,21 @@ class Comm:
     def world(self) -> int:
         return self.me.world
 
-    def exchange_counts(self, counts: list[int], timer: StageTimer = NULL_TIMER) -> list[int]:
-        """counts[r] = how many items this rank sends rank r -> how many each rank sends
-        here (one host read: all-to-all splits are host lists)."""
+    def exchange_counts(self, send: torch.Tensor, timer: StageTimer = NULL_TIMER) -> torch.Tensor:
+        """send[r] (a [world, ...] tensor of counts) goes to rank r; row r of the result
+        came from rank r. On the device, no host read: the caller reads what it needs
+        of both in one `host_ints`."""
         if self.world == 1:
-            return list(counts)
-        send = torch.tensor(counts, dtype=torch.int64, device=self.me.device)
+            return send
         recv = torch.empty_like(send)
         with timer.stage(Stage.COMM):
-            dist.all_to_all_single(recv, send)
-        return recv.tolist()
+            dist.all_to_all_single(recv, send.contiguous())
+        return recv
+
+    def host_ints(self, sizes: torch.Tensor) -> list[int]:
+        """The one device-to-host read of an exchange: all-to-all splits are host lists,
+        so a variable-size exchange reads its sizes (sent and received, in one tensor)."""
+        return sizes.tolist()
 
     def all_to_all(
         self,

@@ -68,13 +68,14 @@ def pool(rows: torch.Tensor, values: torch.Tensor, bags: torch.Tensor) -> torch.
 
 
 def group_partials(
-    bags: torch.Tensor, pooled_grad: torch.Tensor
+    bags: torch.Tensor, pooled_grad: torch.Tensor, unique: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One group's row gradients: each occurrence of a row in a bag gets the bag's pooled
-    gradient; summed per row in occurrence order (`ordered_sum`)."""
+    gradient; summed per row in occurrence order (`ordered_sum`; the group reads `unique`
+    distinct rows, a count its request brought to the host)."""
     dim = pooled_grad.shape[-1]
     values = pooled_grad.unsqueeze(2).expand(*bags.shape, dim).reshape(-1, dim)
-    return ordered_sum(bags.reshape(-1), values)
+    return ordered_sum(bags.reshape(-1), values, unique)
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,8 @@ class ShardedSession:
         per_rank = spec.groups // me.world
         bounds = example_groups(spec.batch_size, spec.groups)
         self.groups = bounds[me.rank * per_rank : (me.rank + 1) * per_rank]
+        sizes = torch.tensor([hi - lo for lo, hi in self.groups])
+        self.example_group = torch.repeat_interleave(torch.arange(per_rank), sizes).to(device)
         self.clip = get_clipping(spec.clipping)
         self.drawing = self.update.private and spec.noise_mode != "off"  # any noise at all
         self.noise = spec.noise_multiplier * spec.clip_norm  # sigma C: one step's noise std
@@ -250,13 +253,13 @@ class ShardedSession:
         table = self.table
         with torch.no_grad():
             if self.pending is None:  # the first batch's ids (later: sent a step ahead)
-                self.pending = table.request(self._mine(batch), timer)
+                self.pending = self._request(self._mine(batch), timer)
             values = table.lookup(self.pending, timer)
-            ahead = table.request(ahead_rows, timer)
+            ahead = self._request(ahead_rows, timer)
         rows, grads, mlp = self._dense_part(batch, self.pending.rows, values, timer)
         keys = StepKeys.of(t, self.spec.lr.lr(t), self.batch_size, self.seed)
         with torch.no_grad():
-            got_rows, got_values = table.push(rows, grads, timer)
+            got_rows, got_values = table.push(self.pending, rows, grads, timer=timer)
             parts = self.comm.all_gather(mlp, timer) if self.comm.world > 1 else [mlp]
             with timer.stage(Stage.MODEL_UPDATE):
                 with timer.stage(Stage.PARAM_UPDATE):
@@ -268,11 +271,14 @@ class ShardedSession:
         self.pending = ahead
         self.steps_done = t + 1
 
+    def _request(self, rows: torch.Tensor, timer: StageTimer) -> Request:
+        return self.table.request(rows, self.example_group, groups=len(self.groups), timer=timer)
+
     def _dense_part(self, batch: Batch, rows, values, timer):
         """Forward, clipping and the row gradients of this rank's groups, one at a time:
         (rows, row gradients) in group order, and the groups' MLP gradients [g, P]."""
         all_rows, all_grads, mlp = [], [], []
-        for lo, hi in self.groups:
+        for (lo, hi), unique in zip(self.groups, self.pending.group_rows, strict=True):
             sub = Batch(batch.dense[lo:hi], batch.labels[lo:hi], batch.rows[lo:hi])
             with timer.stage(Stage.FORWARD), torch.no_grad():
                 pooled = pool(rows, values, sub.rows)
@@ -280,7 +286,7 @@ class ShardedSession:
                 fs = self.model.forward(sub, pooled)
             clipped = self.clip(self.model, fs, self.spec.clip_norm, timer)
             with timer.stage(Stage.MODEL_UPDATE), timer.stage(Stage.GRAD_COALESCE):
-                r, g = group_partials(sub.rows, clipped.pooled_grad.detach())
+                r, g = group_partials(sub.rows, clipped.pooled_grad.detach(), unique)
             all_rows.append(r)
             all_grads.append(g)
             mlp.append(clipped.mlp_grad.detach())

@@ -125,7 +125,7 @@ def _round_trip(me: Rank) -> torch.Tensor:
     comm = Comm(me)
     counts = [(me.rank + 2 * r) % 4 for r in range(me.world)]  # includes empty sends
     send = torch.arange(sum(counts) * 3, dtype=torch.float64).view(-1, 3) + 1000 * me.rank
-    recv_counts = comm.exchange_counts(counts)
+    recv_counts = comm.host_ints(comm.exchange_counts(torch.tensor(counts)))
     recv = comm.all_to_all(send, counts, recv_counts)
     back = comm.all_to_all(recv, recv_counts, counts)
     pieces = recv.split(recv_counts)

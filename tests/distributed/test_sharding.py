@@ -98,4 +98,76 @@ def test_init_rows_equals_the_host_table(monkeypatch):
     rows = (40, 7, 300, 120)
     table, _ = init_table(rows, 8, torch.device("cpu"), torch.float32, 3, 2)
     for lo, hi in [(0, 467), (5, 9), (13, 300), (466, 467), (100, 100)]:
-        assert torch.equal(init_rows(rows, 8, lo, hi, torch.float32, 3), table[lo:hi])
+        assert torch.equal(init_rows(rows, 8, lo, hi, dtype=torch.float32, seed=3), table[lo:hi])
+
+
+@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("chunk_elems", [8 * 7, 8 * 64])
+def test_shard_init_equals_the_slice_of_the_whole_table(monkeypatch, world, chunk_elems):
+    """Every rank's initial rows equal the one-process host table's rows, bit for bit, with
+    chunk boundaries (7 or 64 rows) inside shards and shard pieces (3 rows) inside chunks."""
+    import lazydp_bench.model.init as init
+    from lazydp_bench.placement import sharded
+    from lazydp_bench.runtime.distributed import Comm, Rank
+
+    monkeypatch.setattr(init, "_CHUNK_ELEMS", chunk_elems)
+    monkeypatch.setattr(sharded, "INIT_PIECE_ELEMS", 8 * 3)
+    rows = (41, 7, 301, 2, 119)  # uneven: no table divides by 2 or 3
+    table, _ = init_table(rows, 8, torch.device("cpu"), torch.float32, 5, 2)
+    layout = RowWiseLayout(rows, world)
+    for rank in range(world):
+        me = Rank(rank, world, torch.device("cpu"))  # no collective is used: no process group
+        shard = sharded.ShardedTable(
+            layout, Comm(me), dim=8, dtype=torch.float32, seed=5, history=False
+        )
+        assert torch.equal(shard.shard, table[layout.global_rows(rank)])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_init_rows_of_any_range_equals_the_slice(monkeypatch, dtype):
+    """Ranges that start and stop on, before and after chunk boundaries (chunks of 5 rows)."""
+    import lazydp_bench.model.init as init
+
+    monkeypatch.setattr(init, "_CHUNK_ELEMS", 5 * 6)
+    rows = (13, 4, 29)
+    table, _ = init_table(rows, 6, torch.device("cpu"), dtype, 11, 3)
+    for lo, hi in [(0, 46), (0, 5), (5, 10), (4, 11), (9, 46), (45, 46), (12, 17), (20, 20)]:
+        assert torch.equal(init_rows(rows, 6, lo, hi, dtype=dtype, seed=11), table[lo:hi]), (lo, hi)
+
+
+@pytest.mark.parametrize(("table_rows", "world"), LAYOUTS)
+@pytest.mark.parametrize("size", [1, 4, 7, 1000])
+def test_pieces_cut_runs_at_global_multiples(table_rows, world, size):
+    from lazydp_bench.placement.sharded import pieces
+
+    layout = RowWiseLayout(table_rows, world)
+    for rank in range(world):
+        runs = layout.global_runs(rank)
+        cut = pieces(runs, size)
+        assert [(lo + i, g + i) for lo, g, n in cut for i in range(n)] == [
+            (lo + i, g + i) for lo, g, n in runs for i in range(n)
+        ]
+        assert all(0 < n <= size for _, _, n in cut)
+        ends = {g + n for _, g, n in runs}
+        assert all((g + n) % size == 0 or g + n in ends for _, g, n in cut)
+
+
+@pytest.mark.parametrize("spare", [0, 3])
+def test_segment_sums_against_brute_force(spare):
+    """Sorted unique rows, their counts, and their values summed one by one in arrival
+    order (bit for bit), in the exact number of slots or with spare ones (count 0, sum 0)."""
+    from lazydp_bench.placement.sharded import segment_sums
+
+    gen = torch.Generator().manual_seed(4)
+    rows = torch.randint(0, 9, (40,), generator=gen)
+    values = torch.randn(40, 3, generator=gen, dtype=torch.float64)
+    uniq_n = len(set(rows.tolist()))
+    uniq, sums, counts = segment_sums(rows, values, uniq_n + spare)
+    expected = {}
+    for r, v in zip(rows.tolist(), values, strict=True):
+        expected[r] = v.clone() if r not in expected else expected[r] + v
+    keys = sorted(expected)
+    assert uniq[:uniq_n].tolist() == keys and counts[uniq_n:].tolist() == [0] * spare
+    assert counts[:uniq_n].tolist() == [rows.tolist().count(r) for r in keys]
+    assert torch.equal(sums[:uniq_n], torch.stack([expected[r] for r in keys]))
+    assert not sums[uniq_n:].any()
