@@ -15,14 +15,20 @@ which records become points:
   names the commits drawn;
 - repeated runs of a point are pooled: raw step times concatenated (median, IQR, run
   count), a note when the IQR exceeds 10 % of the median;
-- a point without a successful run is an empty hatched bar labelled with its reason (not
-  run, OOM, skipped: needs N GB, timeout, error); a figure none of whose points succeeded
-  is skipped with a reason, and an algorithm with no run at all is named in a note.
+- a point without a successful run is a short empty hatched stub labelled with its
+  algorithm and reason (not run, OOM, skipped: needs N GB, timeout, error), with a legend
+  entry; a figure none of whose points succeeded is skipped with a reason, and an
+  algorithm with no run at all is named in a note;
+- a figure draws one-GPU runs and its caption names the runs on more GPUs it left out,
+  except fig. 13(a), where each (algorithm, GPU count) is a series of its own
+  (`LazyDP, 2 GPUs`, its algorithm's colour lightened).
 
 How a figure reads at a glance:
 
 - each panel's y axis is logarithmic when its bars span more than `LOG_SPAN` (largest
-  over smallest), linear otherwise (`y_scale`); a log axis says so in its label;
+  over smallest), linear otherwise (`y_scale`); a log axis says so in its label and
+  labels its ticks as plain numbers, at 1, 2 and 5 of each decade when it spans few;
+- a figure with speedups on LazyDP's bars says what they are under its title;
 - a stacked bar sums to its whole: the step time (fig. 3) or the model update (figs. 5
   and 11), the part its drawn stages leave out stacked on top as its own segment;
 - legends stand right of their panel, labels above bars get headroom inside the axes, x
@@ -37,17 +43,19 @@ import math
 import re
 import statistics
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.colors import to_hex, to_rgb
 from matplotlib.font_manager import FontProperties
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.text import Annotation, Text
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from lazydp_bench.measure.cpu_power import CPU_ESTIMATE
 from lazydp_bench.measure.stages import LABELS, UPDATE_CHILDREN, Stage
@@ -104,18 +112,49 @@ def algo_styles() -> tuple[list[str], dict[str, str], dict[str, str]]:
 ALGO_ORDER, ALGO_LABEL, ALGO_COLOR = algo_styles()
 
 
+SERIES_SEP = "@"  # `lazydp@2`: LazyDP's runs on 2 GPUs, a series of its own
+
+
+def series_name(algo: str, gpus: int | None) -> str:
+    """The bar series of an algorithm's runs on `gpus` GPUs: the algorithm itself on one."""
+    return algo if gpus in (None, 1) else f"{algo}{SERIES_SEP}{int(gpus)}"
+
+
+def split_series(name: str) -> tuple[str, int]:
+    """(`lazydp[bookkeeping]`, 2) for `lazydp[bookkeeping]@2`; one GPU without a suffix."""
+    algo, _, gpus = name.partition(SERIES_SEP)
+    return algo, int(gpus) if gpus else 1
+
+
+def base_algo(name: str) -> str:
+    """The registered algorithm of a series or variant name (`lazydp` for `lazydp[bk]@2`)."""
+    return split_series(name)[0].partition("[")[0]
+
+
 def algo_label(algo: str) -> str:
-    """`LazyDP [bookkeeping]` for a variant `lazydp[bookkeeping]`; the name if unknown."""
-    base, _, variant = algo.partition("[")
+    """`LazyDP [bookkeeping]` for a variant `lazydp[bookkeeping]`, `LazyDP, 2 GPUs` for a
+    series `lazydp@2`; the name if unknown."""
+    name, gpus = split_series(algo)
+    base, _, variant = name.partition("[")
     label = ALGO_LABEL.get(base, base)
-    return f"{label} [{variant.rstrip(']')}]" if variant else label
+    label = f"{label} [{variant.rstrip(']')}]" if variant else label
+    return f"{label}, {gpus} GPUs" if gpus > 1 else label
 
 
 def algo_color(algo: str) -> str:
-    """A registered algorithm's colour; variants and unknown names a stable spare one."""
-    if algo in ALGO_COLOR:
-        return ALGO_COLOR[algo]
-    return SPARE_COLORS[sum(algo.encode()) % len(SPARE_COLORS)]
+    """A registered algorithm's colour; variants and unknown names a stable spare one; a
+    several-GPU series its algorithm's colour lightened (2 GPUs: 45 % towards white)."""
+    name, gpus = split_series(algo)
+    if name in ALGO_COLOR:
+        color = ALGO_COLOR[name]
+    else:
+        color = SPARE_COLORS[sum(name.encode()) % len(SPARE_COLORS)]
+    return color if gpus == 1 else _lighten(color, min(0.75, 0.45 * math.log2(gpus)))
+
+
+def _lighten(color: str, share: float) -> str:
+    """`color` moved `share` of the way towards white."""
+    return to_hex([c + (1 - c) * share for c in to_rgb(color)])
 
 
 REST_COLOR = "#999999"  # what a stack adds to sum to its whole
@@ -144,6 +183,8 @@ SPARSE_ALGOS = ("dpsgd-f", "lazydp", "dp-fest", "dp-adafest", "dp-adafest-plus")
 PEERS = ("opacus", "opacus-ghost")  # other libraries' DP-SGD: drawn where run, never noted
 RMC = ("rmc1", "rmc2", "rmc3")
 MISSING_HATCH = "///"
+MISSING_HEIGHT = 0.15  # axes fraction: a stub, not a bar that reads as a value
+MISSING_LABEL = "not drawn (why: on the bar)"
 
 
 @dataclass(frozen=True)
@@ -217,7 +258,7 @@ def figure_frame(records: list[dict]) -> pd.DataFrame:
     return df
 
 
-POINT_KEY = ["algo", *CONFIG_FIELDS[:8], "placement", "machine"]
+POINT_KEY = ["algo", *CONFIG_FIELDS[:8], "gpus", "placement", "machine"]  # gpus: ranks
 
 
 def for_steps(df: pd.DataFrame) -> pd.DataFrame:
@@ -255,6 +296,7 @@ def reference(**overrides) -> Reference:
         "pooling": workload_default("pooling"),
         "table_bytes": largest_table(("lazydp",)),
         "noise_impl": prefer("roundtrip", "streamed"),  # the strongest baseline where run
+        "gpus": prefer(1),  # one GPU; several-GPU runs only where a figure has a GPU series
     }
     per_x = overrides.pop("per_x", ())
     return Reference({**choose, **overrides}, per_x)
@@ -318,6 +360,7 @@ class FigureSpec:
     normalize: bool = False
     speedup: bool = False
     min_x: int = 1  # sensitivity figures need two axis values
+    gpu_series: bool = False  # each (algorithm, GPUs) its own series; else one GPU drawn
 
     @property
     def stacked(self) -> bool:
@@ -418,8 +461,9 @@ def _baseline(spec: FigureSpec, fixed: Fixed, xs: list) -> dict:
 def _present_algos(spec: FigureSpec, fixed: list[Fixed], notes: list[str]) -> list[str]:
     """The figure's algorithms with a record in some panel; the others are noted."""
     seen = set().union(*(set(f.rows["algo"].dropna()) for f in fixed)) if fixed else set()
+    bases = {split_series(a)[0] for a in seen}
     for algo in spec.algos:
-        if algo not in seen and algo not in PEERS:
+        if algo not in bases and algo not in PEERS:
             notes.append(
                 f"{spec.name}: no {algo} runs at the reference point and commit drawn; left out"
             )
@@ -427,11 +471,16 @@ def _present_algos(spec: FigureSpec, fixed: list[Fixed], notes: list[str]) -> li
 
 
 def _algos(df: pd.DataFrame, wanted: list[str] | None) -> list[str]:
-    """The algorithms of `df` in the registry's plot order (unregistered names last)."""
+    """The algorithms (and GPU series) of `df` in the registry's plot order, unregistered
+    names last, each algorithm's several-GPU series right after it."""
     present = set(df["algo"].dropna())
-    order = [a for a in ALGO_ORDER if a in present]
-    order += sorted(present - set(order))  # variants and algorithms not registered here
-    return [a for a in order if wanted is None or a in wanted]
+    rank = {a: i for i, a in enumerate(ALGO_ORDER)}
+
+    def key(name: str) -> tuple:
+        algo, gpus = split_series(name)
+        return (rank.get(algo, len(rank)), algo, gpus)
+
+    return [a for a in sorted(present, key=key) if wanted is None or split_series(a)[0] in wanted]
 
 
 def build_panels(
@@ -449,7 +498,10 @@ def build_panels(
     algos = _present_algos(spec, [f for _, f in parts], notes)
     panels = []
     for label, fixed in parts:
-        xs, slots = _slots(spec, fixed, algos)
+        # a several-GPU series only where the panel has its runs (sharding is per placement)
+        here = set(fixed.rows["algo"].dropna())
+        mine = [a for a in algos if split_series(a)[1] == 1 or a in here]
+        xs, slots = _slots(spec, fixed, mine)
         panels.append(Panel(label, fixed, xs, slots, _baseline(spec, fixed, xs)))
     return panels
 
@@ -490,10 +542,26 @@ def _field_text(name: str, value) -> str:
 
 
 def reference_text(fixed: Fixed, axis: str) -> str:
-    """The fixed fields a reader needs: the main ones, and any other that had a choice."""
-    others = [n for n in CONFIG_FIELDS if n not in MAIN_FIELDS and n in fixed.left_out]
+    """The fixed fields a reader needs: the main ones, any other that had a choice, and
+    the GPU count whenever it is not one or runs on other counts were left out."""
+    others = [n for n in CONFIG_FIELDS if n not in (*MAIN_FIELDS, "gpus") and n in fixed.left_out]
     shown = [n for n in (*MAIN_FIELDS, *others) if n != axis and fixed.chosen.get(n) is not None]
-    return " · ".join(_field_text(n, fixed.chosen[n]) for n in shown)
+    parts = [_field_text(n, fixed.chosen[n]) for n in shown]
+    gpus = _gpus_text(fixed) if axis != "gpus" else None
+    return " · ".join([*parts, gpus] if gpus else parts)
+
+
+def _gpus_text(fixed: Fixed) -> str | None:
+    """`1 GPU (runs on 2 GPUs not drawn)` where a panel left several-GPU runs out, `2 GPUs`
+    for a panel of only such runs; None for a one-GPU panel with nothing left out."""
+    chosen, left = fixed.chosen.get("gpus"), fixed.left_out.get("gpus")
+    if chosen is None or (chosen == 1 and not left):
+        return None
+    text = f"{chosen} GPU" + ("s" if chosen != 1 else "")
+    if left:
+        counts = ", ".join(str(g) for g in left)
+        text += f" (runs on {counts} GPUs not drawn)"
+    return text
 
 
 def _reference_note(spec: FigureSpec, panel: Panel) -> str:
@@ -590,40 +658,53 @@ def _frame_of(rows: list[dict], axis: str) -> pd.DataFrame:
 
 
 def _draw_missing(ax, slot: Slot, label: str) -> None:
-    """An empty hatched bar in the algorithm's colour, labelled with why it is empty."""
+    """A short empty hatched stub in the algorithm's colour (`gid` "missing"), labelled
+    with whose bar it is and why it is empty on a white ground, so neither reads as a
+    measured value."""
     trans = ax.get_xaxis_transform()  # x in data, y in axes fractions: any y scale
     left = slot.pos - slot.width / 2
     ax.add_patch(
         Rectangle(
             (left, 0),
             slot.width,
-            0.5,
+            MISSING_HEIGHT,
             transform=trans,
             fill=False,
             hatch=MISSING_HATCH,
             edgecolor=algo_color(slot.algo),
             linewidth=0.6,
+            gid="missing",
         )
     )
     ax.text(
         slot.pos,
-        0.03,
+        0.02,
         label,
         rotation=90,
         ha="center",
         va="bottom",
-        fontsize=6,
-        color="#333333",
+        fontsize=7,
+        color="#222222",
         transform=trans,
+        bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1.0},
     )
 
 
-def _speedup(panel: Panel, x) -> str | None:
-    """DP-SGD(F)'s step over LazyDP's at `x`, both pooled."""
+def _missing_handles(ax) -> tuple[list, list[str]]:
+    """The legend entry of the hatched stubs, where the panel has one."""
+    if not any(p.get_gid() == "missing" for p in ax.patches):
+        return [], []
+    proxy = Rectangle((0, 0), 1, 1, fill=False, hatch=MISSING_HATCH, edgecolor="#555555")
+    return [proxy], [MISSING_LABEL]
+
+
+def _speedup(panel: Panel, x, gpus: int = 1) -> str | None:
+    """DP-SGD(F)'s step over LazyDP's at `x` on `gpus` GPUs, both pooled."""
     at = {s.algo: s.point for s in panel.slots if s.x == x and s.point.status == "ok"}
-    if "dpsgd-f" not in at or "lazydp" not in at:
+    dpsgd, lazydp = series_name("dpsgd-f", gpus), series_name("lazydp", gpus)
+    if dpsgd not in at or lazydp not in at:
         return None
-    return f"{at['dpsgd-f'].stats.median_ms / at['lazydp'].stats.median_ms:.1f}x"
+    return f"{at[dpsgd].stats.median_ms / at[lazydp].stats.median_ms:.1f}x"
 
 
 def _draw_bars(ax, spec: FigureSpec, panel: Panel, data: list[dict], notes) -> list[float]:
@@ -633,7 +714,7 @@ def _draw_bars(ax, spec: FigureSpec, panel: Panel, data: list[dict], notes) -> l
     heights = []
     for s in panel.slots:
         if s.point.status != "ok":
-            _draw_missing(ax, s, s.point.reason)
+            _draw_missing(ax, s, f"{algo_label(s.algo)}: {s.point.reason}")
             data.append(_data_row(panel, spec.axis, s))
             continue
         v = _bar_value(spec, s.point)
@@ -650,7 +731,8 @@ def _draw_bars(ax, spec: FigureSpec, panel: Panel, data: list[dict], notes) -> l
                 "0", (s.pos, 0), xycoords=("data", "axes fraction"), ha="center", va="bottom"
             )
         heights.append(v)
-        text = _speedup(panel, s.x) if spec.speedup and s.algo == "lazydp" else None
+        algo, gpus = split_series(s.algo)
+        text = _speedup(panel, s.x, gpus) if spec.speedup and algo == "lazydp" else None
         if text:
             _bar_label(ax, text, s.pos, v, fontsize=7)
         data.append(_data_row(panel, spec.axis, s, v))
@@ -665,17 +747,18 @@ def _bar_label(ax, text: str, x: float, top: float, **kw) -> None:
 def _legend_label(s: Slot) -> str:
     """The algorithm's label, with the engine of its table noise for the dense-noise
     algorithms (`DP-SGD(F) [streamed]`): a speedup over it names its baseline."""
-    label = algo_label(s.algo)
+    algo, gpus = split_series(s.algo)
+    label = algo_label(algo)
     engines = s.point.rows["table_noise"].dropna().unique() if s.point.rows is not None else []
-    if s.algo.partition("[")[0] in DP_FAMILY and len(engines):
+    if base_algo(algo) in DP_FAMILY and len(engines):
         label += f" [{', '.join(sorted(engines))}]"
-    return label
+    return f"{label}, {gpus} GPUs" if gpus > 1 else label
 
 
 def _missing_baseline(ax, spec, panel: Panel, s: Slot, data: list[dict], notes) -> None:
     """A normalized bar with no SGD value at its x: drawn empty, its numbers kept."""
     reason = "no SGD baseline"
-    _draw_missing(ax, s, reason)
+    _draw_missing(ax, s, f"{algo_label(s.algo)}: {reason}")
     notes.append(
         f"{spec.name} [{panel.label}]: no SGD value at {_x_label(spec.axis, s.x)} "
         f"to normalize {s.algo} by"
@@ -714,9 +797,11 @@ def _stack_parts(spec: FigureSpec, panel: Panel, s: Slot, notes) -> list[Segment
 def _draw_stacked(ax, spec: FigureSpec, panel: Panel, data: list[dict], notes) -> list[float]:
     """One bar per slot, its segments from `_stack_parts` (legend once per segment that
     some bar shows; a segment not measured is drawn as none and named on the bar's label,
-    its row in the numbers empty with its reason); returns the stacks' heights."""
+    or once in the legend when no bar of the panel has it; its row in the numbers empty
+    with its reason); returns the stacks' heights."""
     labelled: set[str] = set()
-    heights = []
+    heights: list[float] = []
+    tops: list[tuple[Slot, float, str, list[str]]] = []
     for s in panel.slots:
         short = algo_label(s.algo).split(" ")[0]
         if s.point.status != "ok":
@@ -753,9 +838,22 @@ def _draw_stacked(ax, spec: FigureSpec, panel: Panel, data: list[dict], notes) -
             bottom += v
             data.append(_data_row(panel, spec.axis, s, v, stage=seg.name))
         heights.append(bottom)
-        text = f"{short} ({', '.join(missing)} n/a)" if missing else short
-        _bar_label(ax, text, s.pos, bottom, fontsize=6, rotation=90)
+        tops.append((s, bottom, short, missing))
+    _stack_labels_on_bars(ax, tops)
     return heights
+
+
+def _stack_labels_on_bars(ax, tops: list[tuple[Slot, float, str, list[str]]]) -> None:
+    """Each stack's label on top of it, naming the segments it lacks; a segment every
+    stack of the panel lacks is named once, as a legend entry, instead."""
+    common = set.intersection(*(set(m) for *_, m in tops)) if tops else set()
+    for s, top, short, missing in tops:
+        own = [m for m in missing if m not in common]
+        text = f"{short} ({', '.join(own)} n/a)" if own else short
+        _bar_label(ax, text, s.pos, top, fontsize=6, rotation=90)
+    if common:
+        names = ", ".join(m for m in tops[0][3] if m in common)
+        ax.plot([], [], " ", label=f"{names}: not measured\n(no bar here has it)")
 
 
 def _pooled_runs(panels: list[Panel]) -> pd.DataFrame:
@@ -808,6 +906,8 @@ def render(spec: FigureSpec, df: pd.DataFrame, allow_mixed: bool = False) -> Fig
     """Draw one figure from the frame's candidate records (see the module docstring)."""
     cands = spec.candidates(df) if not df.empty else df
     cands = cands[cands["algo"].isin(spec.algos)] if not cands.empty else cands
+    if spec.gpu_series and not cands.empty:
+        cands = gpu_series(cands)
     if cands.empty:
         return FigureResult(spec.name, None, pd.DataFrame(), [f"{spec.name}: no runs to draw"])
     notes: list[str] = []
@@ -829,7 +929,18 @@ def render(spec: FigureSpec, df: pd.DataFrame, allow_mixed: bool = False) -> Fig
     return FigureResult(spec.name, fig, data, notes)
 
 
+def gpu_series(df: pd.DataFrame) -> pd.DataFrame:
+    """Each algorithm's runs on N > 1 GPUs as a series of their own (`lazydp@2`, drawn
+    `LazyDP, 2 GPUs`), so a panel's reference point no longer fixes the GPU count."""
+    out = df.copy()
+    gpus = out["gpus"].fillna(1).astype(int)
+    out["algo"] = [series_name(a, g) for a, g in zip(out["algo"], gpus, strict=True)]
+    out["gpus"] = pd.Series([None] * len(out), dtype=object, index=out.index)
+    return out
+
+
 LEGEND_WIDTH = 1.7  # inches beside each panel for its legend
+SPEEDUP_NOTE = "on LazyDP's bars: DP-SGD(F)'s step time ÷ LazyDP's (same GPUs)"
 
 
 def _draw(spec: FigureSpec, panels: list[Panel], notes: list[str]) -> tuple:
@@ -846,8 +957,11 @@ def _draw(spec: FigureSpec, panels: list[Panel], notes: list[str]) -> tuple:
         ax.set_xlabel(_panel_caption(spec, panel), fontsize=7)
         ax.set_title(panel.label, fontsize=9)
         scale_y(ax, heights, spec.ylabel)
-        _legend(ax, order=_stack_labels(spec)[::-1])  # a stack's segments, top down
-    fig.suptitle(spec.title)
+        handles, labels = ax.get_legend_handles_labels()
+        extra = _missing_handles(ax)
+        order = _stack_labels(spec)[::-1]  # a stack's segments, top down
+        _legend(ax, order=order, handles=handles + extra[0], labels=labels + extra[1])
+    fig.suptitle(f"{spec.title}\n{SPEEDUP_NOTE}" if spec.speedup else spec.title)
     layout(fig, _footer(fig, panels))
     return fig, _frame_of(data, spec.axis)
 
@@ -867,16 +981,26 @@ def y_scale(values: Iterable[float]) -> str:
     return "log"
 
 
+FEW_DECADES = 1000.0  # a log axis spanning less than this factor also ticks 2x and 5x
+
+
 def scale_y(ax, values: Iterable[float], label: str) -> str:
     """Set the y axis scale by `y_scale(values)` and its label, which names a log scale
     (`step time (ms, log scale)`); a log axis starts a power of ten below half the
-    smallest value, so that bar shows."""
+    smallest value, so that bar shows, and labels its ticks as plain numbers (0.1, 20,
+    5000), at 1, 2 and 5 of each decade when it spans few decades, so a bar between two
+    powers of ten can be read."""
     values = list(values)
     scale = y_scale(values)
     ax.set_yscale(scale)
     if scale == "log":
-        low = min(v for v in values if v > 0)
+        positive = [v for v in values if v > 0]
+        low = min(positive)
         ax.set_ylim(bottom=10 ** math.floor(math.log10(low / 2)))
+        subs = (1.0, 2.0, 5.0) if max(positive) < FEW_DECADES * low else (1.0,)
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=subs))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
         label = f"{label[:-1]}, log scale)" if label.endswith(")") else f"{label} (log scale)"
     ax.set_ylabel(label)
     return scale
@@ -1004,6 +1128,7 @@ def bench_frame(records: list[dict]) -> pd.DataFrame:
                 **_hybrid_bounds(c["table_bytes"], b.get("hybrid")),
                 "pct_of_bound": b.get("pct_of_bound"),
                 "machine": (r.get("env") or {}).get("gpu_name") or "host",
+                "commit": commit_label(r.get("env") or {}),
                 "created": r.get("created_utc") or "",
             }
         )
@@ -1038,6 +1163,10 @@ def noise_roofline(bench: pd.DataFrame) -> FigureResult:
     bench = bench.sort_values("created").drop_duplicates(
         ["engine", "placement", "table_bytes", "machine"], keep="last"
     )
+    # bars by table size, then engine; one colour per engine across panels
+    bench = bench.sort_values(["table_bytes", "engine"], kind="stable")
+    engines = sorted(set(bench["engine"]))
+    colors = {e: PALETTE[i % len(PALETTE)] for i, e in enumerate(engines)}
     parts = [
         (title, part)
         for title, part in (
@@ -1049,12 +1178,16 @@ def noise_roofline(bench: pd.DataFrame) -> FigureResult:
     size = ((6.5 + LEGEND_WIDTH) * len(parts), 4.4)
     fig, axes = plt.subplots(1, len(parts), figsize=size, squeeze=False)
     for ax, (title, part) in zip(axes[0], parts, strict=True):
-        _roofline_panel(ax, part, title)
+        _roofline_panel(ax, part, title, colors)
     fig.suptitle("Noise roofline: dense noisy update vs its measured bound")
-    layout(fig, _footer_text(fig, ", ".join(sorted(set(bench["machine"])))))
+    commits = sorted(set(bench["commit"]))
+    word = "commit" if len(commits) == 1 else "commits"
+    machines = ", ".join(sorted(set(bench["machine"])))
+    layout(fig, _footer_text(fig, f"{machines} | {word} {', '.join(commits)}"))
     return FigureResult("noise-roofline", fig, bench.drop(columns=["created"]), [])
 
 
+PCT_TITLE = "% on a bar: of its solid line,\nelse of its dashed or dotted one"
 BOUND_LINES = {
     "dashed": "copy bandwidth",
     "solid": "bound, host DRAM shared\nby copies and adds",
@@ -1062,13 +1195,14 @@ BOUND_LINES = {
 }
 
 
-def _roofline_panel(ax, part: pd.DataFrame, title: str) -> None:
-    """Bars of achieved GB/s, each with its bound line(s) and the % of the first."""
+def _roofline_panel(ax, part: pd.DataFrame, title: str, colors: dict[str, str]) -> None:
+    """Bars of achieved GB/s in their engine's colour, each with its bound line(s) and
+    the % of the first (the legend names that bound)."""
     xs = range(len(part))
     labels = [
         f"{r.engine.split(' (')[0]}\n{format_bytes(r.table_bytes)}" for r in part.itertuples()
     ]
-    ax.bar(xs, part["achieved_gbps"], color=[PALETTE[i % 8] for i in xs])
+    ax.bar(xs, part["achieved_gbps"], color=[colors[e] for e in part["engine"]])
     values, styles = list(part["achieved_gbps"]), []
     for i, r in enumerate(part.itertuples()):
         lines = [(r.copy_gbps, "dashed")]
@@ -1079,14 +1213,18 @@ def _roofline_panel(ax, part: pd.DataFrame, title: str) -> None:
             ax.hlines(value, i - 0.4, i + 0.4, colors="black", linestyles=style)
             values.append(value)
             styles.append(style)
-        pct = 100 * r.achieved_gbps / lines[0][0]
-        _bar_label(ax, f"{pct:.0f}%", i, r.achieved_gbps, fontsize=8)
+        if lines:  # a hybrid record without its bounds gets no percentage
+            pct = 100 * r.achieved_gbps / lines[0][0]
+            _bar_label(ax, f"{pct:.0f}%", i, r.achieved_gbps, fontsize=8)
     ax.set_xticks(list(xs), labels, fontsize=7)
     scale_y(ax, values, "dense noisy update, GB/s (read + write)")
     ax.set_title(title, fontsize=9)
     keys = [s for s in BOUND_LINES if s in styles]
     handles = [Line2D([], [], color="black", linestyle=s) for s in keys]
     _legend(ax, handles=handles, labels=[BOUND_LINES[s] for s in keys])
+    legend = ax.get_legend()
+    if legend is not None:
+        legend.set_title(PCT_TITLE, prop={"size": 7})
 
 
 # ---- energy: GPU measured, host CPU read or estimated -------------------------------------
@@ -1199,7 +1337,7 @@ SPECS: list[FigureSpec] = [
     ),
     FigureSpec(
         "fig10",
-        "Fig. 10: step time by batch size (LazyDP speedup over DP-SGD(F) on bars)",
+        "Fig. 10: step time by batch size",
         "batch_size",
         MAIN_ALGOS,
         STEPS,
@@ -1227,7 +1365,10 @@ SPECS: list[FigureSpec] = [
         "energy per step (J)",
         stack=ENERGY_STACK,
     ),
-    _sensitivity("fig13a", "table_bytes", "Fig. 13(a): table size", (*MAIN_ALGOS, *PEERS)),
+    replace(
+        _sensitivity("fig13a", "table_bytes", "Fig. 13(a): table size", (*MAIN_ALGOS, *PEERS)),
+        gpu_series=True,
+    ),
     _sensitivity(
         "fig13b",
         "pooling",

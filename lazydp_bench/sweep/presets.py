@@ -31,6 +31,16 @@ PRESETS: dict[str, dict[str, tuple]] = {
     "fig14": {"algo": ("eana", "lazydp"), "batch_size": BATCHES, "table_size": ("96GB",)},
 }
 PRESETS["paper"] = {"figures": tuple(k for k in PRESETS)}
+# beyond the paper, on a two-GPU machine only (not in `paper`): fig. 13(a)'s 96 GB and
+# 192 GB points with each table sharded row-wise over 2 GPUs, drawn beside the one-GPU
+# series; 192 GB fits two H200s (2 x 139 GiB) but not one
+PRESETS["fig13a-x2"] = {
+    "algo": MAIN,
+    "table_size": ("96GB", "192GB"),
+    "batch_size": (2048,),
+    "placement": ("gpu",),
+    "gpus": (2,),
+}
 # beyond the paper: DP-FEST / DP-AdaFEST (Ghazi et al. 2023) beside LazyDP (figures
 # sparse-step, sparse-grad); in hybrid their selection and row noise run on the GPU and
 # only the selected rows' updates cross to the host table

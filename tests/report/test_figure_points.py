@@ -311,7 +311,7 @@ def test_a_point_without_a_successful_run_is_a_hatched_bar_with_its_reason():
     texts = {t.get_text() for t in ax.texts}
     plt.close(res.figure)
     assert len(hatched) == 3
-    assert {"OOM", "skipped: needs 120 GB GPU", "not run"} <= texts
+    assert {"LazyDP: OOM", "DP-SGD(F): skipped: needs 120 GB GPU", "SGD: not run"} <= texts
     status = res.data[res.data["batch_size"] == 4096].set_index("algo")
     assert status.loc["lazydp", ["status", "reason"]].tolist() == ["oom", "OOM"]
     assert status.loc["dpsgd-f", "reason"] == "skipped: needs 120 GB GPU"
