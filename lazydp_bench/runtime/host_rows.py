@@ -11,7 +11,9 @@ alike.
 
 `host_rows.c` walks the rows of a range, prefetching the rows a few positions ahead, and
 adds each value row with a fused multiply-add (`alpha == 1`: a plain add), the rounding
-of torch's CPU kernel: results are bitwise those of `index_add_` (tested). Rows must be
+of torch's vectorised CPU kernels (AVX2, AVX-512): results are bitwise those of
+`index_add_` (tested). A torch running its scalar kernels (`ATEN_CPU_CAPABILITY=default`)
+rounds `alpha * v` separately, so there the update goes to `index_add_`. Rows must be
 unique within a range; `SparseOps` splits a coalesced update into disjoint ranges that
 threads apply in parallel (ctypes releases the GIL). The library is built at first use
 (`lazydp_bench.native`); where no compiler works, `index_add_` runs and `describe()`
@@ -42,6 +44,9 @@ _ARGS = [
     ctypes.c_double,
 ]
 _NAMES = {torch.float32: "rows_add_f32", torch.float64: "rows_add_f64"}
+# torch CPU builds whose kernels add without FMA (ATEN_CPU_CAPABILITY=default): the C
+# kernel's fused multiply-add would round differently from `index_add_` there
+SCALAR_CAPABILITIES = ("DEFAULT",)
 
 
 @dataclass(frozen=True)
@@ -79,15 +84,19 @@ class HostRowAdder:
         return load_row_kernels(self.compiler)
 
     def native(self, table: torch.Tensor, rows: torch.Tensor, values: torch.Tensor) -> bool:
-        """Whether the C kernel can apply this update: host tensors, one float dtype,
-        contiguous rows of the table and the values, int64 row ids."""
+        """Whether the C kernel can apply this update: torch's CPU kernels use vector FMA
+        (so the kernel's rounding is theirs), host tensors, one float dtype, contiguous
+        rows of the table and the values, one int64 row id per value row. Anything else
+        goes to `index_add_`, which also raises on mismatched shapes."""
         return (
             self.kernels().lib is not None
+            and torch.backends.cpu.get_cpu_capability() not in SCALAR_CAPABILITIES
             and table.dtype in _NAMES
             and values.dtype == table.dtype
             and rows.dtype == torch.int64
             and table.dim() == 2
-            and values.shape[1:] == table.shape[1:]
+            and rows.dim() == 1
+            and values.shape == (rows.numel(), table.shape[1])
             and all(t.device.type == "cpu" and t.is_contiguous() for t in (table, rows, values))
         )
 
@@ -102,6 +111,8 @@ class HostRowAdder:
         hi: int,
     ) -> None:
         """table[rows[lo:hi]] += alpha * values[lo:hi] (rows unique in the range)."""
+        if not 0 <= lo <= hi <= rows.numel():
+            raise IndexError(f"rows [{lo}, {hi}) outside an update of {rows.numel()} rows")
         if not self.native(table, rows, values):
             table.index_add_(0, rows[lo:hi], values[lo:hi], alpha=alpha)
             return

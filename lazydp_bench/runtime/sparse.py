@@ -20,10 +20,11 @@ from lazydp_bench.runtime.host_rows import HostRowAdder
 from lazydp_bench.runtime.host_work import HostWork
 from lazydp_bench.runtime.step_scalars import Scalar
 
-# At most this many threads update a host table's rows at once: the updates are bound by
-# host memory bandwidth, which fewer threads already reach. Measured on the H200's
-# 16-core host (53,000 rows of 128 float32 into a 9.6 GB table, host_rows.c): 2.86 ms on
-# 1 thread, 0.88 on 4, 0.86 on 8, 1.23 on 13, 1.55 on 16; a copy of 1 GiB reached 71 GB/s.
+# At most this many threads update a host table's rows at once (`apply_rows`; host
+# coalescing is not capped): the updates are bound by host memory bandwidth, which fewer
+# threads already reach. Measured on the H200's 16-core host (53,000 rows of 128 float32
+# into a 9.6 GB table, host_rows.c): 2.86 ms on 1 thread, 0.88 on 4, 0.86 on 8, 1.23 on
+# 13, 1.55 on 16; a copy of 1 GiB reached 71 GB/s.
 ROW_PARTS = 8
 
 
@@ -209,8 +210,10 @@ class SparseOps:
         """Whether work on `tensor` takes the sync-free device code (GPU, or forced)."""
         return tensor.device.type != "cpu" or self.device_paths_on_host
 
-    def _parts(self, n: int) -> list[int]:
-        parts = max(1, min(self.threads, ROW_PARTS, n // 4096))
+    def _parts(self, n: int, cap: int | None = None) -> list[int]:
+        """Cut points of n items into parts of at least 4096, one per thread (at most
+        `cap` parts)."""
+        parts = max(1, min(self.threads, cap or self.threads, n // 4096))
         return [n * k // parts for k in range(parts + 1)]
 
     def unique(self, rows: torch.Tensor, carry: CarriedUnique | None = None) -> SparseRows:
@@ -375,7 +378,7 @@ class SparseOps:
                 scale = 1.0
             table.index_add_(0, update.rows, update.values, alpha=scale)
             return
-        cuts = self._parts(update.rows.numel())
+        cuts = self._parts(update.rows.numel(), cap=ROW_PARTS)
         rows, values = update.rows.contiguous(), update.values.contiguous()
 
         def add(k: int) -> None:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lazydp_bench.runtime.host_rows import HostRowAdder
+from lazydp_bench.runtime.host_rows import SCALAR_CAPABILITIES, HostRowAdder
 from lazydp_bench.runtime.sparse import SparseOps, SparseRows
 
 BUILT = HostRowAdder().kernels().lib is not None
-needs_compiler = pytest.mark.skipif(not BUILT, reason="no working C compiler")
+VECTOR = torch.backends.cpu.get_cpu_capability() not in SCALAR_CAPABILITIES
+needs_compiler = pytest.mark.skipif(
+    not (BUILT and VECTOR), reason="no working C compiler, or torch runs scalar CPU kernels"
+)
 
 
 def _update(rows: int, n: int, dim: int, dtype: torch.dtype, seed: int = 0):
@@ -39,6 +42,29 @@ def test_out_of_range_row_raises():
     ids[7] = 100
     with pytest.raises(IndexError, match="row 100 is out of range for 100 rows"):
         HostRowAdder().add(table, ids, values, 1.0, lo=0, hi=10)
+
+
+@needs_compiler
+def test_mismatched_shapes_and_ranges_are_refused():
+    """A shape the kernel would read past goes to index_add_, which raises; a range past
+    the update raises before anything is written."""
+    table, ids, values = _update(300, 40, 16, torch.float32)
+    adder = HostRowAdder()
+    assert not adder.native(table, ids, values[:20])
+    assert not adder.native(table, ids.view(4, 10), values)
+    before = table.clone()
+    with pytest.raises((IndexError, RuntimeError)):
+        adder.add(table, ids, values[:20], 1.0, lo=0, hi=40)
+    with pytest.raises(IndexError, match=r"rows \[30, 41\) outside an update of 40 rows"):
+        adder.add(table, ids, values, 1.0, lo=30, hi=41)
+    assert torch.equal(table, before)
+
+
+def test_scalar_torch_kernels_take_index_add(monkeypatch):
+    """Where torch's CPU kernels do not fuse multiply and add, neither does the update."""
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")
+    table, ids, values = _update(300, 40, 16, torch.float32)
+    assert not HostRowAdder().native(table, ids, values)
 
 
 def test_without_compiler_index_add_runs():
