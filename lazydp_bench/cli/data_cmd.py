@@ -197,14 +197,15 @@ def speed_cmd(
         int | None, Opt(help="Parse threads (default: one per core, as a run's --host-threads).")
     ] = None,
 ) -> None:
-    """Measure the reader: lines/s of parsing alone, and of the batch source a run uses
+    """Measure the reader (and name its parser: the compiled C one, or numpy where no C
+    compiler works): lines/s of parsing alone, and of the batch source a run uses
     (parse, dense transform, row mapping, batches) with its reader in threads of this
     process and in a child process, on criteo-kaggle's full table sizes, over every line
     of the files, with --threads parse threads. While each source streams, the main
     thread times a burst of 32 small torch ops per batch (a step's launches stand-in):
     the burst's p50 / p99 / max, against the same burst with no reader, show whether the
     reader slows the thread that trains."""
-    from lazydp_bench.data.criteo import data_files, iter_chunks, parse_threads, scan
+    from lazydp_bench.data.criteo import data_files, iter_chunks, parse_threads, parser_name, scan
     from lazydp_bench.measure.main_latency import Burst, probe
 
     with user_errors():
@@ -234,6 +235,7 @@ def speed_cmd(
         }
     console.print(
         f"{threads} parse thread{'s' if threads > 1 else ''}\n"
+        f"parser: {parser_name()}\n"
         f"parse: {lines:,} lines in {parse_s:.2f} s = {_rate(lines, parse_s)} lines/s",
         highlight=False,
     )

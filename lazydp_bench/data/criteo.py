@@ -8,10 +8,13 @@ Kaggle's `test.txt` (39 fields, no label) is refused: training needs labels.
 Why not pandas' CSV reader (pyarrow is not a dependency): it has no vectorised hex
 parse, so the 26 categorical columns would go through Python `int(x, 16)` per field, and
 it cannot say which line of which file is malformed. Parsing here works on raw byte blocks
-of whole lines with numpy: separators are located with
-one scan, then each field is read as the little-endian 8-byte word starting at it and
-decoded with SWAR arithmetic on whole columns of words (a byte-class table checks that
-every byte is a digit or hex digit), so no Python code runs per line or per field. A bad
+of whole lines, with no Python code per line or per field: by compiled C where a C
+compiler works (`criteo_native.py`, `criteo_parse.c`: one pass over the bytes, one call
+per block), else by numpy (`parse_block_numpy`, also the C parser's reference in the
+tests): separators are located with one scan, then each field is read as the
+little-endian 8-byte word starting at it and decoded with SWAR arithmetic on whole
+columns of words (a byte-class table checks that every byte is a digit or hex digit).
+Both give the same arrays, bad lines and messages; `parser_name()` says which runs. A bad
 line (wrong field count, a label other than 0/1, a dense field that is not an integer, a
 categorical that is not hex, a gzip stream that ends early) is a `BenchError` naming the
 file and line, or, with `on_bad_line="skip"`, dropped and counted.
@@ -26,13 +29,17 @@ takes the minimum per file and over all 13 columns, here over all files given, s
 day gets the same shift).
 
 Parsing runs in several threads (`threads`, default one per core; a run uses its host
-threads): one parse thread manages ~300k lines/s, while a GPU step of batch 2048 takes
-~4 ms, i.e. ~500k lines/s. The thread that iterates reads and decompresses blocks in
-file order (reading a plain file is ~20x faster than parsing it, and gzip inflation,
-sequential by nature, ~4x), and a `ThreadPoolExecutor` parses them, the batch source's
-dense transform and row mapping included. Every numpy operation of the parse releases
-the GIL (the Python work of a block's ~100 calls is under 1 % of its time), so blocks
-can parse in parallel (the speed-up on a many-core host is not yet measured). Results
+threads). One thread parses ~300k lines/s with numpy (273k on the H200's host) and ~3-4 M
+lines/s with C (CPU time on a 2-core EPYC 9004 VM: ~240 ns per ~245-byte line; with the
+dense transform and hash mapping ~300 ns in the reader process, which reuses freed
+memory, ~600 ns with glibc's defaults), while SGD at batch 2048 on an H200 takes 3.3 M
+lines/s. The thread that iterates reads and decompresses blocks in file order
+(reading a plain file straight into the block's buffer and counting its lines in C:
+~60-100 ns per line; gzip inflation, sequential by nature, is slower than parsing in C),
+and a `ThreadPoolExecutor` parses them, the batch source's dense transform and row
+mapping included. The C parse is one ctypes call per block and every numpy operation
+releases the GIL, so blocks parse in parallel (numpy's ~100 calls per block reached
+1.5 M lines/s over 16 threads on the H200's host). Results
 are taken in file order, so chunks, batches and the line numbers of errors are exactly
 those of one thread; a read error (a truncated gzip) surfaces after every block before
 it, as it would in one thread. At most `AHEAD_PER_THREAD` x threads blocks are read and
@@ -67,6 +74,7 @@ import numpy as np
 import torch
 
 from lazydp_bench.config import DATA_READERS, DataConfig, RunConfig
+from lazydp_bench.data.criteo_native import default_parser
 from lazydp_bench.data.synthetic import Batch
 from lazydp_bench.errors import BenchError
 from lazydp_bench.workloads import Workload
@@ -131,19 +139,43 @@ class _Truncated(Exception):
     """The gzip stream ended before its end marker."""
 
 
-def _raw_chunks(path: Path, size: int) -> Iterator[bytes]:
+class _Carry:
+    """The bytes read after the last newline (the start of a line), which go before the
+    next bytes read."""
+
+    def __init__(self) -> None:
+        self.rest = np.zeros(0, dtype=np.uint8)
+
+    def buffer(self, size: int) -> np.ndarray:
+        """A new buffer: the carried bytes, then room for `size` more."""
+        buf = np.empty(len(self.rest) + size, dtype=np.uint8)
+        buf[: len(self.rest)] = self.rest
+        return buf
+
+    def join(self, chunk: bytes) -> np.ndarray:
+        """The carried bytes, then `chunk`."""
+        new = np.frombuffer(chunk, dtype=np.uint8)
+        return np.concatenate((self.rest, new)) if len(self.rest) else new
+
+
+def _raw_chunks(path: Path, size: int, carry: _Carry) -> Iterator[np.ndarray]:
     """The decompressed bytes of `path` (gzip, possibly multi-member, is detected by its
-    magic bytes); a gzip stream that stops early raises `_Truncated` after yielding all it
-    held."""
+    magic bytes), each piece after `carry`'s bytes at the time it is read (a plain file is
+    read straight into the buffer that holds them: one copy of its bytes, not two); a gzip
+    stream that stops early raises `_Truncated` after yielding all it held."""
     try:
         with open(path, "rb") as f:
             head = f.read(2)
             f.seek(0)
             if head != _GZIP_MAGIC:
-                while chunk := f.read(size):
-                    yield chunk
-                return
-            yield from _gunzip(f, size, path)
+                while True:
+                    buf = carry.buffer(size)
+                    got = f.readinto(memoryview(buf)[len(carry.rest) :])
+                    if not got:
+                        return
+                    yield buf[: len(buf) - size + got]
+            for chunk in _gunzip(f, size, path):
+                yield carry.join(chunk)
     except OSError as exc:
         raise BenchError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
@@ -173,24 +205,45 @@ def read_blocks(path: Path, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[np
     """(bytes of whole lines as uint8, number of their first line) through `path`; a last
     line without its newline gets one. A truncated gzip raises `TruncatedGzip` after the
     complete lines before it."""
-    line, rest = 1, b""
+    line, carry = 1, _Carry()
     try:
-        for chunk in _raw_chunks(path, block_bytes):
-            data = rest + chunk if rest else chunk
-            cut = data.rfind(b"\n") + 1
+        for data in _raw_chunks(path, block_bytes, carry):
+            cut = _last_newline(data) + 1
             if cut == 0:
                 if len(data) > MAX_LINE_BYTES:
                     raise BenchError(f"{path}:{line}: a line longer than {MAX_LINE_BYTES} bytes")
-                rest = data
+                carry.rest = data
                 continue
-            block = np.frombuffer(data, dtype=np.uint8, count=cut)
-            rest = data[cut:]
+            block, carry.rest = data[:cut], data[cut:]
             yield block, line
-            line += int(np.count_nonzero(block == _NL))
+            line += count_lines(block)
     except _Truncated:
         raise TruncatedGzip(path, line) from None
-    if rest:
-        yield np.frombuffer(rest + b"\n", dtype=np.uint8), line
+    if len(carry.rest):
+        yield np.concatenate((carry.rest, np.array([_NL], dtype=np.uint8))), line
+
+
+def _last_newline(data: np.ndarray) -> int:
+    """The index of the last newline in `data` (-1: none), searched in windows from the end
+    (a line is ~250 bytes: the first window of 4 KiB almost always holds it)."""
+    end, width = len(data), 4096
+    while end > 0:
+        low = max(0, end - width)
+        hits = np.flatnonzero(data[low:end] == _NL)
+        if len(hits):
+            return low + int(hits[-1])
+        end, width = low, 2 * width
+    return -1
+
+
+def count_lines(block: np.ndarray) -> int:
+    """The newlines in a uint8 block: in C where the parser is built (~3 ns per ~245-byte
+    line on a 2-core EPYC VM, against ~58 for numpy's compare and count, which was a
+    third of the reading thread's time per line), else numpy."""
+    native = default_parser()
+    if native.lib is not None and block.flags.c_contiguous:
+        return native.count_lines(block)
+    return int(np.count_nonzero(block == _NL))
 
 
 # ---- parsing ---------------------------------------------------------------------------
@@ -299,7 +352,42 @@ def _any_per_row(flags: np.ndarray) -> np.ndarray:
 
 
 def parse_block(block: np.ndarray, first_line: int) -> Parsed:
-    """Parse a block of whole lines (each ending in a newline)."""
+    """Parse a block of whole lines (each ending in a newline) with the compiled parser
+    (`criteo_native.py`), or with numpy where it cannot be built; both give the same
+    arrays, bad lines and reasons."""
+    native = default_parser()
+    if native.lib is None:
+        return parse_block_numpy(block, first_line)
+    raw = native.parse(block)
+    first_bad = None
+    if raw.bad_line >= 0:
+        first_bad = _bad_reason(
+            block,
+            first_line + raw.bad_line,
+            fields=raw.bad_fields,
+            col=raw.bad_col,
+            start=raw.bad_start,
+            size=raw.bad_size,
+        )
+    return Parsed(
+        labels=raw.labels,
+        dense=raw.dense,
+        ids=raw.ids,
+        lines=raw.lines,
+        bad_lines=raw.bad + first_line,
+        first_fields=raw.first_fields,
+        first_bad=first_bad,
+    )
+
+
+def parser_name() -> str:
+    """The parser `parse_block` uses here: "c", or "numpy (why the C one is not built)"."""
+    return default_parser().name
+
+
+def parse_block_numpy(block: np.ndarray, first_line: int) -> Parsed:
+    """Parse a block of whole lines (each ending in a newline) with numpy: the fallback
+    where no C compiler works, and the reference the C parser is tested against."""
     seps = np.flatnonzero((block == _TAB) | (block == _NL))
     at = np.flatnonzero(block[seps] == _NL)  # each line's newline among the separators
     newlines = seps[at]
@@ -337,10 +425,18 @@ def _why(block, numbers, fields, ok, good, begins, lengths, field_bad) -> str:
     """'line N: reason' for the block's first bad line (Python work for one line)."""
     i = int(np.flatnonzero(~good)[0])
     if not ok[i]:
-        return f"{numbers[i]}: {fields[i]} fields, expected {FIELDS} (label, I1-I13, C1-C26)"
+        return _bad_reason(block, int(numbers[i]), fields=int(fields[i]), col=-1, start=0, size=0)
     row = int(np.count_nonzero(ok[:i]))
     col = int(np.argmax(field_bad[row]))
     start, size = int(begins[row, col]), int(lengths[row, col])
+    return _bad_reason(block, int(numbers[i]), fields=FIELDS, col=col, start=start, size=size)
+
+
+def _bad_reason(block, number: int, *, fields: int, col: int, start: int, size: int) -> str:
+    """'N: reason' for bad line N: its field count when it is not FIELDS (col -1), else its
+    first bad field, column `col`, at block[start:start + size]."""
+    if col < 0:
+        return f"{number}: {fields} fields, expected {FIELDS} (label, I1-I13, C1-C26)"
     text = bytes(block[start : start + min(size, 24)]).decode("latin-1")
     text += "..." if size > 24 else ""
     kind = (
@@ -350,7 +446,7 @@ def _why(block, numbers, fields, ok, good, begins, lengths, field_bad) -> str:
         if col <= DENSE
         else "is not a hex id of up to 8 digits"
     )
-    return f"{numbers[i]}: {FIELD_NAMES[col]} {text!r} {kind}"
+    return f"{number}: {FIELD_NAMES[col]} {text!r} {kind}"
 
 
 # ---- reading files as chunks of good lines ---------------------------------------------
@@ -454,6 +550,7 @@ def iter_chunks(
     `threads` threads parse blocks (default: one per core) while this one reads them;
     `features`, given, maps each block's good lines in the parse threads (Chunk.features;
     None for a block without good lines)."""
+    default_parser()  # built (or found wanting) here, before parse threads need it
     work = lambda item: _parse_item(item, features)  # noqa: E731
     blocks = _file_blocks(files, block_bytes)
     with closing(_in_order(blocks, work, parse_threads(threads))) as parsed_blocks:
@@ -539,13 +636,14 @@ class CriteoData:
     vocab: Vocab | None
 
     def describe(self) -> dict:
-        """The pass's facts for a record."""
+        """The pass's facts for a record, and the parser (`parser_name`)."""
         return {
             "files": [str(p) for p in self.files],
             "scan_lines": self.lines_scanned,
             "scan_bad_lines": self.bad_lines,
             "scan_complete": self.complete,
             "dense_min": self.dense_min if self.config.dense_transform == "torchrec" else None,
+            "parser": parser_name(),
         }
 
 
@@ -649,8 +747,13 @@ def transform_dense(raw: np.ndarray, mode: str, dense_min: int) -> np.ndarray:
 def map_rows(
     ids: np.ndarray, table_rows: np.ndarray, offsets: np.ndarray, vocab: Vocab | None
 ) -> np.ndarray:
-    """Global rows of the fused table: each table's offset plus the id's local row."""
+    """Global rows of the fused table: each table's offset plus the id's local row (ids
+    are a parse's, never negative). The hash mapping runs in C where the parser is built
+    (one pass; numpy's int64 modulo and add took ~115 ns per line on a 2-core EPYC VM)."""
     if vocab is None:
+        native = default_parser()
+        if native.lib is not None:
+            return native.hash_rows(ids, table_rows, offsets)
         local = ids % table_rows
     else:
         local = np.stack([vocab.rank(t, ids[:, t]) for t in range(CATS)], axis=1) % table_rows
@@ -759,9 +862,27 @@ class _Producer:
                 return
             yield chunk
 
-    def _produce(self) -> None:
+    def _cut(self, pending: tuple | None, parts: tuple) -> tuple[list[tuple], tuple]:
+        """The whole batches of `pending` lines followed by `parts`, and the lines left
+        over. A batch is a tuple (one per part) of the pieces that hold its lines in order:
+        one view of `parts`, or, for the batch that spans both, a piece of each. Nothing is
+        copied here (concatenating whole blocks cost the reading thread a copy of every
+        line; joining the spanning batch, a fresh allocation per block): a batch's pieces
+        are copied once, where it is put (`_host_batch`, or a slot of the reader process's
+        ring)."""
         b = self.batch_size
-        pending: list[np.ndarray] | None = None
+        batches, start = [], 0
+        if pending is not None and len(pending[0]):
+            start = b - len(pending[0])
+            if len(parts[0]) < start:
+                return [], tuple(np.concatenate(p) for p in zip(pending, parts, strict=True))
+            batches.append(tuple((q, p[:start]) for q, p in zip(pending, parts, strict=True)))
+        whole = start + (len(parts[0]) - start) // b * b
+        batches += [tuple((p[i : i + b],) for p in parts) for i in range(start, whole, b)]
+        return batches, tuple(p[whole:] for p in parts)
+
+    def _produce(self) -> None:
+        pending: tuple | None = None
         skipped = passes = 0
         while not self.stop.is_set():
             produced = False
@@ -769,16 +890,13 @@ class _Producer:
                 t0 = time.perf_counter()
                 skipped += chunk.skipped
                 parts = chunk.features or self._features(chunk.labels, chunk.dense, chunk.ids)
-                if pending is not None:
-                    parts = tuple(np.concatenate(p) for p in zip(pending, parts, strict=True))
-                whole = len(parts[0]) // b * b
+                arrays, pending = self._cut(pending, parts)
                 batches = [
-                    self._host_batch(parts, i, skipped if i == 0 else 0, passes)
-                    for i in range(0, whole, b)
+                    self._host_batch(a, skipped if i == 0 else 0, passes)
+                    for i, a in enumerate(arrays)
                 ]
                 if batches:
                     skipped = 0
-                pending = [p[whole:] for p in parts]
                 self.stats.lines += chunk.lines
                 self.stats.busy_s += time.perf_counter() - t0
                 produced |= bool(batches)
@@ -789,10 +907,10 @@ class _Producer:
                 raise BenchError("the data holds fewer usable lines than one batch")
             passes += 1
 
-    def _host_batch(self, parts, start: int, skipped: int, passes: int) -> _HostBatch:
+    def _host_batch(self, pieces: tuple, skipped: int, passes: int) -> _HostBatch:
         dense, labels, rows = (
-            torch.from_numpy(np.ascontiguousarray(p[start : start + self.batch_size]))
-            for p in parts
+            torch.from_numpy(np.concatenate(p) if len(p) > 1 else np.ascontiguousarray(p[0]))
+            for p in pieces
         )
         if self.pin:
             dense, labels, rows = dense.pin_memory(), labels.pin_memory(), rows.pin_memory()

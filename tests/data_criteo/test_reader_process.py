@@ -147,8 +147,8 @@ if __name__ == "__main__":
         table_device=cpu, mlp_device=cpu, dtype=torch.float32, threads=2, reader="process",
     )
     src.advance()
-    print(src._process.pid, src._process.shm_name, flush=True)
-    try:
+    try:  # before the line the test waits for: its SIGINT may come right after it
+        print(src._process.pid, src._process.shm_name, flush=True)
         while True:
             src.advance()
             time.sleep(0.01)
