@@ -11,11 +11,12 @@ polynomials, there libdevice and sin/cos.approx).
 
 The library is built at first use by the C compiler ($CC, else gcc or cc on PATH) with
 -O3 -march=native, once per machine and source (cached under $LAZYDP_BENCH_CACHE, else
-~/.cache/lazydp_bench); a build takes ~1 s. It is loaded through ctypes, which releases
-the GIL for every call, so a thread pool splits the programs of a call and scales with
-cores. Philox is counter-based: every element's noise depends on (key, launch, position)
-only, never on the thread count or the task split. Where no compiler works, the engine
-falls back to `HostThreadedEngine` (torch mt19937) and says why in `describe()`.
+~/.cache/lazydp_bench; `lazydp_bench/native.py`); a build takes ~1 s. It is loaded
+through ctypes, which releases the GIL for every call, so a thread pool splits the
+programs of a call and scales with cores. Philox is counter-based: every element's
+noise depends on (key, launch, position) only, never on the thread count or the task
+split. Where no compiler works, the engine falls back to `HostThreadedEngine` (torch
+mt19937) and says why in `describe()`.
 
 Measured on one core of a 2-core EPYC 9004 VM (CPU seconds, 64 Mi-element float32 target):
 0.78 G samples/s, against 0.24 for `HostThreadedEngine` and 0.09 for NumPy's float32
@@ -27,12 +28,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +39,7 @@ from lazydp_bench.dp.noise.host_threaded import HostThreadedEngine
 from lazydp_bench.dp.seeds import MASK64
 from lazydp_bench.measure.profiling import StageTimer
 from lazydp_bench.measure.stages import Stage
+from lazydp_bench.native import NativeBuildError, find_compiler, load
 
 SOURCE = Path(__file__).with_suffix(".c")
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared")
@@ -70,55 +66,6 @@ class Kernels:
         ]
 
 
-def _cache_dir() -> Path:
-    root = os.environ.get("LAZYDP_BENCH_CACHE") or Path.home() / ".cache" / "lazydp_bench"
-    return Path(root) / "host_philox"
-
-
-def _cpu_flags() -> str:
-    """The CPU's feature flags: -march=native code must not be reused on another CPU."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return line
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def _build(compiler: str, defines: tuple[str, ...]) -> Path:
-    """The shared library for this source, compiler, macros and CPU, built if not cached
-    (written to a temporary name and renamed: concurrent builds never load a partial file)."""
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True)
-    flags = [*FLAGS, *(f"-D{d}" for d in defines)]
-    digest = hashlib.sha256(
-        "\0".join([SOURCE.read_text(), *flags, version.stdout, _cpu_flags()]).encode()
-    ).hexdigest()[:16]
-    out = _cache_dir() / f"host_philox-{digest}.so"
-    if out.exists():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
-    os.close(fd)
-    try:
-        res = subprocess.run(
-            [compiler, *flags, str(SOURCE), "-o", tmp], capture_output=True, text=True
-        )
-        if res.returncode != 0:
-            lines = res.stderr.strip().splitlines() or ["no message"]
-            first = next((x for x in lines if "error" in x), lines[-1])
-            raise RuntimeError(f"{compiler} exited with {res.returncode}: {first}")
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out
-
-
-def find_compiler() -> str | None:
-    return os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
-
-
 @functools.cache
 def load_kernels(compiler: str | None, defines: tuple[str, ...] = ()) -> Kernels:
     """Build (once per machine) and load the library; a `Kernels` with `lib=None` and the
@@ -126,9 +73,10 @@ def load_kernels(compiler: str | None, defines: tuple[str, ...] = ()) -> Kernels
     macros such as "SUB=64" (lanes drawn at a time; the diagnostics compare them)."""
     if compiler is None:
         return Kernels(None, reason="no C compiler ($CC, gcc or cc) found")
+    flags = (*FLAGS, *(f"-D{d}" for d in defines))
     try:
-        lib = ctypes.CDLL(str(_build(compiler, defines)))
-    except (OSError, RuntimeError, subprocess.CalledProcessError) as err:
+        lib = load(SOURCE, compiler, flags, name="host_philox")
+    except NativeBuildError as err:
         return Kernels(None, reason=f"building with {compiler} failed ({err})")
     for fn in (lib.philox_add_f32, lib.philox_add_f64):
         fn.argtypes, fn.restype = _ADD_ARGS, None
