@@ -9,9 +9,10 @@
 # but the x2-* ones; `nvidia-h200-x2` (two H200s; 32 cores, 256 GiB RAM) runs the x2-*
 # parts. Each part fits one 10-minute window; every sweep uses --resume, so a part cut
 # off continues where it stopped when run again (`bench noise`, `data` have no resume:
-# run again, they append or rewrite). The time after each part is an estimate from the
-# records of results/2026-11-30-h200 and results/2026-12-01-* (process start and table
-# init per point, plus warm-up + measured steps at the step times measured there).
+# run again, they append or rewrite). The x2-* parts write to $OUT/x2/ (plot reads it
+# too). The time after each part is an estimate from the records of
+# results/2026-11-30-h200 and results/2026-12-01-* (process start and table init per
+# point, plus warm-up + measured steps at the step times measured there).
 #
 # Repeats: step times of host-resident tables drift between processes on these machines
 # (-4 % to +7 % between runs of one configuration), so the hybrid parts are run three
@@ -79,6 +80,8 @@ GRAPHS="--no-breakdown --iterations 1500 --warmup 5 --max-seconds 20"
 # sensitivity points (no energy figure): shorter windows
 SENS="--no-breakdown --iterations 300 --warmup 5 --max-seconds 5"
 HYBRID_STEPS="--no-breakdown --iterations 150 --warmup 3 --max-seconds 8 --cpu-tdp $CPU_TDP"
+# the x2 parts use the one-GPU host's thread count, so their records match its runs
+X2_THREADS=16
 
 utility() {  # ALGO-ARGS...: one held-out utility point per epsilon and seed given
   local train="$DATA/utility-train.tsv" heldout="$DATA/utility-heldout.tsv"
@@ -166,13 +169,18 @@ run_part() {  # NAME: one part, into $DEST
         done
       done ;;
     x2-gpus)
-      sweep --preset fig13a-x2 --iterations 200 --warmup 5 --max-seconds 20 ;;
+      sweep --preset fig13a-x2 --host-threads "$X2_THREADS" --no-breakdown --iterations 200 \
+        --warmup 5 --max-seconds 20 ;;
     x2-hybrid-192)
       sweep --preset fig13a --table-size 192GB --placement hybrid --host-mem-limit 256GiB \
-        $HYBRID_STEPS ;;
+        --host-threads "$X2_THREADS" $HYBRID_STEPS ;;
     plot)
-      local runs=("$OUT/runs.jsonl")
-      for f in "$OUT"/repeat-*/runs.jsonl; do [ -f "$f" ] && runs+=("$f"); done
+      local runs=() f
+      for f in "$OUT"/runs.jsonl "$OUT"/repeat-*/runs.jsonl "$OUT"/x2/runs.jsonl \
+        "$OUT"/x2/repeat-*/runs.jsonl; do
+        [ -f "$f" ] && runs+=("$f")
+      done
+      [ ${#runs[@]} -gt 0 ] || { echo "error: no runs.jsonl under $OUT" >&2; return 1; }
       figures="fig3,fig5,fig5-torch,fig10,fig11,fig12,fig13a,fig13b,fig13c,fig13d"
       figures="$figures,sparse-step,sparse-grad,fig14,noise-roofline"
       $B plot "${runs[@]}" --figure "$figures" --out "$OUT/figures"
@@ -214,7 +222,10 @@ for item in $todo; do
   repeat=1
   [ "$item" != "$name" ] && repeat="${item#*:}"
   DEST="$OUT"
-  [ "$repeat" != 1 ] && DEST="$OUT/repeat-$repeat"
+  # the x2 machine's records apart: a resumed H200 sweep would count its skipped
+  # 192 GB stub as done and x2-hybrid-192 (another --host-mem-limit) would never run
+  [ "${name#x2-}" != "$name" ] && DEST="$OUT/x2"
+  [ "$repeat" != 1 ] && DEST="$DEST/repeat-$repeat"
   echo "== part $name (repeat $repeat) -> $DEST" >&2
   ( run_part "$name" ) || status=1
 done

@@ -387,7 +387,11 @@ def _algo_list(text: str) -> tuple[str, ...]:
 @o.with_run_options
 def sweep(
     preset: Annotated[
-        str | None, Opt(help="Paper grid: fig3, fig5, fig10, fig11, fig12, fig13a-d, fig14, paper.")
+        str | None,
+        Opt(
+            help="Paper grid: fig3, fig5, fig10, fig11, fig12, fig13a-d, fig14, paper; "
+            "beyond it: fig13a-x2 (2 GPUs), sparse."
+        ),
     ] = None,
     algo: Annotated[
         str | None, Opt(help=f"Comma list (default: {o.DEFAULT_ALGOS}). " + o.ALGO_HELP)

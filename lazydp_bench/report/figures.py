@@ -19,9 +19,12 @@ which records become points:
   algorithm and reason (not run, OOM, skipped: needs N GB, timeout, error), with a legend
   entry; a figure none of whose points succeeded is skipped with a reason, and an
   algorithm with no run at all is named in a note;
-- a figure draws one-GPU runs and its caption names the runs on more GPUs it left out,
-  except fig. 13(a), where each (algorithm, GPU count) is a series of its own
-  (`LazyDP, 2 GPUs`, its algorithm's colour lightened).
+- a figure draws one-GPU runs (the GPU count is fixed before any other field) and its
+  caption names the runs on more GPUs it left out, except fig. 13(a), where each
+  (algorithm, GPU count) is a series of its own (`LazyDP, 2 GPUs`, its algorithm's colour
+  lightened), each GPU count at its own reference point and newest commit, matching the
+  one-GPU series where it ran alike; the caption names where it differs
+  (`2 GPUs: noise_impl=global-keyed`).
 
 How a figure reads at a glance:
 
@@ -76,6 +79,7 @@ from lazydp_bench.report.points import (
     failure_reason,
     fix_reference,
     largest_table,
+    matching,
     most_common,
     newest_commit,
     pool_stages,
@@ -258,7 +262,13 @@ def figure_frame(records: list[dict]) -> pd.DataFrame:
     return df
 
 
-POINT_KEY = ["algo", *CONFIG_FIELDS[:8], "gpus", "placement", "machine"]  # gpus: ranks
+# gpus (ranks) .. table_bytes
+POINT_KEY = [
+    "algo",
+    *CONFIG_FIELDS[: CONFIG_FIELDS.index("table_bytes") + 1],
+    "placement",
+    "machine",
+]
 
 
 def for_steps(df: pd.DataFrame) -> pd.DataFrame:
@@ -392,6 +402,7 @@ class Panel:
     xs: list
     slots: list[Slot]
     baseline: dict  # axis value -> SGD's pooled value (normalized figures)
+    series: dict = field(default_factory=dict)  # GPUs -> Fixed of a further GPU series
 
 
 def _panel_parts(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
@@ -483,26 +494,67 @@ def _algos(df: pd.DataFrame, wanted: list[str] | None) -> list[str]:
     return [a for a in sorted(present, key=key) if wanted is None or split_series(a)[0] in wanted]
 
 
+def _fix_panel(
+    spec: FigureSpec, label: str, rows: pd.DataFrame, allow_mixed: bool, notes: list[str]
+) -> Fixed:
+    """A panel's (or one GPU series') rows at its reference point, on one commit unless
+    mixed commits are allowed."""
+    if allow_mixed:
+        return fix_reference(rows, spec.axis, spec.reference)
+    return _one_commit(spec, label, rows, notes)
+
+
+def _fix_series(
+    spec: FigureSpec, label: str, rows: pd.DataFrame, allow_mixed: bool, notes: list[str]
+) -> tuple[Fixed, dict[int, Fixed]]:
+    """A GPU-series panel: each GPU count fixed on its own rows and its own newest commit
+    (sharded runs use their own noise engine and host, so one reference for all would
+    drop a series); the fewest GPUs first, each further series at that series' values
+    where it has them. Returns the first series' Fixed with every series' rows, and the
+    further series' own Fixed by GPU count."""
+    gpus = rows["algo"].map(lambda a: split_series(a)[1] if isinstance(a, str) else 1)
+    counts = sorted(set(gpus))
+    first = _fix_panel(spec, label, rows[gpus == counts[0]], allow_mixed, notes)
+    follow = replace(spec, reference=matching(spec.reference, first.chosen))
+    series = {
+        n: _fix_panel(follow, f"{label}, {n} GPUs", rows[gpus == n], allow_mixed, notes)
+        for n in counts[1:]
+    }
+    merged = pd.concat([first.rows, *(f.rows for f in series.values())])
+    return replace(first, rows=merged, left_out=_left_out(first, series)), series
+
+
+def _left_out(first: Fixed, series: dict[int, Fixed]) -> dict[str, list]:
+    """Values some series measured but left out and no series kept."""
+    fixes = [first, *series.values()]
+    kept = {n: {f.chosen.get(n) for f in fixes} for f in fixes for n in f.left_out}
+    out = {}
+    for name in kept:
+        values = {v for f in fixes for v in f.left_out.get(name, [])} - kept[name]
+        if values:
+            out[name] = sorted(values, key=sort_key)
+    return out
+
+
 def build_panels(
     spec: FigureSpec, df: pd.DataFrame, allow_mixed: bool, notes: list[str]
 ) -> list[Panel]:
-    """Each panel at its reference point, on one commit (unless allowed), with its slots."""
+    """Each panel at its reference point, on one commit (unless allowed), with its slots;
+    in a GPU-series figure each series at its own reference point and commit."""
     parts = []
     for label, rows in _panel_parts(df):
-        fixed = (
-            fix_reference(rows, spec.axis, spec.reference)
-            if allow_mixed
-            else _one_commit(spec, label, rows, notes)
-        )
-        parts.append((label, fixed))
-    algos = _present_algos(spec, [f for _, f in parts], notes)
+        if spec.gpu_series:
+            parts.append((label, *_fix_series(spec, label, rows, allow_mixed, notes)))
+        else:
+            parts.append((label, _fix_panel(spec, label, rows, allow_mixed, notes), {}))
+    algos = _present_algos(spec, [f for _, f, _ in parts], notes)
     panels = []
-    for label, fixed in parts:
+    for label, fixed, series in parts:
         # a several-GPU series only where the panel has its runs (sharding is per placement)
         here = set(fixed.rows["algo"].dropna())
         mine = [a for a in algos if split_series(a)[1] == 1 or a in here]
         xs, slots = _slots(spec, fixed, mine)
-        panels.append(Panel(label, fixed, xs, slots, _baseline(spec, fixed, xs)))
+        panels.append(Panel(label, fixed, xs, slots, _baseline(spec, fixed, xs), series))
     return panels
 
 
@@ -564,9 +616,24 @@ def _gpus_text(fixed: Fixed) -> str | None:
     return text
 
 
+def panel_reference_text(panel: Panel, axis: str) -> str:
+    """The panel's reference point, then each further GPU series' values where they
+    differ from it (`2 GPUs: noise_impl=global-keyed · host_threads=32`)."""
+    parts = [reference_text(panel.fixed, axis)]
+    for gpus, fixed in panel.series.items():
+        differ = [
+            _field_text(n, v)
+            for n, v in fixed.chosen.items()
+            if n != axis and v is not None and v != panel.fixed.chosen.get(n)
+        ]
+        if differ:
+            parts.append(f"{gpus} GPUs: " + " · ".join(differ))
+    return " | ".join(p for p in parts if p)
+
+
 def _reference_note(spec: FigureSpec, panel: Panel) -> str:
     """The panel's reference point, and the values measured off it (left out)."""
-    text = f"{spec.name} [{panel.label}]: reference point {reference_text(panel.fixed, spec.axis)}"
+    text = f"{spec.name} [{panel.label}]: reference point {panel_reference_text(panel, spec.axis)}"
     left = panel.fixed.left_out
     if left:
         parts = [
@@ -865,7 +932,7 @@ def _panel_caption(spec: FigureSpec, panel: Panel) -> str:
     runs = [s.point.rows for s in panel.slots if s.point.rows is not None]
     commits = sorted(set(pd.concat(runs)["commit"])) if runs else []
     word = "commit" if len(commits) == 1 else "commits"
-    text = reference_text(panel.fixed, spec.axis)
+    text = panel_reference_text(panel, spec.axis)
     return f"{text} | {word} {', '.join(commits)}" if commits else text
 
 

@@ -24,7 +24,10 @@ from lazydp_bench.workloads import load_workload, scale_by_factor, scale_to_byte
 
 # Measured configuration besides the algorithm (bars) and machine/placement (panels), in
 # the order a panel fixes them: a later field's rule sees the rows the earlier ones kept.
+# The GPU count comes first, so a size or engine only a several-GPU run reaches never
+# becomes a one-GPU figure's reference point.
 CONFIG_FIELDS: tuple[str, ...] = (
+    "gpus",
     "workload",
     "noise_impl",
     "noise_mode",
@@ -37,7 +40,6 @@ CONFIG_FIELDS: tuple[str, ...] = (
     "lr_decay",
     "chunk_bytes",
     "host_threads",
-    "gpus",
 )
 PANEL_FIELDS: tuple[str, ...] = ("machine", "placement")
 FAILED: tuple[str, ...] = ("oom", "skipped", "timeout", "error")
@@ -232,6 +234,26 @@ class Reference:
 
     def chooser(self, name: str) -> Chooser:
         return self.choose.get(name, most_common)
+
+
+def matching(ref: Reference, chosen: Mapping[str, object]) -> Reference:
+    """`ref` with each field at its value in `chosen` wherever a run has it, else by
+    `ref`'s own rule: a second series of a panel (runs on more GPUs) then matches the
+    first where it was measured alike, and keeps its own engine or thread count where
+    it could not be."""
+
+    def first(value: object, otherwise: Chooser) -> Chooser:
+        def choose(part: pd.DataFrame, name: str) -> object:
+            return value if (part[name] == value).any() else otherwise(part, name)
+
+        return choose
+
+    choose = {
+        name: first(value, ref.chooser(name))
+        for name, value in chosen.items()
+        if value is not None and name not in ref.per_x
+    }
+    return Reference({**ref.choose, **choose}, ref.per_x)
 
 
 @dataclass(frozen=True)

@@ -119,6 +119,50 @@ def test_x2_parts_shard_over_two_gpus_and_plan_256_gib_of_host_ram(recorded):
     )
 
 
+def test_x2_parts_write_apart_and_time_like_the_one_gpu_host(recorded):
+    """The x2 records go to $OUT/x2 (a resumed H200 sweep's skipped 192 GB stub would
+    otherwise stand for x2-hybrid-192's point), at the one-GPU host's 16 threads, and
+    the 2-GPU bars are timed end to end as the one-GPU bars beside them are."""
+    tmp, commands = recorded
+    for part in ("x2-gpus", "x2-hybrid-192"):
+        [argv] = commands[part]
+        assert argv[argv.index("--out") + 1] == str(tmp / "out" / "x2"), part
+        assert argv[argv.index("--host-threads") + 1] == "16", part
+        assert "--no-breakdown" in argv, part
+    assert all(
+        c[c.index("--out") + 1] == str(tmp / "out")
+        for part, cs in commands.items()
+        if not part.startswith(("x2-", "utility", "criteo"))
+        for c in cs
+        if c[0] == "sweep"
+    )
+
+
+def test_plot_part_reads_the_x2_records(tmp_path):
+    recorder = tmp_path / "rec.sh"
+    recorder.write_text(RECORDER)
+    out = tmp_path / "o"
+    for folder in (out, out / "repeat-2", out / "x2", out / "x2" / "repeat-2"):
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(FIXTURE, folder / "runs.jsonl")
+    res = _script("plot", out=out, cli=f"sh {recorder}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    [plot] = [line.split("\t")[1:] for line in res.stdout.splitlines() if line.startswith("LDP")]
+    files = plot[1 : plot.index("--figure")]
+    assert files == [
+        str(out / "runs.jsonl"),
+        str(out / "repeat-2" / "runs.jsonl"),
+        str(out / "x2" / "runs.jsonl"),
+        str(out / "x2" / "repeat-2" / "runs.jsonl"),
+    ]
+    (out / "runs.jsonl").unlink()  # the x2 machine alone (all-x2): only $OUT/x2
+    shutil.rmtree(out / "repeat-2")
+    res = _script("plot", out=out, cli=f"sh {recorder}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    [plot] = [line.split("\t")[1:] for line in res.stdout.splitlines() if line.startswith("LDP")]
+    assert plot[1 : plot.index("--figure")] == files[2:]
+
+
 def test_graph_replay_parts_measure_long_enough_for_the_energy_counter(recorded):
     _, commands = recorded
     for argv in commands["fig10-gpu"]:
