@@ -6,8 +6,7 @@ Owed noise is delivered `Ahead`: it does not depend on the gradient, so it is dr
 step t's lookup, split by whether batch t reads the row. Part 0 (rows batch t does not
 read, R(t+1) minus R(t)) goes to a background thread while the host looks batch t up and
 may run until the step ends: its rows are disjoint from the gradient rows R(t). Part 1
-(rows batch t reads) goes to a second thread once the lookup is done (in a graph step,
-right after the replay, before the host draws the next batches), and the gradient
+(rows batch t reads) goes to a second thread once the lookup is done, and the gradient
 update waits only for it, since both touch those rows. Each row thus gets its noise, then
 its gradient, as before; the step ends when both parts are in. (The paper merges noise
 and gradient into one update instead, which ships and applies 2N rows after the backward,
@@ -93,7 +92,7 @@ class Ahead(OwedNoiseDelivery):
         if shipped is None:
             raise RuntimeError("LazyDP `ahead`: the step did not run before_lookup")
         with tools.timer.stage(Stage.PARAM_UPDATE):
-            tools.sparse.host.run(lambda: self.apply_part(shipped, 1, tools), urgent=True)
+            tools.sparse.host.run(lambda: self.apply_part(shipped, 1, tools))
         self._handed = True
 
     def apply_part(self, shipped, part: int, tools: UpdateTools) -> None:

@@ -186,11 +186,8 @@ class GraphedStep:
                 continue
             graph.replay()
             if i == last:  # the GPU has the step's work: draw the batch after next meanwhile
-                self.host.run_recorded(phase, urgent=True)
                 self._draw_ahead()
-                self.host.run_recorded(phase, urgent=False)
-            else:
-                self.host.run_recorded(phase)
+            self.host.run_recorded(phase)
         algo.steps_done = t + 1
 
     def _draw_ahead(self) -> None:

@@ -11,9 +11,7 @@ is recorded instead (a host function would otherwise run once, at capture, on th
 buffers' contents at that moment), and `run_recorded()` calls the recorded functions in
 order right after each `replay()` (per phase: a step may be captured as two graphs).
 Each function waits for the copy it reads (`sparse.ShippedRows.wait`), and reads
-per-step values through `Scalar.value`, which follows the current step. A function
-recorded as `urgent` (one that only hands work to a thread) runs before the host's own
-work after the replay (drawing the next batches), the others after it.
+per-step values through `Scalar.value`, which follows the current step.
 """
 
 from __future__ import annotations
@@ -22,25 +20,23 @@ import contextlib
 from collections.abc import Callable, Iterator
 
 HostFn = Callable[[], None]
-Recorded = tuple[bool, HostFn]  # (urgent, the function)
 
 
 class HostWork:
     def __init__(self) -> None:
-        self._recorded: list[Recorded] | None = None  # None: not recording
-        self._replay: dict[str, list[Recorded]] = {}
+        self._recorded: list[HostFn] | None = None  # None: not recording
+        self._replay: dict[str, list[HostFn]] = {}
 
     @property
     def recording(self) -> bool:
         return self._recorded is not None
 
-    def run(self, fn: HostFn, *, urgent: bool = False) -> None:
-        """Run `fn` now, or record it when a capture is under way. `urgent`: `fn` starts
-        work that should not wait for the host's other work after a replay."""
+    def run(self, fn: HostFn) -> None:
+        """Run `fn` now, or record it when a capture is under way."""
         if self._recorded is None:
             fn()
         else:
-            self._recorded.append((urgent, fn))
+            self._recorded.append(fn)
 
     @contextlib.contextmanager
     def record(self, phase: str = "step") -> Iterator[None]:
@@ -56,9 +52,7 @@ class HostWork:
         finally:
             self._recorded = None
 
-    def run_recorded(self, phase: str = "step", *, urgent: bool | None = None) -> None:
-        """`phase`'s recorded host work, in the order it was recorded (after its replay):
-        all of it (`urgent` None), or only the urgent or only the other functions."""
-        for is_urgent, fn in self._replay.get(phase, []):
-            if urgent is None or is_urgent == urgent:
-                fn()
+    def run_recorded(self, phase: str = "step") -> None:
+        """`phase`'s recorded host work, in the order it was recorded (after its replay)."""
+        for fn in self._replay.get(phase, []):
+            fn()

@@ -26,10 +26,6 @@ from lazydp_bench.runtime.step_scalars import Scalar
 # into a 9.6 GB table, host_rows.c): 2.86 ms on 1 thread, 0.88 on 4, 0.86 on 8, 1.23 on
 # 13, 1.55 on 16; a copy of 1 GiB reached 71 GB/s.
 ROW_PARTS = 8
-# Fewer rows than this per part do not pay for a hand-off to a pool thread (~0.05 ms of
-# row updates on one core, against tens of microseconds to wake a thread); LazyDP's
-# queue-noise parts in hybrid steps are a few thousand rows.
-MIN_PART_ROWS = 1024
 
 
 @dataclass(frozen=True)
@@ -215,9 +211,9 @@ class SparseOps:
         return tensor.device.type != "cpu" or self.device_paths_on_host
 
     def _parts(self, n: int, cap: int | None = None) -> list[int]:
-        """Cut points of n items into parts of at least `MIN_PART_ROWS`, one per thread
-        (at most `cap` parts)."""
-        parts = max(1, min(self.threads, cap or self.threads, n // MIN_PART_ROWS))
+        """Cut points of n items into parts of at least 4096, one per thread (at most
+        `cap` parts)."""
+        parts = max(1, min(self.threads, cap or self.threads, n // 4096))
         return [n * k // parts for k in range(parts + 1)]
 
     def unique(self, rows: torch.Tensor, carry: CarriedUnique | None = None) -> SparseRows:

@@ -169,7 +169,7 @@ def test_bag_sum_sq_multiplicity():
 
 def test_host_threaded_sparse_ops_equal_device_path():
     """The host path (exact unique + threaded parts) against the sync-free padded path."""
-    from lazydp_bench.runtime.sparse import MIN_PART_ROWS, SparseOps
+    from lazydp_bench.runtime.sparse import SparseOps
 
     ops = SparseOps(threads=4)
     gen = torch.Generator().manual_seed(2)
@@ -178,7 +178,7 @@ def test_host_threaded_sparse_ops_equal_device_path():
     host = ops.coalesce(rows, values)
     dev = coalesce(rows, values)
     count = int(dev.valid.sum())
-    assert ops._parts(host.rows.numel())[-1] == host.rows.numel() and count > 4 * MIN_PART_ROWS
+    assert ops._parts(host.rows.numel())[-1] == host.rows.numel() and count > 4 * 4096
     assert torch.equal(host.rows, dev.rows[:count])
     torch.testing.assert_close(host.values, dev.values[:count], rtol=1e-12, atol=1e-12)
     a = torch.zeros(30_000, 3, dtype=torch.float64)

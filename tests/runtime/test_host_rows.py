@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lazydp_bench.runtime.host_rows import SCALAR_CAPABILITIES, HostRowAdder
-from lazydp_bench.runtime.sparse import MIN_PART_ROWS, SparseOps, SparseRows
+from lazydp_bench.runtime.sparse import SparseOps, SparseRows
 
 BUILT = HostRowAdder().kernels().lib is not None
 VECTOR = torch.backends.cpu.get_cpu_capability() not in SCALAR_CAPABILITIES
@@ -90,12 +90,10 @@ def test_unsupported_layouts_fall_back():
 
 @pytest.mark.parametrize("compiler", ["", None])
 def test_sparse_ops_apply_rows_in_parts(compiler):
-    """More rows than one part (`MIN_PART_ROWS`): threads apply disjoint parts; same as one
-    index_add_; a small update stays in one part."""
+    """More rows than one part (4096): threads apply disjoint parts; same as one index_add_."""
     table, ids, values = _update(40_000, 13_000, 8, torch.float32, seed=3)
     expected = table.clone().index_add_(0, ids, values, alpha=-0.25)
     ops = SparseOps(3, row_adder=HostRowAdder(compiler=compiler))
     assert len(ops._parts(ids.numel())) - 1 == 3
-    assert len(ops._parts(MIN_PART_ROWS * 2 - 1)) - 1 == 1
     ops.apply_rows(table, SparseRows(ids, values, torch.ones_like(ids, dtype=torch.bool)), -0.25)
     assert torch.equal(table, expected)

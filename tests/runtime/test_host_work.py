@@ -25,25 +25,6 @@ def test_host_work_runs_at_once_unless_recording():
     assert done == ["now", "a", "b", "a", "b"]
 
 
-def test_urgent_host_work_can_run_apart_from_the_rest():
-    """A graph step runs the urgent functions (hand-offs to threads) right after the
-    replay and the others after the host's own work; each group keeps its order, and
-    outside a capture urgent work runs at once like any other."""
-    host, done = HostWork(), []
-    host.run(lambda: done.append("now"), urgent=True)
-    with host.record():
-        host.run(lambda: done.append("a"))
-        host.run(lambda: done.append("b"), urgent=True)
-        host.run(lambda: done.append("c"))
-        host.run(lambda: done.append("d"), urgent=True)
-    host.run_recorded(urgent=True)
-    assert done == ["now", "b", "d"]
-    host.run_recorded(urgent=False)
-    assert done == ["now", "b", "d", "a", "c"]
-    host.run_recorded()
-    assert done == ["now", "b", "d", "a", "c", "a", "b", "c", "d"]
-
-
 def test_host_work_record_cannot_nest_and_ends_on_error():
     host = HostWork()
     with host.record(), pytest.raises(RuntimeError, match="already recording"), host.record():
