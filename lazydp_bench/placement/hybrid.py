@@ -3,14 +3,11 @@
 cross PCIe to the host table.
 
 Owed noise is delivered `Ahead`: it does not depend on the gradient, so it is drawn before
-step t's lookup, split by whether batch t reads the row. Part 0 (rows batch t does not
-read, R(t+1) minus R(t)) goes to a background thread while the host looks batch t up and
-may run until the step ends: its rows are disjoint from the gradient rows R(t). Part 1
-(rows batch t reads) goes to a second thread once the lookup is done, and the gradient
-update waits only for it, since both touch those rows. Each row thus gets its noise, then
-its gradient, as before; the step ends when both parts are in. (The paper merges noise
-and gradient into one update instead, which ships and applies 2N rows after the backward,
-on the critical path.)
+step t's lookup, with the rows batch t does not read first. A background thread adds those
+to the host table while the host looks batch t up (disjoint rows), and the rest once the
+lookup is done, while the GPU computes the forward and backward; the update then waits for
+it and adds the gradient rows, as SGD does. (The paper merges noise and gradient into one
+update instead, which ships and applies 2N rows after the backward, on the critical path.)
 """
 
 from __future__ import annotations
@@ -59,21 +56,20 @@ class HybridPlacement(Placement):
 
 class Ahead(OwedNoiseDelivery):
     """See the module docstring. In a hybrid graph step `start` is captured in a small
-    graph of its own, replayed before the lookup, and its host work runs right after it;
-    the update's host work, joins included, runs after the step's graph."""
+    graph of its own, replayed before the lookup, and its host work runs right after it."""
 
     mode = "ahead"
     before_lookup = True
 
     def __init__(self) -> None:
-        self._pending: list[list[Future]] = [[], []]  # per part, its additions under way
+        self._pending: list[Future] = []  # parts of the queue's noise being added
         self._shipped = None  # this step's noise, shipped by `start`
-        self._handed = False  # both parts were handed to the appliers
-        self._appliers: list[ThreadPoolExecutor | None] = [None, None]
+        self._handed = False  # both parts were handed to the applier
+        self._applier: ThreadPoolExecutor | None = None
 
     def start(self, owed: OwedNoise, read_by: torch.Tensor, tools: UpdateTools) -> None:
         """Draw the noise (rows batch t does not read first), start its copy to pinned
-        memory and hand part 0 to its applier."""
+        memory and hand the first part to the applier thread."""
         timer, sparse, table = tools.timer, tools.sparse, tools.table
         with timer.stage(Stage.LAZYDP_OVERHEAD):
             order, cuts = unread_first(owed.rows, read_by)
@@ -96,37 +92,27 @@ class Ahead(OwedNoiseDelivery):
         self._handed = True
 
     def apply_part(self, shipped, part: int, tools: UpdateTools) -> None:
-        """Queue a part of the shipped noise on its applier thread (one worker per part:
-        the parts' rows are disjoint, so they may be added at the same time, each after
-        its copy has landed)."""
-        if self._appliers[part] is None:
-            name = f"lazydp-noise-part{part}"
-            self._appliers[part] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        """Queue a part of the shipped noise on the applier thread (one worker: parts are
+        added in order, each after its copy has landed)."""
+        if self._applier is None:
+            self._applier = ThreadPoolExecutor(max_workers=1)
         table, sparse = tools.table, tools.sparse
-        self._pending[part].append(
-            self._appliers[part].submit(lambda: sparse.apply_rows(table, shipped.wait(part)))
+        self._pending.append(
+            self._applier.submit(lambda: sparse.apply_rows(table, shipped.wait(part)))
         )
 
-    def _join_part(self, part: int) -> None:
-        """Wait until a part's noise is in the table (re-raises what its thread raised)."""
-        pending, self._pending[part] = self._pending[part], []
+    def join(self) -> None:
+        """Wait until the noise is in the table (re-raises what the thread raised)."""
+        pending, self._pending = self._pending, []
         for future in pending:
             future.result()
 
-    def join(self) -> None:
-        """Wait until all noise handed over is in the table (the pinned buffers that
-        `start` fills are free again)."""
-        for part in (1, 0):
-            self._join_part(part)
-
     def update(self, grads: SparseRows, owed: OwedNoise | None, tools: UpdateTools) -> None:
-        """The gradient rows once part 1 (the rows they share with the queue) has landed,
-        while part 0 (disjoint rows) may still be added; the step ends with both."""
+        """The gradient rows, after the noise has landed: both would touch shared rows."""
         if not self._handed:  # rows of the queue would miss their noise
             raise RuntimeError("LazyDP `ahead`: the step did not run before/after_lookup")
         self._handed = False
-        table, host = tools.table, tools.sparse.host
+        table = tools.table
         with tools.timer.stage(Stage.PARAM_UPDATE):
-            host.run(lambda: self._join_part(1))
+            tools.sparse.host.run(self.join)
             tools.sparse.add_rows(table, grads, tools.alpha(table.device))
-            host.run(self.join)

@@ -69,10 +69,7 @@ def install(clock: Clock) -> None:
     clock.wrap(host_work.HostWork, "run_recorded", lambda a: f"host work [{_phase(a)}]")
     applier = "apply_rows" if hasattr(sparse.SparseOps, "apply_rows") else "add_rows"
     clock.wrap(sparse.SparseOps, applier, lambda _: f"apply ({_thread()})")
-    if hasattr(hybrid.Ahead, "_join_part"):  # part 1 before the gradient rows, both at the end
-        clock.wrap(hybrid.Ahead, "_join_part", lambda a: f"wait for queue noise part {a[1]}")
-    else:
-        clock.wrap(hybrid.Ahead, "join", "wait for queue noise")
+    clock.wrap(hybrid.Ahead, "join", "wait for queue noise")
 
 
 def _phase(args) -> str:
@@ -80,11 +77,7 @@ def _phase(args) -> str:
 
 
 def _thread() -> str:
-    """main, or the applier thread's name (one per part of the queue's noise)."""
-    thread = threading.current_thread()
-    if thread is threading.main_thread():
-        return "main"
-    return thread.name.rsplit("_", 1)[0] if thread.name.startswith("lazydp-") else "applier"
+    return "main" if threading.current_thread() is threading.main_thread() else "applier"
 
 
 def probe(size: str, algo: str, steps: int, clock: Clock) -> None:

@@ -110,7 +110,7 @@ def test_device_sparse_path_lazydp_noise_update_modes(monkeypatch, mode):
 
 def test_ahead_mode_applies_the_queue_noise_before_the_gradient(monkeypatch):
     """`ahead` starts the queue's noise before the lookup and joins both parts before the
-    step ends: after every step nothing is pending."""
+    gradient rows are added: after every step nothing is pending."""
     force_delivery(monkeypatch, "ahead")
     session = tiny_session("lazydp", iterations=3)
     started, parts = [], []
@@ -122,44 +122,10 @@ def test_ahead_mode_applies_the_queue_noise_before_the_gradient(monkeypatch):
     )
     for t in range(3):
         session.step(t, NULL_TIMER)
-        assert delivery._pending == [[], []]
+        assert delivery._pending == []
         assert delivery._shipped is None
     assert len(started) == 3  # once per step, from before_lookup
     assert parts == [0, 1] * 3  # the unread rows first, the rest after the lookup
-
-
-def test_ahead_gradient_rows_wait_for_part_1_only(monkeypatch):
-    """The gradient rows share rows with part 1 of the queue's noise, never with part 0:
-    the gradient update starts after part 1 is in and while part 0 may still run (here
-    part 0 is held until the gradient update has started; an update that waited for it
-    would leave it held until the timeout)."""
-    import threading
-
-    force_delivery(monkeypatch, "ahead")
-    session = tiny_session("lazydp", iterations=3)
-    sparse_ops = session.algo.ctx.sparse
-    real_apply = sparse_ops.apply_rows
-    gradient_started = threading.Event()
-    log: list[str] = []
-
-    def apply_rows(table, update, alpha=1.0):
-        name = threading.current_thread().name
-        if name.startswith("lazydp-noise-part0"):
-            log.append(f"part0 held until the gradient: {gradient_started.wait(5)}")
-        elif not name.startswith("lazydp-noise-part1"):
-            log.append("gradient")
-            gradient_started.set()
-        real_apply(table, update, alpha)
-        if name.startswith("lazydp-noise-part1"):
-            log.append("part1 done")
-
-    monkeypatch.setattr(sparse_ops, "apply_rows", apply_rows)
-    for t in range(3):
-        gradient_started.clear()
-        log.clear()
-        session.step(t, NULL_TIMER)
-        assert log.index("part1 done") < log.index("gradient"), log
-        assert "part0 held until the gradient: True" in log, log
 
 
 @pytest.mark.parametrize("device_path", [False, True])
