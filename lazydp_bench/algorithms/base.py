@@ -120,6 +120,7 @@ class Algorithm:
         does the host lookup between two replays: of `before_lookup`, then of this."""
         with torch.no_grad():
             self.after_lookup(next_batch, timer)
+            pooled = self.owed_in_lookup(batch, pooled, timer)
         with timer.stage(Stage.FORWARD):
             fs = self.model.forward(batch, pooled)
         clipped = self._clip(self.model, fs, self.ctx.clip_norm, timer)
@@ -139,6 +140,22 @@ class Algorithm:
         """Update work that may start once the step's rows have been read, before the dense
         forward and backward: none by default (LazyDP in hybrid placement adds the rest of
         the input queue's noise here, while the GPU computes)."""
+
+    def rows_as_read(self, rows: torch.Tensor) -> torch.Tensor:
+        """Table rows [n] as the next step's forward reads them (verify compares these)."""
+        with torch.no_grad():
+            bags = rows.reshape(-1, 1, 1)
+            pooled = self.owed_in_lookup_rows(bags, self.model.lookup(bags))
+        return pooled.reshape(rows.numel(), -1)
+
+    def owed_in_lookup_rows(self, rows: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        """`owed_in_lookup` for bags of `rows` [B, T, L], untimed."""
+        return pooled
+
+    def owed_in_lookup(self, batch: Batch, pooled: torch.Tensor, timer: StageTimer) -> torch.Tensor:
+        """The pooled bags the forward reads: the lookup, plus any noise that the rows
+        owe and the table does not hold yet (LazyDP's `carried` delivery)."""
+        return pooled
 
     def update(
         self, fs: ForwardState, clipped: ClipResult, next_batch: Batch, timer: StageTimer

@@ -13,7 +13,7 @@ HT lives where the placement runs the per-step noise work (`placement.work_devic
 the table, except in hybrid placement, where the GPU holds HT, 0.78 % of the table, and
 draws the queue's noise). Each step hands the placement an `OwedNoise` request (the queue's
 rows and the std of each draw they owe); the placement's delivery puts it into the table
-(`in-place` on the GPU, `ahead` of the lookup in hybrid, `merged` with the gradient on the
+(`in-place` on the GPU, `carried` to the next step in hybrid, `merged` with the gradient on the
 host: `placement/`), and the record names it (`config.noise_update`).
 
 `lazydp-noans` keeps the lazy update but draws each pending step's noise separately, to
@@ -205,6 +205,13 @@ class LazyDP(Algorithm):
         if self.delivery.before_lookup:
             with timer.stage(Stage.MODEL_UPDATE):
                 self.delivery.after_lookup(self._tools(timer))
+
+    def owed_in_lookup(self, batch, pooled, timer):
+        with timer.stage(Stage.FORWARD):
+            return self.delivery.owed_in_lookup(batch.rows, pooled, self._tools(timer))
+
+    def owed_in_lookup_rows(self, rows, pooled):
+        return self.delivery.owed_in_lookup(rows, pooled, self._tools(NULL_TIMER))
 
     def flush(self) -> None:
         """Give every row all its pending noise; idempotent (a second flush adds nothing)."""

@@ -91,6 +91,13 @@ class OwedNoiseDelivery(ABC):
     def after_lookup(self, tools: UpdateTools) -> None:  # noqa: B027 (an optional hook)
         """The current batch has been read (its rows may now take their noise)."""
 
+    def owed_in_lookup(
+        self, rows: torch.Tensor, pooled: torch.Tensor, tools: UpdateTools
+    ) -> torch.Tensor:
+        """The bags of `rows` as the forward must see them: `pooled` (the table's lookup),
+        plus the noise the rows owe that is not in the table yet (none by default)."""
+        return pooled
+
     @abstractmethod
     def update(self, grads: SparseRows, owed: OwedNoise | None, tools: UpdateTools) -> None:
         """Apply the step's gradient rows (times alpha) and the owed noise (None when

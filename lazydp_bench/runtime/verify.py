@@ -105,7 +105,8 @@ def _lockstep(algo: str, placement: str, steps: int, seed: int, **kw) -> tuple[f
     worst_read = 0.0
     for t in range(steps):
         rows = ref.source.peek().rows.reshape(-1)
-        worst_read = max(worst_read, _rel_err(test.model.table[rows], ref.model.table[rows]))
+        read = test.algo.rows_as_read(rows).to(ref.model.table.device)
+        worst_read = max(worst_read, _rel_err(read, ref.algo.rows_as_read(rows)))
         ref.step(t, NULL_TIMER)
         test.step(t, NULL_TIMER)
     test.algo.finalize()

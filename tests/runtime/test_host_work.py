@@ -63,12 +63,17 @@ def test_recorded_host_noise_reads_the_step_it_runs_in():
     torch.testing.assert_close(recorded.model.table, ref.model.table, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("algo", ["sgd", "dpsgd-f", "eana", "lazydp"])
-def test_deferred_host_work_trains_the_same_model(monkeypatch, algo):
+@pytest.mark.parametrize(
+    ("algo", "delivery"),
+    [("sgd", None), ("dpsgd-f", None), ("eana", None), ("lazydp", "ahead"), ("lazydp", "carried")],
+)
+def test_deferred_host_work_trains_the_same_model(monkeypatch, algo, delivery):
     """Steps whose host work is recorded and run after the step (a hybrid graph warm-up
-    step) leave the table alone until then, and equal plain steps; LazyDP takes the hybrid
-    `ahead` path (thread started and joined as recorded host work)."""
-    force_delivery(monkeypatch, "ahead")
+    step) leave the table alone until then, and equal plain steps; LazyDP takes hybrid's
+    paths (`carried`: noise kept for the next step, merged with its gradient; `ahead`: a
+    thread started and joined as recorded host work)."""
+    if delivery is not None:
+        force_delivery(monkeypatch, delivery)
     plain, deferred = tiny_session(algo, sigma=1.0), tiny_session(algo, sigma=1.0)
     host = deferred.algo.ctx.sparse.host
     for t in range(4):

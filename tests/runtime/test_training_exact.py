@@ -87,7 +87,7 @@ def test_device_sparse_path_sgd():
 
 
 @pytest.mark.usefixtures("device_sparse_path")
-@pytest.mark.parametrize("mode", ["in-place", "ahead", "merged"])
+@pytest.mark.parametrize("mode", ["in-place", "ahead", "merged", "carried"])
 def test_device_sparse_path_lazydp_noise_update_modes(monkeypatch, mode):
     """Every way LazyDP's queue noise reaches the table, through the device path, against
     DP-SGD(F): straight into the table rows (gpu placement), ahead of the backward by a
@@ -126,6 +126,65 @@ def test_ahead_mode_applies_the_queue_noise_before_the_gradient(monkeypatch):
         assert delivery._shipped is None
     assert len(started) == 3  # once per step, from before_lookup
     assert parts == [0, 1] * 3  # the unread rows first, the rest after the lookup
+
+
+@pytest.mark.parametrize("device_path", [False, True])
+def test_carried_noise_touches_the_table_once_per_step(monkeypatch, device_path):
+    """`carried` writes the table once per step (the gradient rows with the kept noise of
+    the same rows), never for the noise alone, and the forward reads each row with its
+    owed noise: the bags it sees equal DP-SGD(F)'s at every step (unit noise, fp64)."""
+    from lazydp_bench.runtime import sparse
+
+    force_delivery(monkeypatch, "carried")
+    if device_path:
+        init = sparse.SparseOps.__init__
+        forced = lambda self, threads, **kw: init(self, threads, True, **kw)  # noqa: E731
+        monkeypatch.setattr(sparse.SparseOps, "__init__", forced)
+    test = tiny_session("lazydp", noise_mode="unit", iterations=6)
+    ref = tiny_session("dpsgd-f", noise_mode="unit", iterations=6)
+    writes, seen = [], []
+    real_apply, real_forward = test.algo.ctx.sparse.apply_rows, test.model.forward
+
+    def apply_rows(*args, **kwargs):
+        writes.append(1)
+        return real_apply(*args, **kwargs)
+
+    def forward(batch, pooled=None):
+        seen.append(pooled)
+        return real_forward(batch, pooled)
+
+    monkeypatch.setattr(test.algo.ctx.sparse, "apply_rows", apply_rows)
+    monkeypatch.setattr(test.model, "forward", forward)
+    for t in range(6):
+        rows = ref.source.peek().rows
+        want = ref.model.lookup(rows)
+        writes.clear()
+        test.step(t, NULL_TIMER)
+        ref.step(t, NULL_TIMER)
+        assert len(writes) == 1
+        torch.testing.assert_close(seen[-1], want, rtol=1e-12, atol=1e-12)
+    assert test.algo.delivery._kept.values.abs().sum() > 0  # noise is kept for step 6
+    test.algo.finalize()
+    ref.algo.finalize()
+    torch.testing.assert_close(test.model.table, ref.model.table, rtol=1e-12, atol=1e-12)
+
+
+def test_carried_noise_survives_a_flush_in_the_middle(monkeypatch):
+    """A flush between steps (held-out evaluation does one) writes the kept noise into
+    the table once: training on equals training without it (unit noise, fp64)."""
+    force_delivery(monkeypatch, "carried")
+    a = tiny_session("lazydp", noise_mode="unit", iterations=6)
+    b = tiny_session("lazydp", noise_mode="unit", iterations=6)
+    for t in range(6):
+        a.step(t, NULL_TIMER)
+        b.step(t, NULL_TIMER)
+        if t in (2, 3):
+            b.algo.flush()
+            b.algo.flush()  # idempotent
+    assert not torch.equal(a.model.table, b.model.table)  # b holds noise a still keeps
+    a.algo.finalize()
+    b.algo.finalize()
+    torch.testing.assert_close(a.model.table, b.model.table, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("device_path", [False, True])
