@@ -133,12 +133,12 @@ class Algorithm:
 
     def before_lookup(self, batch: Batch, next_batch: Batch, timer: StageTimer) -> None:
         """Update work that may start before the step's rows are read: none by default
-        (LazyDP in hybrid placement draws the input queue's noise here and adds the rows
+        (LazyDP's `ahead` delivery draws the input queue's noise here and adds the rows
         that the batch does not read while the host looks the batch up)."""
 
     def after_lookup(self, next_batch: Batch, timer: StageTimer) -> None:
         """Update work that may start once the step's rows have been read, before the dense
-        forward and backward: none by default (LazyDP in hybrid placement adds the rest of
+        forward and backward: none by default (LazyDP's `ahead` delivery adds the rest of
         the input queue's noise here, while the GPU computes)."""
 
     def rows_as_read(self, rows: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ it. Before the replay it looks the batch's bags up in the host table into a pinn
 (the graph's first node copies it to the GPU); the graph copies every row update into
 pinned memory; after the replay the host runs the table work the capture recorded
 (`host_work.py`), each piece waiting for its own copy. An algorithm with work before the
-lookup (`works_before_lookup`: LazyDP's input-queue noise) gets a second, small graph
+lookup (`works_before_lookup`: LazyDP's `ahead` delivery) gets a second, small graph
 replayed before the lookup, so its host work runs while the host looks the batch up. The
 batch's rows live on the GPU in graph steps (the host keeps its copy for the lookup), so
 coalescing, clipping and LazyDP's queue need no host transfer inside the graph.
