@@ -3,8 +3,9 @@
 A row's value only matters when it is read, so the noise DP-SGD would add to it every
 step is owed, not written: the HistoryTable HT[r] counts the steps whose noise row r has
 received. In step t, once the clipped gradient is ready, the rows the NEXT batch reads
-(the input queue, from the batch source's look-ahead) receive the noise of steps
-HT[r] .. t in ONE draw per element, N(0, (sigma C / B)^2 * sum_s lr_s^2) (ANS); then
+(the input queue, from the batch source's look-ahead) are given the noise of steps
+HT[r] .. t in ONE draw per element (into the table, or, with `carried`, into step t + 1's
+lookup and update), N(0, (sigma C / B)^2 * sum_s lr_s^2) (ANS); then
 HT[r] = t + 1. A prefix sum of lr_s^2 keeps a learning-rate schedule exact. `finalize()`
 flushes every row's pending noise (dense, chunked), so the released model is distributed
 exactly as DP-SGD's.
@@ -207,6 +208,8 @@ class LazyDP(Algorithm):
                 self.delivery.after_lookup(self._tools(timer))
 
     def owed_in_lookup(self, batch, pooled, timer):
+        if not self.delivery.adds_to_lookup:
+            return pooled
         with timer.stage(Stage.FORWARD):
             return self.delivery.owed_in_lookup(batch.rows, pooled, self._tools(timer))
 

@@ -81,6 +81,7 @@ class OwedNoiseDelivery(ABC):
 
     mode: ClassVar[str]
     before_lookup: ClassVar[bool] = False  # wants the request before the batch's lookup
+    adds_to_lookup: ClassVar[bool] = False  # `owed_in_lookup` adds noise the table lacks
     grads_on_work_device: ClassVar[bool] = False
 
     def start(self, owed: OwedNoise, read_by: torch.Tensor, tools: UpdateTools) -> None:
@@ -100,11 +101,13 @@ class OwedNoiseDelivery(ABC):
 
     @abstractmethod
     def update(self, grads: SparseRows, owed: OwedNoise | None, tools: UpdateTools) -> None:
-        """Apply the step's gradient rows (times alpha) and the owed noise (None when
-        `start` took it)."""
+        """Apply the step's gradient rows (times alpha) and deliver the owed noise (None
+        when `start` took it; `carried` keeps it for the next step's update)."""
 
-    def join(self) -> None:  # noqa: B027 (only deliveries with threads wait)
-        """Wait until all noise handed over is in the table."""
+    def join(self) -> None:  # noqa: B027 (only deliveries that hold noise back act)
+        """Make the table hold all noise delivered so far (before a flush or an
+        evaluation): wait for threads still adding it (`ahead`) or write the noise kept
+        for the next step (`carried`)."""
 
 
 class Placement(ABC):

@@ -141,6 +141,7 @@ class Carried(OwedNoiseDelivery):
     its own reads."""
 
     mode = "carried"
+    adds_to_lookup = True
 
     def __init__(self) -> None:
         self._kept: SparseRows | None = None  # the next batch's unique rows and their noise
@@ -149,16 +150,17 @@ class Carried(OwedNoiseDelivery):
     def owed_in_lookup(
         self, rows: torch.Tensor, pooled: torch.Tensor, tools: UpdateTools
     ) -> torch.Tensor:
-        """pooled + each bag's sum of its rows' kept noise (every row of the batch is in
-        the kept queue: it is this batch's unique rows)."""
+        """pooled + each bag's sum of its rows' kept noise. A step's rows are all in the
+        kept queue (its unique rows); any other row owes nothing kept and gets nothing."""
         kept = self._kept
         if kept is None:
             return pooled
         keys = kept.rows.masked_fill(~kept.valid, torch.iinfo(kept.rows.dtype).max)
         flat = rows.to(keys.device, non_blocking=True).reshape(-1)
         slot = torch.searchsorted(keys, flat).clamp_(max=keys.numel() - 1)
+        hit = (keys[slot] == flat).unsqueeze(1).to(kept.values.dtype)
         dim = kept.values.shape[1]
-        owed = kept.values.index_select(0, slot).view(*rows.shape, dim).sum(2)
+        owed = (kept.values.index_select(0, slot) * hit).view(*rows.shape, dim).sum(2)
         return pooled.to(owed.device, non_blocking=True) + owed
 
     def update(self, grads: SparseRows, owed: OwedNoise | None, tools: UpdateTools) -> None:
@@ -182,6 +184,8 @@ class Carried(OwedNoiseDelivery):
     def _keep(self, noise: SparseRows) -> None:
         kept = self._kept
         if kept is None or kept.rows.shape != noise.rows.shape:
+            if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+                raise RuntimeError("LazyDP `carried`: the queue changed shape in a capture")
             self._kept = SparseRows(noise.rows.clone(), noise.values.clone(), noise.valid.clone())
             return
         kept.rows.copy_(noise.rows)

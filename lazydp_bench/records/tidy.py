@@ -328,7 +328,8 @@ def load_runs(sources: Sources) -> pd.DataFrame:
       it, else the requested `config.noise_impl`, e.g. auto).
     - table_noise: the engine that noised the table in one word (roundtrip, streamed,
       host, fused, torch); `<NA>` for a non-private run.
-    - noise_update: how LazyDP's queue noise reached the table (in-place, ahead, merged).
+    - noise_update: how LazyDP's queue noise reached the table (in-place, carried, merged;
+      ahead in hybrid records before 212aefa).
     - breakdown: whether stages were timed (False: whole steps only).
     - cuda_graph: whether each measured step replayed a captured CUDA graph.
     - timer: cuda_events or sync_wall.

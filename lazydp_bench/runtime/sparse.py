@@ -359,6 +359,9 @@ class SparseOps:
         if table.device.type == "cpu" and self.host.recording:
             if update.rows.device.type == "cuda":
                 update = self.ship_async(update, table.device, "update")
+            else:  # an eager step's recorded work: a carried sort may rewrite its rows first
+                parts = (update.rows, update.values, update.valid)
+                update = SparseRows(*(x.clone() for x in parts))
             self.host.run(lambda: self.apply_rows(table, _arrived(update), alpha))
             return
         self.apply_rows(table, update, alpha)

@@ -2,8 +2,9 @@
 
 Wraps, without changing them, the pieces a hybrid graph step runs on the host: the batch's
 lookup, each graph replay (launch only), each phase's recorded host work, and every row
-update applied to the host table (by the main thread: the gradient; by LazyDP's applier
-thread: the queue's noise). Prints per-step medians in ms, per algorithm.
+update applied to the host table (by the main thread: the gradient; by an applier thread:
+LazyDP's queue noise, with the `ahead` delivery only; `carried`, hybrid's delivery, adds
+no host update of its own). Prints per-step medians in ms, per algorithm.
 
     PYTHONPATH=$PWD python3 scripts/diagnostics/probe_hybrid_phases.py 96MB sgd,lazydp [steps]
 """

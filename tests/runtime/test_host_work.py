@@ -64,16 +64,32 @@ def test_recorded_host_noise_reads_the_step_it_runs_in():
 
 
 @pytest.mark.parametrize(
-    ("algo", "delivery"),
-    [("sgd", None), ("dpsgd-f", None), ("eana", None), ("lazydp", "ahead"), ("lazydp", "carried")],
+    ("algo", "delivery", "device_path"),
+    [
+        ("sgd", None, False),
+        ("dpsgd-f", None, False),
+        ("eana", None, False),
+        ("lazydp", "ahead", False),
+        ("lazydp", "carried", False),
+        ("lazydp", "carried", True),
+        ("lazydp-noans", "carried", True),
+    ],
 )
-def test_deferred_host_work_trains_the_same_model(monkeypatch, algo, delivery):
+def test_deferred_host_work_trains_the_same_model(monkeypatch, algo, delivery, device_path):
     """Steps whose host work is recorded and run after the step (a hybrid graph warm-up
     step) leave the table alone until then, and equal plain steps; LazyDP takes hybrid's
     paths (`carried`: noise kept for the next step, merged with its gradient; `ahead`: a
-    thread started and joined as recorded host work)."""
+    thread started and joined as recorded host work). On the device path the gradient
+    rows are the carried sort's buffers, which the step rewrites before its recorded work
+    runs: the recorded update must not read them late."""
     if delivery is not None:
         force_delivery(monkeypatch, delivery)
+    if device_path:
+        from lazydp_bench.runtime import sparse
+
+        init = sparse.SparseOps.__init__
+        forced = lambda self, threads, **kw: init(self, threads, True, **kw)  # noqa: E731
+        monkeypatch.setattr(sparse.SparseOps, "__init__", forced)
     plain, deferred = tiny_session(algo, sigma=1.0), tiny_session(algo, sigma=1.0)
     host = deferred.algo.ctx.sparse.host
     for t in range(4):

@@ -153,8 +153,19 @@ def test_carried_noise_touches_the_table_once_per_step(monkeypatch, device_path)
         seen.append(pooled)
         return real_forward(batch, pooled)
 
+    delivery = test.algo.delivery
+    real_update = delivery.update
+    aligned = []
+
+    def update(grads, owed, tools):  # the kept noise's rows are the gradient's, slot by slot
+        kept = delivery._kept
+        if kept is not None:
+            aligned.append(torch.equal(grads.rows[grads.valid], kept.rows[kept.valid]))
+        return real_update(grads, owed, tools)
+
     monkeypatch.setattr(test.algo.ctx.sparse, "apply_rows", apply_rows)
     monkeypatch.setattr(test.model, "forward", forward)
+    monkeypatch.setattr(delivery, "update", update)
     for t in range(6):
         rows = ref.source.peek().rows
         want = ref.model.lookup(rows)
@@ -163,7 +174,11 @@ def test_carried_noise_touches_the_table_once_per_step(monkeypatch, device_path)
         ref.step(t, NULL_TIMER)
         assert len(writes) == 1
         torch.testing.assert_close(seen[-1], want, rtol=1e-12, atol=1e-12)
+    assert aligned == [True] * 5
     assert test.algo.delivery._kept.values.abs().sum() > 0  # noise is kept for step 6
+    outside = torch.arange(test.model.table.shape[0])
+    outside = outside[~torch.isin(outside, test.source.peek().rows.reshape(-1))]
+    assert torch.equal(test.algo.rows_as_read(outside), test.model.table[outside])
     test.algo.finalize()
     ref.algo.finalize()
     torch.testing.assert_close(test.model.table, ref.model.table, rtol=1e-12, atol=1e-12)
