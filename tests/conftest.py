@@ -38,13 +38,12 @@ def tiny_session(algo: str = "sgd", **kw):
 
 def force_delivery(monkeypatch, mode: str) -> None:
     """Make the cpu placement deliver LazyDP's owed noise as `mode` (in-place: gpu,
-    carried: hybrid, ahead: hybrid's earlier delivery, merged: cpu), so each delivery is
-    checked on a CPU."""
+    carried: hybrid, merged: cpu), so each delivery is checked on a CPU."""
     from lazydp_bench.placement.base import InPlace, Merged
     from lazydp_bench.placement.cpu import CpuPlacement
-    from lazydp_bench.placement.hybrid import Ahead, Carried
+    from lazydp_bench.placement.hybrid import Carried
 
-    kind = {"in-place": InPlace, "ahead": Ahead, "merged": Merged, "carried": Carried}[mode]
+    kind = {"in-place": InPlace, "merged": Merged, "carried": Carried}[mode]
     monkeypatch.setattr(CpuPlacement, "owed_noise_delivery", lambda *_: kind())
 
 

@@ -106,9 +106,7 @@ class Algorithm:
         self.scalars.prepare(t, fixed_capacity)
 
     def run_step(self, batch: Batch, next_batch: Batch, timer: StageTimer) -> None:
-        """One step: `before_lookup`, the lookup of the batch's bags, `run_from_lookup`."""
-        with torch.no_grad():
-            self.before_lookup(batch, next_batch, timer)
+        """One step: the lookup of the batch's bags, then `run_from_lookup`."""
         with timer.stage(Stage.FORWARD):
             pooled = self.model.lookup(batch.rows)
         self.run_from_lookup(batch, next_batch, pooled, timer)
@@ -117,29 +115,14 @@ class Algorithm:
         self, batch: Batch, next_batch: Batch, pooled: torch.Tensor, timer: StageTimer
     ) -> None:
         """The step once the batch's bags are looked up (`pooled`). A hybrid graph step
-        does the host lookup between two replays: of `before_lookup`, then of this."""
+        does the host lookup before it replays this."""
         with torch.no_grad():
-            self.after_lookup(next_batch, timer)
             pooled = self.owed_in_lookup(batch, pooled, timer)
         with timer.stage(Stage.FORWARD):
             fs = self.model.forward(batch, pooled)
         clipped = self._clip(self.model, fs, self.ctx.clip_norm, timer)
         with torch.no_grad(), timer.stage(Stage.MODEL_UPDATE):
             self.update(fs, clipped, next_batch, timer)
-
-    def works_before_lookup(self) -> bool:
-        """Whether `before_lookup` does any work (a hybrid graph step captures it apart)."""
-        return False
-
-    def before_lookup(self, batch: Batch, next_batch: Batch, timer: StageTimer) -> None:
-        """Update work that may start before the step's rows are read: none by default
-        (LazyDP's `ahead` delivery draws the input queue's noise here and adds the rows
-        that the batch does not read while the host looks the batch up)."""
-
-    def after_lookup(self, next_batch: Batch, timer: StageTimer) -> None:
-        """Update work that may start once the step's rows have been read, before the dense
-        forward and backward: none by default (LazyDP's `ahead` delivery adds the rest of
-        the input queue's noise here, while the GPU computes)."""
 
     def rows_as_read(self, rows: torch.Tensor) -> torch.Tensor:
         """Table rows [n] as the next step's forward reads them (verify compares these)."""

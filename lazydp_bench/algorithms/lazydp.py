@@ -143,8 +143,7 @@ class LazyDP(Algorithm):
     def update(self, fs, clipped, next_batch, timer) -> None:
         on = self.device if self.delivery.grads_on_work_device else None
         grads = self.row_gradients(fs, clipped, timer, on=on, carried=self.carry)
-        owed = None if self.delivery.before_lookup else self._owed(next_batch, timer)
-        self.delivery.update(grads, owed, self._tools(timer))
+        self.delivery.update(grads, self._owed(next_batch, timer), self._tools(timer))
         with timer.stage(Stage.LAZYDP_OVERHEAD):
             self.carry.commit()
         self.update_mlp(clipped, timer, noisy=True)
@@ -176,36 +175,6 @@ class LazyDP(Algorithm):
             )
             terms = [std * queue.valid for std in self.pending_terms(last, t_next)]
         return queue, terms
-
-    def _read_by(self, batch, queue: SparseRows) -> torch.Tensor:
-        """Which queue slots hold a row that `batch` (step t's) reads. The carried sort of
-        batch t answers it with a binary search (sync-free); without one (the first step,
-        or the host path) `isin` does."""
-        carried = self.carry.get()
-        if carried is None:
-            return torch.isin(queue.rows, batch.rows.to(queue.rows.device).reshape(-1))
-        held = carried[0]
-        keys = held.rows.masked_fill(~held.valid, torch.iinfo(held.rows.dtype).max)
-        pos = torch.searchsorted(keys, queue.rows).clamp_(max=keys.numel() - 1)
-        return keys[pos] == queue.rows
-
-    def works_before_lookup(self) -> bool:
-        return self.delivery.before_lookup
-
-    def before_lookup(self, batch, next_batch, timer) -> None:
-        """A delivery that wants it (hybrid's `ahead`) gets the queue's noise for steps up
-        to t before batch t is looked up, with the slots batch t reads marked."""
-        if self.delivery.before_lookup:
-            with timer.stage(Stage.MODEL_UPDATE):
-                owed = self._owed(next_batch, timer)
-                with timer.stage(Stage.LAZYDP_OVERHEAD):
-                    read_by = self._read_by(batch, owed.rows)
-                self.delivery.start(owed, read_by, self._tools(timer))
-
-    def after_lookup(self, next_batch, timer) -> None:
-        if self.delivery.before_lookup:
-            with timer.stage(Stage.MODEL_UPDATE):
-                self.delivery.after_lookup(self._tools(timer))
 
     def owed_in_lookup(self, batch, pooled, timer):
         if not self.delivery.adds_to_lookup:

@@ -80,17 +80,8 @@ class OwedNoiseDelivery(ABC):
     """How LazyDP's owed noise reaches the table (`mode` is in every record)."""
 
     mode: ClassVar[str]
-    before_lookup: ClassVar[bool] = False  # wants the request before the batch's lookup
     adds_to_lookup: ClassVar[bool] = False  # `owed_in_lookup` adds noise the table lacks
     grads_on_work_device: ClassVar[bool] = False
-
-    def start(self, owed: OwedNoise, read_by: torch.Tensor, tools: UpdateTools) -> None:
-        """Before the lookup (`before_lookup` deliveries only); `read_by` marks the slots
-        whose rows the current batch reads."""
-        raise NotImplementedError(f"{self.mode} takes its noise with the update")
-
-    def after_lookup(self, tools: UpdateTools) -> None:  # noqa: B027 (an optional hook)
-        """The current batch has been read (its rows may now take their noise)."""
 
     def owed_in_lookup(
         self, rows: torch.Tensor, pooled: torch.Tensor, tools: UpdateTools
@@ -100,14 +91,13 @@ class OwedNoiseDelivery(ABC):
         return pooled
 
     @abstractmethod
-    def update(self, grads: SparseRows, owed: OwedNoise | None, tools: UpdateTools) -> None:
-        """Apply the step's gradient rows (times alpha) and deliver the owed noise (None
-        when `start` took it; `carried` keeps it for the next step's update)."""
+    def update(self, grads: SparseRows, owed: OwedNoise, tools: UpdateTools) -> None:
+        """Apply the step's gradient rows (times alpha) and deliver the owed noise
+        (`carried` keeps it for the next step)."""
 
     def join(self) -> None:  # noqa: B027 (only deliveries that hold noise back act)
         """Make the table hold all noise delivered so far (before a flush or an
-        evaluation): wait for threads still adding it (`ahead`) or write the noise kept
-        for the next step (`carried`)."""
+        evaluation): `carried` writes the noise it keeps for the next step."""
 
 
 class Placement(ABC):
@@ -173,7 +163,7 @@ class InPlace(OwedNoiseDelivery):
 
     mode = "in-place"
 
-    def update(self, grads: SparseRows, owed: OwedNoise | None, tools: UpdateTools) -> None:
+    def update(self, grads: SparseRows, owed: OwedNoise, tools: UpdateTools) -> None:
         table, timer = tools.table, tools.timer
         with timer.stage(Stage.PARAM_UPDATE):
             tools.sparse.add_rows(table, grads, tools.alpha(table.device))
@@ -190,7 +180,7 @@ class Merged(OwedNoiseDelivery):
     mode = "merged"
     grads_on_work_device = True
 
-    def update(self, grads: SparseRows, owed: OwedNoise | None, tools: UpdateTools) -> None:
+    def update(self, grads: SparseRows, owed: OwedNoise, tools: UpdateTools) -> None:
         sparse, timer, table = tools.sparse, tools.timer, tools.table
         with timer.stage(Stage.NOISE_SAMPLING):
             noise = owed.dense(tools.engines, table.shape[1], table.dtype)

@@ -7,15 +7,14 @@ same rows), so the host table takes one row update per step, as SGD's does. Host
 bandwidth is what a hybrid step spends (the lookup and the row update); a separate noise
 update of the next batch's rows would read and write them once more.
 
-`Ahead`, the earlier delivery, writes that noise into the host table ahead of the lookup
-on a background thread (disjoint rows first, the rest once the lookup is done), then the
-gradient rows; tests keep it as a second exact path. (The paper merges noise and
-gradient into one update of 2N rows after the backward, on the critical path.)
+Writing that noise into the host table before the lookup instead (a background thread,
+then the gradient rows: `ahead` in records before `212aefa`) is a second pass over the
+next batch's rows: equal step times within the host's noise, more host busy time
+(results/2026-12-02-h200-hybrid-carried). The paper merges noise and gradient into one
+update of 2N rows after the backward, on the critical path.
 """
 
 from __future__ import annotations
-
-from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
@@ -27,7 +26,7 @@ from lazydp_bench.placement.base import (
     Placement,
     UpdateTools,
 )
-from lazydp_bench.runtime.sparse import SparseRows, unread_first
+from lazydp_bench.runtime.sparse import SparseRows
 from lazydp_bench.runtime.step_scalars import Scalar
 
 
@@ -58,70 +57,6 @@ class HybridPlacement(Placement):
         tools.sparse.add_rows(tools.table, noise)
 
 
-class Ahead(OwedNoiseDelivery):
-    """See the module docstring. In a hybrid graph step `start` is captured in a small
-    graph of its own, replayed before the lookup, and its host work runs right after it."""
-
-    mode = "ahead"
-    before_lookup = True
-
-    def __init__(self) -> None:
-        self._pending: list[Future] = []  # parts of the queue's noise being added
-        self._shipped = None  # this step's noise, shipped by `start`
-        self._handed = False  # both parts were handed to the applier
-        self._applier: ThreadPoolExecutor | None = None
-
-    def start(self, owed: OwedNoise, read_by: torch.Tensor, tools: UpdateTools) -> None:
-        """Draw the noise (rows batch t does not read first), start its copy to pinned
-        memory and hand the first part to the applier thread."""
-        timer, sparse, table = tools.timer, tools.sparse, tools.table
-        with timer.stage(Stage.LAZYDP_OVERHEAD):
-            order, cuts = unread_first(owed.rows, read_by)
-            owed = owed.reordered(order)
-        with timer.stage(Stage.NOISE_SAMPLING):
-            noise = owed.dense(tools.engines, table.shape[1], table.dtype)
-        with timer.stage(Stage.PARAM_UPDATE):
-            shipped = sparse.ship_async(noise, table.device, "queue_noise", cuts)
-            sparse.host.run(lambda: self.apply_part(shipped, 0, tools))
-        self._shipped = shipped
-
-    def after_lookup(self, tools: UpdateTools) -> None:
-        """Batch t has been read, so the rows it reads may take their noise now (no row of
-        batch t + 1 is read before the update ends)."""
-        shipped, self._shipped = self._shipped, None
-        if shipped is None:
-            raise RuntimeError("LazyDP `ahead`: the step did not run before_lookup")
-        with tools.timer.stage(Stage.PARAM_UPDATE):
-            tools.sparse.host.run(lambda: self.apply_part(shipped, 1, tools))
-        self._handed = True
-
-    def apply_part(self, shipped, part: int, tools: UpdateTools) -> None:
-        """Queue a part of the shipped noise on the applier thread (one worker: parts are
-        added in order, each after its copy has landed)."""
-        if self._applier is None:
-            self._applier = ThreadPoolExecutor(max_workers=1)
-        table, sparse = tools.table, tools.sparse
-        self._pending.append(
-            self._applier.submit(lambda: sparse.apply_rows(table, shipped.wait(part)))
-        )
-
-    def join(self) -> None:
-        """Wait until the noise is in the table (re-raises what the thread raised)."""
-        pending, self._pending = self._pending, []
-        for future in pending:
-            future.result()
-
-    def update(self, grads: SparseRows, owed: OwedNoise | None, tools: UpdateTools) -> None:
-        """The gradient rows, after the noise has landed: both would touch shared rows."""
-        if not self._handed:  # rows of the queue would miss their noise
-            raise RuntimeError("LazyDP `ahead`: the step did not run before/after_lookup")
-        self._handed = False
-        table = tools.table
-        with tools.timer.stage(Stage.PARAM_UPDATE):
-            tools.sparse.host.run(self.join)
-            tools.sparse.add_rows(table, grads, tools.alpha(table.device))
-
-
 class Carried(OwedNoiseDelivery):
     """The queue's noise rides with the next step instead of being written ahead.
 
@@ -132,7 +67,7 @@ class Carried(OwedNoiseDelivery):
     gradient coalescing reuses, `sparse.CarriedUnique`; on the host path both are the
     sorted unique rows), as alpha * g + n before the update crosses PCIe. The host table
     then takes one row update per step, the gradient's, as SGD's does: no row is read or
-    written for the noise alone. Exact in distribution like `ahead`; only the rounding
+    written for the noise alone. Exact in distribution like any delivery; only the rounding
     differs (x + (alpha g + n) instead of (x + n) + alpha g). `join` (before the flush and
     any evaluation) writes the kept noise into the table and zeroes it.
 
@@ -163,7 +98,7 @@ class Carried(OwedNoiseDelivery):
         owed = (kept.values.index_select(0, slot) * hit).view(*rows.shape, dim).sum(2)
         return pooled.to(owed.device, non_blocking=True) + owed
 
-    def update(self, grads: SparseRows, owed: OwedNoise | None, tools: UpdateTools) -> None:
+    def update(self, grads: SparseRows, owed: OwedNoise, tools: UpdateTools) -> None:
         """The gradient rows with the kept noise of the same rows, one update; then the
         next batch's noise is drawn and kept."""
         sparse, timer, table = tools.sparse, tools.timer, tools.table

@@ -12,9 +12,7 @@ In `hybrid` placement the graph holds the step's GPU work; the host does the res
 it. Before the replay it looks the batch's bags up in the host table into a pinned buffer
 (the graph's first node copies it to the GPU); the graph copies every row update into
 pinned memory; after the replay the host runs the table work the capture recorded
-(`host_work.py`), each piece waiting for its own copy. An algorithm with work before the
-lookup (`works_before_lookup`: LazyDP's `ahead` delivery) gets a second, small graph
-replayed before the lookup, so its host work runs while the host looks the batch up. The
+(`host_work.py`), each piece waiting for its own copy. The
 batch's rows live on the GPU in graph steps (the host keeps its copy for the lookup), so
 coalescing, clipping and LazyDP's queue need no host transfer inside the graph.
 
@@ -127,17 +125,12 @@ class GraphedStep:
         (work None)."""
         algo = self.session.algo
 
-        def pre() -> None:
-            with torch.no_grad():
-                algo.before_lookup(batch, upcoming, timer)
-
         def step() -> None:
             algo.run_from_lookup(batch, upcoming, self.pooled, timer)
 
         if not self.hybrid:
             return [("step", lambda: algo.run_step(batch, upcoming, timer))]
-        phases = [("pre", pre)] if algo.works_before_lookup() else []
-        return [*phases, ("lookup", None), ("step", step)]
+        return [("lookup", None), ("step", step)]
 
     def warm_step(self, t: int, timer: StageTimer) -> None:
         """An eager step through the same buffers, on the side stream as capture needs."""

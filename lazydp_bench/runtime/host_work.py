@@ -9,7 +9,7 @@ noise). Code that touches the host table hands that work to `HostWork.run` as a
 function. Eager steps run it on the spot. While a graph captures the step, the function
 is recorded instead (a host function would otherwise run once, at capture, on the
 buffers' contents at that moment), and `run_recorded()` calls the recorded functions in
-order right after each `replay()` (per phase: a step may be captured as two graphs).
+order right after each `replay()` (per phase: each phase of a step is a graph of its own).
 Each function waits for the copy it reads (`sparse.ShippedRows.wait`), and reads
 per-step values through `Scalar.value`, which follows the current step.
 """
@@ -41,7 +41,7 @@ class HostWork:
     @contextlib.contextmanager
     def record(self, phase: str = "step") -> Iterator[None]:
         """Record (do not run) the host work handed to `run` inside the block, as the work
-        of `phase` (a step captured as two graphs has two); it replaces that phase's
+        of `phase` (each captured graph of a step is one); it replaces that phase's
         previous record."""
         if self._recorded is not None:
             raise RuntimeError("HostWork.record is already recording")

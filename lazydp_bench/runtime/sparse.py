@@ -117,18 +117,6 @@ class CarriedUnique:
         return SparseRows(rows, None, valid), slot
 
 
-def unread_first(update: SparseRows, read: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """An order of `update`'s slots that puts the valid slots whose row is not `read` first,
-    then the other valid slots, then the padding (each group keeps its order, so sorted
-    rows stay sorted), and the cut [n_unread, n_valid] between the two valid parts, as a
-    device tensor (sync-free)."""
-    valid = update.valid
-    key = torch.where(valid, read.int(), 2)
-    order = torch.sort(key, stable=True).indices
-    cuts = torch.stack([(valid & ~read).sum(), valid.sum()])
-    return order, cuts
-
-
 def valid_first(update: SparseRows) -> SparseRows:
     """The same update with its valid slots first (in their order) and the rest after, as
     a masked update (valid slots anywhere) must be before `to_device` or `ship_async`
@@ -139,29 +127,23 @@ def valid_first(update: SparseRows) -> SparseRows:
 
 
 class ShippedRows:
-    """A row update on its way to another device (`SparseOps.ship_async`), in parts: its
-    valid slots are a prefix, cut into parts at the cumulative counts `cuts`. `wait(part)`
-    may be called once per part per replay when the copy was captured in a CUDA graph."""
+    """A row update on its way to another device (`SparseOps.ship_async`): its valid slots
+    are a prefix, `count` of them. `wait()` may be called once per replay when the copy
+    was captured in a CUDA graph."""
 
-    def __init__(self, source, host, done, cuts: torch.Tensor) -> None:
-        self._source, self._host, self._done, self._cuts = source, host, done, cuts
+    def __init__(self, source, host, done, count: torch.Tensor) -> None:
+        self._source, self._host, self._done, self._count = source, host, done, count
 
-    def wait(self, part: int | None = None) -> SparseRows:
-        """The valid slots of part `part` (all valid slots if None) on the destination;
-        waits for the copy only."""
+    def wait(self) -> SparseRows:
+        """The valid slots on the destination; waits for the copy only."""
         if self._host is None:  # nothing crossed a device boundary
-            lo, hi = self._bounds(self._cuts.tolist(), part)
+            n = int(self._count)
             update = self._source
-            return SparseRows(update.rows[lo:hi], update.values[lo:hi], update.valid[lo:hi])
+            return SparseRows(update.rows[:n], update.values[:n], update.valid[:n])
         self._done.synchronize()
-        lo, hi = self._bounds(self._host[2].tolist(), part)
-        rows, values, _ = self._host
-        return SparseRows(rows[lo:hi], values[lo:hi], torch.ones(hi - lo, dtype=torch.bool))
-
-    @staticmethod
-    def _bounds(cuts: list[int], part: int | None) -> tuple[int, int]:
-        ends = [0, *cuts]
-        return (0, ends[-1]) if part is None else (ends[part], ends[part + 1])
+        rows, values, count = self._host
+        n = int(count)
+        return SparseRows(rows[:n], values[:n], torch.ones(n, dtype=torch.bool))
 
 
 def _arrived(update: SparseRows | ShippedRows) -> SparseRows:
@@ -281,29 +263,25 @@ class SparseOps:
         torch.cuda.current_stream(update.rows.device).synchronize()
         return SparseRows(rows, values, torch.ones(count, dtype=torch.bool))
 
-    def ship_async(
-        self, update: SparseRows, out: torch.device, tag: str, cuts: torch.Tensor | None = None
-    ) -> ShippedRows:
+    def ship_async(self, update: SparseRows, out: torch.device, tag: str) -> ShippedRows:
         """Start moving a padded device update to `out` without waiting: on a GPU, all
-        slots and the cuts are copied into pinned buffers named by `tag` (reused by the
-        next call with that tag, so wait on this one first), on the current stream, which
-        must not rewrite the update's tensors before the copy (it is stream-ordered). In
-        a capture the copy's event becomes a graph node that each replay records, so the
-        host can wait for it while the rest of the graph runs. `cuts`: cumulative counts
-        that split the valid prefix into parts (default: one part, all valid slots)."""
-        if cuts is None:
-            cuts = update.valid.sum().reshape(1)
+        slots and the valid count are copied into pinned buffers named by `tag` (reused by
+        the next call with that tag, so wait on this one first), on the current stream,
+        which must not rewrite the update's tensors before the copy (it is
+        stream-ordered). In a capture the copy's event becomes a graph node that each
+        replay records, so the host can wait for it while the rest of the graph runs."""
+        count = update.valid.sum().reshape(1)
         if update.rows.device.type != "cuda" or out.type != "cpu":
-            return ShippedRows(update, None, None, cuts)
+            return ShippedRows(update, None, None, count)
         done = torch.cuda.Event(external=torch.cuda.is_current_stream_capturing())
         rows = self._staging(f"{tag}_rows", update.rows.dtype, tuple(update.rows.shape))
         values = self._staging(f"{tag}_values", update.values.dtype, tuple(update.values.shape))
-        pinned_cuts = self._staging(f"{tag}_cuts", cuts.dtype, tuple(cuts.shape))
+        pinned_count = self._staging(f"{tag}_count", count.dtype, (1,))
         rows.copy_(update.rows, non_blocking=True)
         values.copy_(update.values, non_blocking=True)
-        pinned_cuts.copy_(cuts, non_blocking=True)
+        pinned_count.copy_(count, non_blocking=True)
         done.record()
-        return ShippedRows(None, (rows, values, pinned_cuts), done, cuts)
+        return ShippedRows(None, (rows, values, pinned_count), done, count)
 
     def _staging(self, name: str, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
         numel = 1

@@ -2,9 +2,8 @@
 
 Wraps, without changing them, the pieces a hybrid graph step runs on the host: the batch's
 lookup, each graph replay (launch only), each phase's recorded host work, and every row
-update applied to the host table (by the main thread: the gradient; by an applier thread:
-LazyDP's queue noise, with the `ahead` delivery only; `carried`, hybrid's delivery, adds
-no host update of its own). Prints per-step medians in ms, per algorithm.
+update applied to the host table (the gradient rows; LazyDP's `carried` noise rides with
+them). Prints per-step medians in ms, per algorithm.
 
     PYTHONPATH=$PWD python3 scripts/diagnostics/probe_hybrid_phases.py 96MB sgd,lazydp [steps]
 """
@@ -25,7 +24,6 @@ set_process_defaults()  # OMP_WAIT_POLICY=PASSIVE as `lazydp-bench` runs, before
 import torch
 
 from lazydp_bench.config import RunConfig
-from lazydp_bench.placement import hybrid
 from lazydp_bench.runtime import graph_step, host_work, sparse
 from lazydp_bench.runtime.trainer import build_session, plan_run
 
@@ -70,7 +68,6 @@ def install(clock: Clock) -> None:
     clock.wrap(host_work.HostWork, "run_recorded", lambda a: f"host work [{_phase(a)}]")
     applier = "apply_rows" if hasattr(sparse.SparseOps, "apply_rows") else "add_rows"
     clock.wrap(sparse.SparseOps, applier, lambda _: f"apply ({_thread()})")
-    clock.wrap(hybrid.Ahead, "join", "wait for queue noise")
 
 
 def _phase(args) -> str:

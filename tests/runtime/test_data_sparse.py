@@ -8,10 +8,10 @@ from lazydp_bench.dp.clipping import bag_sum_sq_multiplicity
 from lazydp_bench.errors import BenchError
 from lazydp_bench.runtime.sparse import (
     SparseOps,
+    SparseRows,
     bag_row_gradients,
     coalesce,
     unique_rows,
-    unread_first,
 )
 
 CPU = torch.device("cpu")
@@ -210,35 +210,12 @@ def test_host_merge_equals_device_coalesce():
     torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
-def test_unread_first_orders_the_parts_and_cuts_them():
-    """Valid slots whose row is not read come first, then the read ones, then the padding;
-    each group keeps its order; the cuts count the first two groups."""
-    gen = torch.Generator().manual_seed(5)
-    uniq, _ = unique_rows(torch.randint(0, 40, (64,), generator=gen))
-    read = torch.rand(64, generator=gen) < 0.4
-    order, cuts = unread_first(uniq, read)
-    slots = list(range(64))
-    want = (
-        [i for i in slots if uniq.valid[i] and not read[i]]
-        + [i for i in slots if uniq.valid[i] and read[i]]
-        + [i for i in slots if not uniq.valid[i]]
-    )
-    assert order.tolist() == want
-    n_unread = sum(1 for i in slots if uniq.valid[i] and not read[i])
-    assert cuts.tolist() == [n_unread, int(uniq.valid.sum())]
-    assert 0 < n_unread < int(uniq.valid.sum()) < 64  # every group is exercised
-
-
-def test_shipped_rows_come_back_in_parts():
-    """A shipped update (no device crossing here) returns each part's slots, and all valid
-    slots when no part is named."""
+def test_shipped_rows_come_back_as_their_valid_prefix():
+    """A shipped update (no device crossing here) returns its valid slots, a prefix."""
     rows = torch.tensor([3, 9, 1, 4, 7, 7])
     values = torch.arange(12.0).view(6, 2)
     valid = torch.tensor([True, True, True, True, False, False])
-    update = bag_row_gradients(rows.view(1, 6, 1), values.view(1, 6, 2))
-    update = type(update)(rows, values, valid)
-    shipped = SparseOps(1).ship_async(update, CPU, "t", torch.tensor([1, 4]))
-    assert shipped.wait(0).rows.tolist() == [3]
-    assert shipped.wait(1).rows.tolist() == [9, 1, 4]
-    assert torch.equal(shipped.wait(1).values, values[1:4])
-    assert shipped.wait().rows.tolist() == [3, 9, 1, 4]
+    shipped = SparseOps(1).ship_async(SparseRows(rows, values, valid), CPU, "t")
+    got = shipped.wait()
+    assert got.rows.tolist() == [3, 9, 1, 4]
+    assert torch.equal(got.values, values[:4]) and bool(got.valid.all())

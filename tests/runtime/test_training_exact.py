@@ -87,11 +87,11 @@ def test_device_sparse_path_sgd():
 
 
 @pytest.mark.usefixtures("device_sparse_path")
-@pytest.mark.parametrize("mode", ["in-place", "ahead", "merged", "carried"])
+@pytest.mark.parametrize("mode", ["in-place", "merged", "carried"])
 def test_device_sparse_path_lazydp_noise_update_modes(monkeypatch, mode):
     """Every way LazyDP's queue noise reaches the table, through the device path, against
-    DP-SGD(F): straight into the table rows (gpu placement), ahead of the backward by a
-    background thread (hybrid), merged with the gradient into one update (host)."""
+    DP-SGD(F): straight into the table rows (gpu placement), carried to the next step's
+    lookup and gradient update (hybrid), merged with the gradient into one update (host)."""
     from lazydp_bench.placement.cpu import CpuPlacement
     from lazydp_bench.runtime.sparse import SparseOps
     from lazydp_bench.runtime.verify import check_gaussian, check_unit_noise
@@ -106,26 +106,6 @@ def test_device_sparse_path_lazydp_noise_update_modes(monkeypatch, mode):
     assert check.passed, check.detail
     check = check_gaussian("lazydp", "cpu", 8, 1, 0.3)
     assert check.passed, check.detail
-
-
-def test_ahead_mode_applies_the_queue_noise_before_the_gradient(monkeypatch):
-    """`ahead` starts the queue's noise before the lookup and joins both parts before the
-    gradient rows are added: after every step nothing is pending."""
-    force_delivery(monkeypatch, "ahead")
-    session = tiny_session("lazydp", iterations=3)
-    started, parts = [], []
-    delivery = session.algo.delivery
-    real_start, real_part = delivery.start, delivery.apply_part
-    monkeypatch.setattr(delivery, "start", lambda *a: started.append(1) or real_start(*a))
-    monkeypatch.setattr(
-        delivery, "apply_part", lambda s, k, tools: parts.append(k) or real_part(s, k, tools)
-    )
-    for t in range(3):
-        session.step(t, NULL_TIMER)
-        assert delivery._pending == []
-        assert delivery._shipped is None
-    assert len(started) == 3  # once per step, from before_lookup
-    assert parts == [0, 1] * 3  # the unread rows first, the rest after the lookup
 
 
 @pytest.mark.parametrize("device_path", [False, True])
@@ -202,42 +182,6 @@ def test_carried_noise_survives_a_flush_in_the_middle(monkeypatch):
     torch.testing.assert_close(a.model.table, b.model.table, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("device_path", [False, True])
-def test_ahead_noise_added_before_the_lookup_skips_the_rows_the_batch_reads(
-    monkeypatch, device_path
-):
-    """Part 0 of the queue's noise is added while batch t is looked up: none of its rows
-    may be read by batch t. Part 1 holds exactly the queue rows batch t reads; together
-    they are the unique rows of batch t + 1 (host path: exact unique + isin; device path:
-    padded sort + binary search in the carried sort of batch t)."""
-    from lazydp_bench.runtime import sparse
-
-    force_delivery(monkeypatch, "ahead")
-    if device_path:
-        init = sparse.SparseOps.__init__
-        forced = lambda self, threads, **kw: init(self, threads, True, **kw)  # noqa: E731
-        monkeypatch.setattr(sparse.SparseOps, "__init__", forced)
-    session = tiny_session("lazydp", iterations=5)
-    delivery, parts = session.algo.delivery, {}
-    real_part = delivery.apply_part
-
-    def spy(shipped, k, tools):
-        parts[k] = set(shipped.wait(k).rows.tolist())
-        real_part(shipped, k, tools)
-
-    monkeypatch.setattr(delivery, "apply_part", spy)
-    both_seen = 0
-    for t in range(5):
-        batch = set(session.source.peek().rows.reshape(-1).tolist())
-        session.step(t, NULL_TIMER)
-        upcoming = set(session.source.peek().rows.reshape(-1).tolist())
-        assert not parts[0] & batch
-        assert parts[1] == upcoming & batch
-        assert parts[0] | parts[1] == upcoming
-        both_seen += bool(parts[0]) and bool(parts[1])
-    assert both_seen  # the split was exercised, not all rows on one side
-
-
 def test_all_clipping_modes_registered():
     assert set(CLIPPING_MODES) == {"none", "materialize", "reweight", "ghost", "bookkeeping"}
 
@@ -259,14 +203,3 @@ def test_lazydp_sorts_each_batch_once(monkeypatch):
         held, _slot = session.algo.carry.get()
         want = session.source.peek().rows.unique()
         assert torch.equal(held.rows[held.valid], want)
-
-
-def test_ahead_mode_refuses_an_update_whose_queue_noise_was_not_handed(monkeypatch):
-    """A caller that skipped `after_lookup` would leave part of the queue without its noise
-    (the model would silently stop being DP-SGD's): the update refuses instead."""
-    force_delivery(monkeypatch, "ahead")
-    session = tiny_session("lazydp")
-    algo = session.algo
-    monkeypatch.setattr(algo, "after_lookup", lambda *_: None)
-    with pytest.raises(RuntimeError, match="before/after_lookup"):
-        session.step(0, NULL_TIMER)
