@@ -76,6 +76,9 @@ def _worker(rank: int, world: int, use_cuda: bool, store: str, fn: Callable, arg
     _init_group(me, f"file://{store}")
     try:
         fn(me, *args)
+        # every rank is done before any tears its group down: a gloo rank destroyed while a
+        # peer's last collective is still in flight aborted (SIGABRT) on the CI machine
+        dist.barrier()
     finally:
         shutdown()
 
