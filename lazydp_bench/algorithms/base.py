@@ -67,6 +67,8 @@ class Algorithm:
         self.clipping = ctx.clipping or self.default_clipping
         self._clip = get_clipping(self.clipping)
         self.steps_done = 0
+        # the next batch's unique rows, sorted in step t for step t + 1's coalescing
+        self.carry = CarriedUnique()
         self.scalars = StepScalars(
             ctx.lr,
             ctx.batch_size,
@@ -123,6 +125,21 @@ class Algorithm:
         clipped = self._clip(self.model, fs, self.ctx.clip_norm, timer)
         with torch.no_grad(), timer.stage(Stage.MODEL_UPDATE):
             self.update(fs, clipped, next_batch, timer)
+            self.sort_ahead(next_batch, clipped.pooled_grad.device, timer)
+
+    def sort_ahead(self, next_batch: Batch, device: torch.device, timer: StageTimer) -> None:
+        """Sort the next batch's rows for step t + 1's gradient coalescing (`carry`), after
+        this step's updates went out: in hybrid placement the sort then runs on the GPU
+        while the host applies the rows, not before the copy the host waits for; on a
+        GPU table it is the same work, one step earlier. LazyDP's input queue is this
+        sort (it overrides this). The host path sorts exactly with `torch.unique` and
+        keeps nothing."""
+        sparse = self.ctx.sparse
+        if device.type == "cpu" and not sparse.device_paths_on_host:
+            return
+        with timer.stage(Stage.GRAD_COALESCE):
+            sparse.unique(next_batch.rows.to(device, non_blocking=True), self.carry)
+            self.carry.commit()
 
     def rows_as_read(self, rows: torch.Tensor) -> torch.Tensor:
         """Table rows [n] as the next step's forward reads them (verify compares these)."""
@@ -169,14 +186,14 @@ class Algorithm:
         clipped: ClipResult,
         timer,
         on: torch.device | None = None,
-        carried: CarriedUnique | None = None,
     ) -> SparseRows:
         """Coalesced row gradients, computed where the pooled gradient is (the GPU, in
         hybrid) and delivered on device `on` (default: there too; `SparseOps.add_rows`
-        ships a GPU update into a host table). `carried`: see `sparse.CarriedUnique`."""
+        ships a GPU update into a host table). The rows' sort comes from `carry` where step
+        t - 1 made it (`sort_ahead`)."""
         on = clipped.pooled_grad.device if on is None else on
         with timer.stage(Stage.GRAD_COALESCE):
-            return self.ctx.sparse.bag_row_gradients(fs.rows, clipped.pooled_grad, on, carried)
+            return self.ctx.sparse.bag_row_gradients(fs.rows, clipped.pooled_grad, on, self.carry)
 
     def add_noise(
         self,

@@ -38,7 +38,7 @@ from lazydp_bench.errors import BenchError
 from lazydp_bench.measure.profiling import NULL_TIMER
 from lazydp_bench.measure.stages import Stage
 from lazydp_bench.placement.base import OwedNoise, UpdateTools
-from lazydp_bench.runtime.sparse import CarriedUnique, SparseRows
+from lazydp_bench.runtime.sparse import SparseRows
 from lazydp_bench.runtime.step_scalars import STREAM_FLUSH, Scalar
 
 
@@ -56,8 +56,6 @@ class LazyDP(Algorithm):
         self.device = ctx.placement.work_device
         self.delivery = ctx.placement.owed_noise_delivery(ctx.sparse, self.model.table)
         self.noise_update = self.delivery.mode
-        # the queue's sort, reused by the next step's gradient coalescing (same rows)
-        self.carry = CarriedUnique()
         self.history = torch.zeros(
             self.model.table.shape[0], dtype=history_dtype(ctx.total_steps), device=self.device
         )
@@ -142,11 +140,14 @@ class LazyDP(Algorithm):
     # ----- the step -------------------------------------------------------------------
     def update(self, fs, clipped, next_batch, timer) -> None:
         on = self.device if self.delivery.grads_on_work_device else None
-        grads = self.row_gradients(fs, clipped, timer, on=on, carried=self.carry)
-        self.delivery.update(grads, self._owed(next_batch, timer), self._tools(timer))
+        grads = self.row_gradients(fs, clipped, timer, on=on)
+        self.delivery.update(grads, lambda: self._owed(next_batch, timer), self._tools(timer))
         with timer.stage(Stage.LAZYDP_OVERHEAD):
             self.carry.commit()
         self.update_mlp(clipped, timer, noisy=True)
+
+    def sort_ahead(self, next_batch, device, timer) -> None:
+        """The input queue (`_advance_queue`) already sorted the next batch into `carry`."""
 
     def _advance_queue(self, next_batch, timer) -> tuple[SparseRows, list[torch.Tensor]]:
         """The input queue (unique rows step t + 1 reads), the std of each draw they owe

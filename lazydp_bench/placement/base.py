@@ -91,9 +91,11 @@ class OwedNoiseDelivery(ABC):
         return pooled
 
     @abstractmethod
-    def update(self, grads: SparseRows, owed: OwedNoise, tools: UpdateTools) -> None:
+    def update(self, grads: SparseRows, owed: Callable[[], OwedNoise], tools: UpdateTools) -> None:
         """Apply the step's gradient rows (times alpha) and deliver the owed noise
-        (`carried` keeps it for the next step)."""
+        (`carried` keeps it for the next step). `owed` makes the step's request (it
+        advances the history table: call it once); a delivery calls it where the request's
+        work should join the stream, so work the step waits for can go first."""
 
     def join(self) -> None:  # noqa: B027 (only deliveries that hold noise back act)
         """Make the table hold all noise delivered so far (before a flush or an
@@ -163,14 +165,15 @@ class InPlace(OwedNoiseDelivery):
 
     mode = "in-place"
 
-    def update(self, grads: SparseRows, owed: OwedNoise, tools: UpdateTools) -> None:
+    def update(self, grads: SparseRows, owed: Callable[[], OwedNoise], tools: UpdateTools) -> None:
         table, timer = tools.table, tools.timer
         with timer.stage(Stage.PARAM_UPDATE):
             tools.sparse.add_rows(table, grads, tools.alpha(table.device))
+        request = owed()
         engine = tools.engines.for_device(table.device)
         with timer.stage(Stage.NOISE_SAMPLING):
-            for std, key in owed.draws:
-                engine.add_noise_rows(table, owed.rows.rows, std, key, timer, owed.unit)
+            for std, key in request.draws:
+                engine.add_noise_rows(table, request.rows.rows, std, key, timer, request.unit)
 
 
 class Merged(OwedNoiseDelivery):
@@ -180,10 +183,11 @@ class Merged(OwedNoiseDelivery):
     mode = "merged"
     grads_on_work_device = True
 
-    def update(self, grads: SparseRows, owed: OwedNoise, tools: UpdateTools) -> None:
+    def update(self, grads: SparseRows, owed: Callable[[], OwedNoise], tools: UpdateTools) -> None:
         sparse, timer, table = tools.sparse, tools.timer, tools.table
+        request = owed()
         with timer.stage(Stage.NOISE_SAMPLING):
-            noise = owed.dense(tools.engines, table.shape[1], table.dtype)
+            noise = request.dense(tools.engines, table.shape[1], table.dtype)
         with timer.stage(Stage.NOISY_GRAD):
             alpha = tools.alpha(noise.rows.device)
             merged = sparse.merge(grads, alpha, noise.rows, noise.values)

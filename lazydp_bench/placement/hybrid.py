@@ -16,6 +16,8 @@ update of 2N rows after the backward, on the critical path.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from lazydp_bench.measure.stages import Stage
@@ -98,13 +100,12 @@ class Carried(OwedNoiseDelivery):
         owed = (kept.values.index_select(0, slot) * hit).view(*rows.shape, dim).sum(2)
         return pooled.to(owed.device, non_blocking=True) + owed
 
-    def update(self, grads: SparseRows, owed: OwedNoise, tools: UpdateTools) -> None:
+    def update(self, grads: SparseRows, owed: Callable[[], OwedNoise], tools: UpdateTools) -> None:
         """The gradient rows with the kept noise of the same rows, one update; then the
-        next batch's noise is drawn and kept."""
+        next batch's noise is requested, drawn and kept. The update goes first: the host
+        waits for its copy, and the queue's sort and draw are not needed before step t + 1."""
         sparse, timer, table = tools.sparse, tools.timer, tools.table
         self._tools = tools
-        with timer.stage(Stage.NOISE_SAMPLING):
-            noise = owed.dense(tools.engines, table.shape[1], table.dtype)
         with timer.stage(Stage.PARAM_UPDATE):
             if self._kept is None:
                 sparse.add_rows(table, grads, tools.alpha(table.device))
@@ -113,6 +114,9 @@ class Carried(OwedNoiseDelivery):
                 scale = Scalar.resolve(tools.alpha(grads.rows.device), device_path)
                 values = grads.values * scale + self._kept.values
                 sparse.add_rows(table, SparseRows(grads.rows, values, grads.valid))
+        request = owed()
+        with timer.stage(Stage.NOISE_SAMPLING):
+            noise = request.dense(tools.engines, table.shape[1], table.dtype)
         with timer.stage(Stage.LAZYDP_OVERHEAD):
             self._keep(noise)
 
