@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from lazydp_bench.algorithms import get_algorithm
+from lazydp_bench.algorithms import ALGORITHMS, get_algorithm
 from lazydp_bench.cli import options as o
 from lazydp_bench.cli.data_cmd import data_app
 from lazydp_bench.cli.edge import err_console, user_errors, warnings_as_lines
@@ -123,10 +123,13 @@ def run(
     with user_errors():
         gpus = launched_gpus(gpus)
         placement = check_gpus(gpus, placement) or placement
+        names = split_list(algo)
+        clipping = _clipping_per_algo(names, base.clipping)
         configs = [
             replace(
                 base,
                 algo=name,
+                clipping=clipping[name],
                 workload=workload,
                 table_size=None if table_size.lower() == "full" else table_size,
                 batch_size=batch_size,
@@ -135,7 +138,7 @@ def run(
                 placement=placement,
                 gpus=gpus,
             )
-            for name in split_list(algo)
+            for name in names
         ]
         plans = _plan_all(configs)  # every input checked before anything runs
         path = ensure_writable(out)
@@ -176,6 +179,16 @@ def _execute_with_progress(plan) -> dict | None:
         record = execute(plan, hook)
         hook.close()
         return record
+
+
+def _clipping_per_algo(names: list[str], clipping: str | None) -> dict[str, str | None]:
+    """`--clipping` is for the private algorithms of the list (as in `sweep`), so
+    `--algo sgd,lazydp --clipping bookkeeping` compares both in one process; a list with no
+    private algorithm keeps it, and planning refuses it with the reason."""
+    private = {name: name in ALGORITHMS and ALGORITHMS[name].private for name in names}
+    if clipping is None or not any(private.values()):
+        return dict.fromkeys(names, clipping)
+    return {name: clipping if private[name] else None for name in names}
 
 
 def _plan_all(configs: list[RunConfig]) -> list:

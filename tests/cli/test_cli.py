@@ -57,11 +57,14 @@ def test_run_writes_one_complete_record_with_every_stage(tmp_path):
 
 
 def test_run_several_algorithms_appends_one_record_each(tmp_path):
+    """One record per algorithm; --clipping is for the private ones of the list."""
     res = cli(
         "run",
         "--algo",
         "sgd,eana",
         *TINY,
+        "--clipping",
+        "bookkeeping",
         "--noise-multiplier",
         "1",
         "--no-breakdown",
@@ -71,6 +74,7 @@ def test_run_several_algorithms_appends_one_record_each(tmp_path):
     assert res.returncode == 0, res.stderr
     recs = [json.loads(x) for x in (tmp_path / "runs.jsonl").read_text().splitlines()]
     assert [r["config"]["algo"] for r in recs] == ["sgd", "eana"]
+    assert [r["config"]["clipping"] for r in recs] == ["none", "bookkeeping"]
     assert recs[0]["privacy"] == {"private": False, "dp_equivalent": None}
     assert recs[1]["privacy"]["dp_equivalent"] is False
     assert recs[1]["privacy"]["epsilon"] is None
