@@ -42,11 +42,13 @@ TINY_CPU = ("--workload", "tiny", "--table-size", "full", "--placement", "cpu")
 
 
 def test_a_clipping_variant_is_named_in_the_title_and_summary(tmp_path):
-    """`run --algo lazydp --clipping bookkeeping` read exactly like default LazyDP."""
+    """`run --algo sgd,lazydp --clipping bookkeeping` reads exactly like default LazyDP
+    (SGD takes no clipping and is named plainly); SGD alone with a clipping is refused."""
     steps = ("--iterations", "2", "--warmup", "1", "--clipping", "bookkeeping")
+    res = cli("run", *TINY_CPU, "--algo", "sgd", *steps, "--out", str(tmp_path))
+    assert res.returncode == 2  # sgd takes no clipping: the refusal says so
+    assert res.stderr == "error: --clipping applies to private algorithms, not 'sgd'\n"
     res = cli("run", *TINY_CPU, "--algo", "sgd,lazydp", *steps, "--out", str(tmp_path))
-    assert res.returncode == 2  # sgd takes no clipping: the refusal names it
-    assert res.stderr.startswith("error: sgd: ")
-    res = cli("run", *TINY_CPU, "--algo", "lazydp", *steps, "--out", str(tmp_path))
     assert res.returncode == 0, res.stderr
     assert "lazydp [bookkeeping]" in res.stdout
+    assert "sgd [" not in res.stdout
