@@ -129,11 +129,11 @@ class Algorithm:
 
     def sort_ahead(self, next_batch: Batch, device: torch.device, timer: StageTimer) -> None:
         """Sort the next batch's rows for step t + 1's gradient coalescing (`carry`), after
-        this step's updates went out: in hybrid placement the sort then runs on the GPU
-        while the host applies the rows, not before the copy the host waits for; on a
-        GPU table it is the same work, one step earlier. LazyDP's input queue is this
-        sort (it overrides this). The host path sorts exactly with `torch.unique` and
-        keeps nothing."""
+        this step's updates went out: in hybrid graph replays the sort then runs on the GPU
+        while the host applies the rows, not before the copy the host waits for (eager
+        hybrid steps apply them first, synchronously); on a GPU table it is the same work,
+        one step earlier. LazyDP's input queue is this sort where it runs on the device
+        path. The host path sorts exactly with `torch.unique` and keeps nothing."""
         sparse = self.ctx.sparse
         if device.type == "cpu" and not sparse.device_paths_on_host:
             return

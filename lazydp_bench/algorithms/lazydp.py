@@ -147,7 +147,11 @@ class LazyDP(Algorithm):
         self.update_mlp(clipped, timer, noisy=True)
 
     def sort_ahead(self, next_batch, device, timer) -> None:
-        """The input queue (`_advance_queue`) already sorted the next batch into `carry`."""
+        """The input queue (`_advance_queue`) sorted the next batch into `carry` where it
+        runs on the device path; where it runs on the host (`hybrid-host`) it keeps no
+        sort, and the gradient's GPU sorts ahead as the other algorithms' does."""
+        if not self.ctx.sparse.device_path(self.history):
+            super().sort_ahead(next_batch, device, timer)
 
     def _advance_queue(self, next_batch, timer) -> tuple[SparseRows, list[torch.Tensor]]:
         """The input queue (unique rows step t + 1 reads), the std of each draw they owe

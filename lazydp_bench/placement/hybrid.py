@@ -102,8 +102,9 @@ class Carried(OwedNoiseDelivery):
 
     def update(self, grads: SparseRows, owed: Callable[[], OwedNoise], tools: UpdateTools) -> None:
         """The gradient rows with the kept noise of the same rows, one update; then the
-        next batch's noise is requested, drawn and kept. The update goes first: the host
-        waits for its copy, and the queue's sort and draw are not needed before step t + 1."""
+        next batch's noise is requested, drawn and kept. The update goes first: in a graph
+        replay the host waits for its copy, and the queue's sort and draw, not needed
+        before step t + 1, run on the GPU while the host applies it."""
         sparse, timer, table = tools.sparse, tools.timer, tools.table
         self._tools = tools
         with timer.stage(Stage.PARAM_UPDATE):

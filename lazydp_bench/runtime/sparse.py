@@ -84,10 +84,11 @@ def bag_row_gradients(
 
 
 class CarriedUnique:
-    """The unique rows (and slots) of the next batch, computed in step t as LazyDP's input
-    queue and reused by step t + 1's gradient coalescing, which needs exactly those: one
-    sort per step instead of two. The step contract already makes `next_batch` the batch
-    of step t + 1 (LazyDP's history table relies on it).
+    """The unique rows (and slots) of the next batch, computed in step t (LazyDP's input
+    queue; `Algorithm.sort_ahead` for the others) and reused by step t + 1's gradient
+    coalescing, which needs exactly those: one sort per step instead of two, off the path
+    to step t's update. The step contract makes `next_batch` the batch of step t + 1
+    (LazyDP's history table relies on it too).
 
     `put` only notes the new queue; `commit`, once this step's gradient rows (which may
     be the held buffers) are consumed, copies it into fixed buffers, so a CUDA graph

@@ -69,6 +69,9 @@ def test_recorded_host_noise_reads_the_step_it_runs_in():
         ("sgd", None, False),
         ("dpsgd-f", None, False),
         ("eana", None, False),
+        ("sgd", None, True),
+        ("dpsgd-f", None, True),
+        ("eana", None, True),
         ("lazydp", "carried", False),
         ("lazydp", "carried", True),
         ("lazydp-noans", "carried", True),
@@ -78,8 +81,8 @@ def test_deferred_host_work_trains_the_same_model(monkeypatch, algo, delivery, d
     """Steps whose host work is recorded and run after the step (a hybrid graph warm-up
     step) leave the table alone until then, and equal plain steps; LazyDP takes hybrid's
     `carried` delivery (noise kept for the next step, merged with its gradient). On the
-    device path the gradient
-    rows are the carried sort's buffers, which the step rewrites before its recorded work
+    device path every algorithm's gradient rows are the carried sort's buffers
+    (`sort_ahead`, LazyDP's queue), which the step rewrites before its recorded work
     runs: the recorded update must not read them late."""
     if delivery is not None:
         force_delivery(monkeypatch, delivery)
