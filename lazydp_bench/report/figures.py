@@ -1011,23 +1011,32 @@ SPEEDUP_NOTE = "on LazyDP's bars: DP-SGD(F)'s step time ÷ LazyDP's (same GPUs)"
 
 
 def _draw(spec: FigureSpec, panels: list[Panel], notes: list[str]) -> tuple:
-    """The Figure (one axes per panel) and the numbers behind its bars."""
+    """The Figure (one axes per panel) and the numbers behind its bars. Panels side by
+    side share one y scale kind (a log panel beside a linear one misreads) and, where
+    their entries are the same, one legend, right of the last panel."""
     width, height = (7, 4.5) if spec.stacked else (6.5, 4.2)
-    size = ((width + LEGEND_WIDTH) * len(panels), height)
-    fig, axes = plt.subplots(1, len(panels), figsize=size, squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), height), squeeze=False)
     data: list[dict] = []
+    drawn = []
     for ax, panel in zip(axes[0], panels, strict=True):
         draw = _draw_stacked if spec.stacked else _draw_bars
-        heights = draw(ax, spec, panel, data, notes)
+        heights = list(draw(ax, spec, panel, data, notes))
         ax.set_xticks(range(len(panel.xs)), [_x_label(spec.axis, x) for x in panel.xs])
         ax.set_xlim(-0.5, max(1, len(panel.xs)) - 0.5)
         ax.set_xlabel(_panel_caption(spec, panel), fontsize=7)
         ax.set_title(panel.label, fontsize=9)
-        scale_y(ax, heights, spec.ylabel)
         handles, labels = ax.get_legend_handles_labels()
         extra = _missing_handles(ax)
-        order = _stack_labels(spec)[::-1]  # a stack's segments, top down
-        _legend(ax, order=order, handles=handles + extra[0], labels=labels + extra[1])
+        drawn.append((ax, heights, handles + extra[0], labels + extra[1]))
+    scale = y_scale(h for _, heights, _, _ in drawn for h in heights)
+    order = _stack_labels(spec)[::-1]  # a stack's segments, top down
+    shared = len(drawn) > 1 and all(d[3] == drawn[0][3] for d in drawn)
+    for i, (ax, heights, handles, labels) in enumerate(drawn):
+        scale_y(ax, heights, spec.ylabel, scale=scale)
+        if not shared or i == len(drawn) - 1:
+            _legend(ax, order=order, handles=handles, labels=labels)
+    legends = 1 if shared else len(panels)
+    fig.set_size_inches(width * len(panels) + LEGEND_WIDTH * legends, height)
     fig.suptitle(f"{spec.title}\n{SPEEDUP_NOTE}" if spec.speedup else spec.title)
     layout(fig, _footer(fig, panels))
     return fig, _frame_of(data, spec.axis)
@@ -1051,17 +1060,17 @@ def y_scale(values: Iterable[float]) -> str:
 FEW_DECADES = 1000.0  # a log axis spanning less than this factor also ticks 2x and 5x
 
 
-def scale_y(ax, values: Iterable[float], label: str) -> str:
-    """Set the y axis scale by `y_scale(values)` and its label, which names a log scale
-    (`step time (ms, log scale)`); a log axis starts a power of ten below half the
+def scale_y(ax, values: Iterable[float], label: str, scale: str | None = None) -> str:
+    """Set the y axis scale (`scale`, else `y_scale(values)`; linear without a positive
+    value) and its label, which names a log scale (`step time (ms, log scale)`); a log axis starts a power of ten below half the
     smallest value, so that bar shows, and labels its ticks as plain numbers (0.1, 20,
     5000), at 1, 2 and 5 of each decade when it spans few decades, so a bar between two
     powers of ten can be read."""
     values = list(values)
-    scale = y_scale(values)
+    positive = [v for v in values if math.isfinite(v) and v > 0]
+    scale = (scale or y_scale(values)) if positive else "linear"
     ax.set_yscale(scale)
     if scale == "log":
-        positive = [v for v in values if v > 0]
         low = min(positive)
         ax.set_ylim(bottom=10 ** math.floor(math.log10(low / 2)))
         subs = (1.0, 2.0, 5.0) if max(positive) < FEW_DECADES * low else (1.0,)

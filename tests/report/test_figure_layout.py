@@ -71,6 +71,26 @@ def test_each_bar_figure_takes_its_scale_from_the_span_of_its_bars(name):
     assert "log" not in narrow[0][1]
 
 
+def test_panels_side_by_side_share_the_scale_kind_and_one_legend():
+    """A gpu panel spanning 300x is log; the hybrid panel beside it (1.2x alone) is log
+    too, so the two read alike; their legends are the same, so it stands once, right of
+    the last panel."""
+    records = [
+        run(algo, [ms], table_bytes=GB9_6, placement=placement)
+        for placement, values in (("gpu", (1.0, 300.0, 1.1)), ("hybrid", (100.0, 120.0, 110.0)))
+        for algo, ms in zip(("sgd", "dpsgd-f", "lazydp"), values, strict=True)
+    ]
+    res = make_figure("fig10", records)
+    axes = _axes(res)
+    assert [ax.get_title().rsplit(" · ", 1)[-1] for ax in axes] == ["gpu", "hybrid"]
+    assert [ax.get_yscale() for ax in axes] == ["log", "log"]
+    assert [ax.get_legend() is not None for ax in axes] == [False, True]
+    plt.close(res.figure)
+    alone = make_figure("fig10", records[3:])
+    assert [ax.get_yscale() for ax in _axes(alone)] == ["linear"]
+    plt.close(alone.figure)
+
+
 def test_fig3_stacks_sum_to_the_step_time_normalized_to_sgd(records):
     """The data and `other` stages were dropped, so SGD's stack summed to ~0.87."""
     res = make_figure("fig3", records, allow_mixed_commits=True)  # hybrid SGD: older commit
