@@ -807,8 +807,18 @@ def _draw_bars(ax, spec: FigureSpec, panel: Panel, data: list[dict], notes) -> l
 
 
 def _bar_label(ax, text: str, x: float, top: float, **kw) -> None:
-    """A label standing on a bar; left out of the layout, `_headroom` keeps it inside."""
-    ax.annotate(text, (x, top), ha="center", va="bottom", in_layout=False, **kw)
+    """A label standing on a bar, 2 points above it (clear of a line drawn at its top);
+    left out of the layout, `_headroom` keeps it inside."""
+    ax.annotate(
+        text,
+        (x, top),
+        xytext=(0, 2),
+        textcoords="offset points",
+        ha="center",
+        va="bottom",
+        in_layout=False,
+        **kw,
+    )
 
 
 def _legend_label(s: Slot) -> str:
@@ -1062,10 +1072,10 @@ FEW_DECADES = 1000.0  # a log axis spanning less than this factor also ticks 2x 
 
 def scale_y(ax, values: Iterable[float], label: str, scale: str | None = None) -> str:
     """Set the y axis scale (`scale`, else `y_scale(values)`; linear without a positive
-    value) and its label, which names a log scale (`step time (ms, log scale)`); a log axis starts a power of ten below half the
-    smallest value, so that bar shows, and labels its ticks as plain numbers (0.1, 20,
-    5000), at 1, 2 and 5 of each decade when it spans few decades, so a bar between two
-    powers of ten can be read."""
+    value) and its label, which names a log scale (`step time (ms, log scale)`); a log
+    axis starts a power of ten below half the smallest value, so that bar shows, and
+    labels its ticks as plain numbers (0.1, 20, 5000), at 1, 2 and 5 of each decade when
+    it spans few decades, so a bar between two powers of ten can be read."""
     values = list(values)
     positive = [v for v in values if math.isfinite(v) and v > 0]
     scale = (scale or y_scale(values)) if positive else "linear"
@@ -1272,8 +1282,8 @@ BOUND_LINES = {
 
 
 def _roofline_panel(ax, part: pd.DataFrame, title: str, colors: dict[str, str]) -> None:
-    """Bars of achieved GB/s in their engine's colour, each with its bound line(s) and
-    the % of the first (the legend names that bound)."""
+    """Bars of achieved GB/s in their engine's colour, each with its bound line(s) and,
+    above the bar and its lines, the % of the first (the legend names that bound)."""
     xs = range(len(part))
     labels = [
         f"{r.engine.split(' (')[0]}\n{format_bytes(r.table_bytes)}" for r in part.itertuples()
@@ -1291,7 +1301,8 @@ def _roofline_panel(ax, part: pd.DataFrame, title: str, colors: dict[str, str]) 
             styles.append(style)
         if lines:  # a hybrid record without its bounds gets no percentage
             pct = 100 * r.achieved_gbps / lines[0][0]
-            _bar_label(ax, f"{pct:.0f}%", i, r.achieved_gbps, fontsize=8)
+            top = max(r.achieved_gbps, *(value for value, _ in lines))  # above its lines
+            _bar_label(ax, f"{pct:.0f}%", i, top, fontsize=8)
     ax.set_xticks(list(xs), labels, fontsize=7)
     scale_y(ax, values, "dense noisy update, GB/s (read + write)")
     ax.set_title(title, fontsize=9)
