@@ -86,6 +86,7 @@ from lazydp_bench.report.points import (
     prefer,
     record_placement,
     resolve,
+    shared_mode,
     sort_key,
     timing_fields,
     workload_default,
@@ -434,17 +435,32 @@ def _one_commit(spec: FigureSpec, label: str, rows: pd.DataFrame, notes: list[st
     return fix_reference(rows[rows["commit"] == newest], spec.axis, spec.reference)
 
 
+def _x_modes(spec: FigureSpec, fixed: Fixed, algos: list[str], xs: list) -> dict:
+    """Per axis value, the timing mode its algorithms (and SGD, the normalizing baseline)
+    all draw, where they share one (`shared_mode`)."""
+    rows = fixed.rows
+    names = [*algos, *(["sgd"] if spec.normalize and "sgd" not in algos else [])]
+    out = {}
+    for x in xs:
+        at_x = rows[rows[spec.axis] == x]
+        out[x] = shared_mode((at_x[at_x["algo"] == a] for a in names), spec.measure)
+    return out
+
+
 def _slots(spec: FigureSpec, fixed: Fixed, algos: list[str]) -> tuple[list, list[Slot]]:
-    """Every (axis value, algorithm) slot of a panel with its resolved point."""
+    """Every (axis value, algorithm) slot of a panel with its resolved point, the
+    algorithms at one axis value in the timing mode they share."""
     rows = fixed.rows
     xs = sorted(rows[spec.axis].dropna().unique(), key=sort_key)
+    modes = _x_modes(spec, fixed, algos, xs)
     width = 0.8 / max(1, len(algos))
     slots = []
     for j, algo in enumerate(algos):
         for i, x in enumerate(xs):
             here = rows[(rows["algo"] == algo) & (rows[spec.axis] == x)]
             pos = i + (j - (len(algos) - 1) / 2) * width
-            slots.append(Slot(i, j, x, algo, pos, width, resolve(here, spec.measure)))
+            point = resolve(here, spec.measure, modes[x])
+            slots.append(Slot(i, j, x, algo, pos, width, point))
     return xs, slots
 
 
@@ -458,12 +474,15 @@ def _bar_value(spec: FigureSpec, point: Point) -> float:
     return float(point.stats.median_ms)
 
 
-def _baseline(spec: FigureSpec, fixed: Fixed, xs: list) -> dict:
-    """SGD's pooled value per axis value, which normalized figures divide by."""
+def _baseline(spec: FigureSpec, fixed: Fixed, algos: list[str], xs: list) -> dict:
+    """SGD's pooled value per axis value, which normalized figures divide by, in the
+    timing mode of the bars it divides."""
     out = {}
     rows = fixed.rows
+    modes = _x_modes(spec, fixed, algos, xs)
     for x in xs:
-        point = resolve(rows[(rows["algo"] == "sgd") & (rows[spec.axis] == x)], spec.measure)
+        here = rows[(rows["algo"] == "sgd") & (rows[spec.axis] == x)]
+        point = resolve(here, spec.measure, modes[x])
         if point.status == "ok":
             out[x] = _bar_value(spec, point)
     return out
@@ -554,7 +573,8 @@ def build_panels(
         here = set(fixed.rows["algo"].dropna())
         mine = [a for a in algos if split_series(a)[1] == 1 or a in here]
         xs, slots = _slots(spec, fixed, mine)
-        panels.append(Panel(label, fixed, xs, slots, _baseline(spec, fixed, xs), series))
+        baseline = _baseline(spec, fixed, mine, xs)
+        panels.append(Panel(label, fixed, xs, slots, baseline, series))
     return panels
 
 
@@ -666,7 +686,7 @@ def _slot_notes(spec: FigureSpec, panel: Panel) -> list[str]:
             f"{sum(older)} run(s) on older commits left out (see the commit column)"
         )
     modes = {s.point.mode for s in panel.slots if s.point.status == "ok"}
-    if len(modes) > 1:
+    if len(modes) > 1 and spec.measure is not GRAD_SIZE:
         notes.append(
             f"{spec.name} [{panel.label}]: bars use different timing modes "
             f"({', '.join(sorted(modes))}); see the mode column"
@@ -800,10 +820,13 @@ def _draw_bars(ax, spec: FigureSpec, panel: Panel, data: list[dict], notes) -> l
         heights.append(v)
         algo, gpus = split_series(s.algo)
         text = _speedup(panel, s.x, gpus) if spec.speedup and algo == "lazydp" else None
-        if text:
-            _bar_label(ax, text, s.pos, v, fontsize=7)
+        if text:  # upright where a slot is narrower than the text
+            _bar_label(ax, text, s.pos, v, fontsize=7, rotation=90 if s.width < NARROW else 0)
         data.append(_data_row(panel, spec.axis, s, v))
     return heights
+
+
+NARROW = 0.2  # a bar slot narrower than this (in groups) gets its labels turned upright
 
 
 def _bar_label(ax, text: str, x: float, top: float, **kw) -> None:
@@ -938,12 +961,34 @@ def _pooled_runs(panels: list[Panel]) -> pd.DataFrame:
 
 
 def _panel_caption(spec: FigureSpec, panel: Panel) -> str:
-    """Under each panel: its reference point and the commit(s) its bars come from."""
+    """Under each panel: its reference point, the commit(s) its bars come from and their
+    timing mode(s)."""
     runs = [s.point.rows for s in panel.slots if s.point.rows is not None]
     commits = sorted(set(pd.concat(runs)["commit"])) if runs else []
     word = "commit" if len(commits) == 1 else "commits"
     text = panel_reference_text(panel, spec.axis)
-    return f"{text} | {word} {', '.join(commits)}" if commits else text
+    text = f"{text} | {word} {', '.join(commits)}" if commits else text
+    modes = _modes_text(spec, panel) if spec.measure is not GRAD_SIZE else ""  # no times
+    return f"{text} | {modes}" if modes else text
+
+
+def _modes_text(spec: FigureSpec, panel: Panel) -> str:
+    """The bars' timing mode; where it differs between axis values, each mode with the
+    values drawn in it (`mixed` where one value's bars differ), so a graph replay beside
+    an eager step is read as such."""
+    by_x: dict = {}
+    for s in panel.slots:
+        if s.point.status == "ok":
+            by_x.setdefault(s.x, set()).add(s.point.mode)
+    named = {x: modes.pop() if len(modes) == 1 else "mixed" for x, modes in by_x.items()}
+    kinds = list(dict.fromkeys(named[x] for x in panel.xs if x in named))
+    if len(kinds) <= 1:
+        return kinds[0] if kinds else ""
+    groups = (
+        f"{k} at {', '.join(_x_label(spec.axis, x) for x in panel.xs if named.get(x) == k)}"
+        for k in kinds
+    )
+    return "timing: " + "; ".join(groups)
 
 
 def _footer(fig: plt.Figure, panels: list[Panel]) -> Text:
@@ -1263,8 +1308,13 @@ def noise_roofline(bench: pd.DataFrame) -> FigureResult:
     ]
     size = ((6.5 + LEGEND_WIDTH) * len(parts), 4.4)
     fig, axes = plt.subplots(1, len(parts), figsize=size, squeeze=False)
-    for ax, (title, part) in zip(axes[0], parts, strict=True):
+    drawn = [
         _roofline_panel(ax, part, title, colors)
+        for ax, (title, part) in zip(axes[0], parts, strict=True)
+    ]
+    scale = y_scale(v for values in drawn for v in values)  # one kind for panels side by side
+    for ax, values in zip(axes[0], drawn, strict=True):
+        scale_y(ax, values, "dense noisy update, GB/s (read + write)", scale=scale)
     fig.suptitle("Noise roofline: dense noisy update vs its measured bound")
     commits = sorted(set(bench["commit"]))
     word = "commit" if len(commits) == 1 else "commits"
@@ -1281,13 +1331,24 @@ BOUND_LINES = {
 }
 
 
-def _roofline_panel(ax, part: pd.DataFrame, title: str, colors: dict[str, str]) -> None:
+MEMORY_NAMES = {"gpu": "GPU", "cpu": "host"}  # where a non-hybrid bench's table lives
+
+
+def _roofline_label(r) -> str:
+    """A bar's engine and table size; in GPU or host memory, which memory too (one engine
+    runs in both, and its two bars would read alike)."""
+    engine = r.engine.split(" (")[0]
+    memory = MEMORY_NAMES.get(r.placement)
+    name = f"{memory} · {engine}" if memory else engine
+    return f"{name}\n{format_bytes(r.table_bytes)}"
+
+
+def _roofline_panel(ax, part: pd.DataFrame, title: str, colors: dict[str, str]) -> list[float]:
     """Bars of achieved GB/s in their engine's colour, each with its bound line(s) and,
-    above the bar and its lines, the % of the first (the legend names that bound)."""
+    above the bar and its lines, the % of the first (the legend names that bound); returns
+    the values drawn, for the y scale."""
     xs = range(len(part))
-    labels = [
-        f"{r.engine.split(' (')[0]}\n{format_bytes(r.table_bytes)}" for r in part.itertuples()
-    ]
+    labels = [_roofline_label(r) for r in part.itertuples()]
     ax.bar(xs, part["achieved_gbps"], color=[colors[e] for e in part["engine"]])
     values, styles = list(part["achieved_gbps"]), []
     for i, r in enumerate(part.itertuples()):
@@ -1304,7 +1365,6 @@ def _roofline_panel(ax, part: pd.DataFrame, title: str, colors: dict[str, str]) 
             top = max(r.achieved_gbps, *(value for value, _ in lines))  # above its lines
             _bar_label(ax, f"{pct:.0f}%", i, top, fontsize=8)
     ax.set_xticks(list(xs), labels, fontsize=7)
-    scale_y(ax, values, "dense noisy update, GB/s (read + write)")
     ax.set_title(title, fontsize=9)
     keys = [s for s in BOUND_LINES if s in styles]
     handles = [Line2D([], [], color="black", linestyle=s) for s in keys]
@@ -1312,6 +1372,7 @@ def _roofline_panel(ax, part: pd.DataFrame, title: str, colors: dict[str, str]) 
     legend = ax.get_legend()
     if legend is not None:
         legend.set_title(PCT_TITLE, prop={"size": 7})
+    return values
 
 
 # ---- energy: GPU measured, host CPU read or estimated -------------------------------------
@@ -1322,6 +1383,8 @@ HOST_ENERGY = {
     CPU_ESTIMATE: "host CPU (TDP x utilisation, estimated)",
 }
 ESTIMATED_HATCH = "////"
+SHORT_WINDOW = "window under ~1 s, unreliable"  # every pooled run's energy warned so
+SHORT_HATCH = "...."
 
 
 def _median(values: pd.Series) -> float | None:
@@ -1342,6 +1405,7 @@ def energy_parts(spec: FigureSpec, panel: Panel, s: Slot, notes: list[str]) -> l
     gpu, host = _median(rows["gpu_j_per_step"]), _median(rows["cpu_j_per_step"])
     sources = sorted(set(rows.loc[rows["cpu_j_per_step"].notna(), "cpu_source"].dropna()))
     label = " / ".join(HOST_ENERGY.get(src, f"host CPU ({src})") for src in sources)
+    short = bool(rows["energy_warning"].map(lambda w: isinstance(w, str)).all())
     parts = [
         Segment("gpu", GPU_ENERGY, PALETTE[0], gpu, reason=_energy_reason(rows, "GPU"), tag="GPU"),
         Segment(
@@ -1354,11 +1418,19 @@ def energy_parts(spec: FigureSpec, panel: Panel, s: Slot, notes: list[str]) -> l
             tag="host",
         ),
     ]
+    where = f"{spec.name} [{panel.label}]: {s.algo} at {_x_label(spec.axis, s.x)}"
     for seg in parts:
         if seg.value is None:
-            where = f"{spec.name} [{panel.label}]: {s.algo} at {_x_label(spec.axis, s.x)}"
             notes.append(f"{where}: {seg.reason}; drawn without it (missing, not 0)")
+    if short:  # drawn, and marked as such in its own legend entry
+        notes.append(f"{where}: energy {SHORT_WINDOW} ({rows['energy_warning'].iloc[0]})")
+        parts = [_short_window(seg) for seg in parts]
     return parts
+
+
+def _short_window(seg: Segment) -> Segment:
+    """A segment whose every pooled run measured too short a window: dotted, and named so."""
+    return replace(seg, label=f"{seg.label}, {SHORT_WINDOW}", hatch=SHORT_HATCH)
 
 
 ENERGY_STACK = CustomStack((GPU_ENERGY, *HOST_ENERGY.values()), energy_parts)

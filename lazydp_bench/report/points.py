@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numbers
 import statistics
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -146,6 +146,7 @@ def timing_fields(record: dict) -> dict:
         "cpu_j_per_step": energy.get("cpu_j_per_step"),
         "cpu_source": energy.get("cpu_source"),
         "energy_reason": energy.get("reason"),
+        "energy_warning": energy.get("warning"),
         "cuda_graph": bool(t.get("cuda_graph", False)),
     }
 
@@ -397,22 +398,49 @@ class Measure:
     unusable: str
 
 
-def resolve(rows: pd.DataFrame, measure: Measure) -> Point:
-    """Pool the usable successful runs of the newest commit in their preferred mode;
-    without any, the newest failure's status and reason, or 'not run'."""
+def _newest_usable(rows: pd.DataFrame, measure: Measure) -> tuple[pd.DataFrame, int]:
+    """The usable successful runs of the newest commit, and how many older ones."""
     ok = _ok(rows)
     usable = ok[measure.usable(ok)] if not ok.empty else ok
-    if not usable.empty:
-        commit = newest_commit(usable)
-        same = usable[usable["commit"] == commit]
+    if usable.empty:
+        return usable, 0
+    same = usable[usable["commit"] == newest_commit(usable)]
+    return same, len(usable) - len(same)
+
+
+MODE_ORDER = ("graph replay", "end-to-end", "stage timing")  # as `end_to_end_first`
+
+
+def shared_mode(groups: Iterable[pd.DataFrame], measure: Measure) -> str | None:
+    """The preferred timing mode that every group with usable runs can draw, so bars side
+    by side compare like with like (an eager step carries launch overhead a graph replay
+    does not); None where the groups share none."""
+    sets = []
+    for rows in groups:
+        same, _ = _newest_usable(rows, measure)
+        if not same.empty:
+            sets.append(set(same.apply(mode_of, axis=1)))
+    common = set.intersection(*sets) if sets else set()
+    return next((m for m in MODE_ORDER if m in common), None)
+
+
+def resolve(rows: pd.DataFrame, measure: Measure, mode: str | None = None) -> Point:
+    """Pool the usable successful runs of the newest commit in `mode` where they have it,
+    else in their preferred mode; without any, the newest failure's status and reason, or
+    'not run'."""
+    same, older = _newest_usable(rows, measure)
+    if not same.empty:
+        if mode is not None:
+            in_mode = same[same.apply(mode_of, axis=1) == mode]
+            same = in_mode if not in_mode.empty else same
         ranks = same.apply(measure.rank, axis=1)
         pooled = same[ranks == ranks.min()]
-        return Point("ok", None, pooled, pool_steps(pooled), len(usable) - len(same))
+        return Point("ok", None, pooled, pool_steps(pooled), older)
     failed = rows[rows["status"].isin(FAILED)]
     if not failed.empty:
         last = failed.sort_values("created", kind="stable").iloc[-1]
         return Point(str(last["status"]), str(last["reason"]))
-    if not ok.empty:
+    if not _ok(rows).empty:
         return Point("no data", measure.unusable)
     return Point(NOT_RUN, NOT_RUN)
 
@@ -433,9 +461,11 @@ STAGES = Measure(
 
 def both_energies_first(row: pd.Series) -> int:
     """Runs with GPU and host energy, then GPU energy alone, then host energy alone; among
-    each, in `end_to_end_first` order."""
-    missing = 10 * pd.isna(row["gpu_j_per_step"]) + 5 * pd.isna(row["cpu_j_per_step"])
-    return int(missing) + end_to_end_first(row)
+    each, those whose window was long enough for the counters (no energy warning) first,
+    then in `end_to_end_first` order."""
+    missing = 20 * pd.isna(row["gpu_j_per_step"]) + 10 * pd.isna(row["cpu_j_per_step"])
+    short = 5 * isinstance(row.get("energy_warning"), str)
+    return int(missing) + short + end_to_end_first(row)
 
 
 ENERGY = Measure(

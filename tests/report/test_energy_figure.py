@@ -124,3 +124,22 @@ def test_run_tables_show_host_energy_and_say_it_is_estimated():
     assert "host CPU energy n/a: " + UNKNOWN in missing
     rapl = render(summary_table([energy_run("sgd", 2.0, 0.5, "rapl")]))
     assert "0.500" in rapl and "~" not in rapl
+
+
+def test_fig12_prefers_a_long_energy_window_and_marks_a_short_one():
+    from lazydp_bench.report.figures import SHORT_WINDOW
+
+    warning = "energy window 0.20 s is under ~10 NVML counter updates"
+    short_sgd = energy_run("sgd", 9.0, 0.5, CPU_ESTIMATE)
+    short_sgd["energy"]["warning"] = warning
+    short_lazydp = energy_run("lazydp", 3.0, 0.5, CPU_ESTIMATE)
+    short_lazydp["energy"]["warning"] = warning
+    records = [short_sgd, energy_run("sgd", 2.0, 0.5, CPU_ESTIMATE), short_lazydp]
+    res = make_figure("fig12", records)
+    ax = res.figure.axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    plt.close(res.figure)
+    gpu = res.data[res.data["stage"] == "gpu"].set_index("algo")["value"]
+    assert gpu["sgd"] == 2.0  # the long window, not pooled with the short one
+    assert any(SHORT_WINDOW in t and t.startswith("GPU") for t in legend)
+    assert sum(SHORT_WINDOW in n for n in res.notes) == 1 and "lazydp" in " ".join(res.notes)

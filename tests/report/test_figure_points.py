@@ -346,3 +346,46 @@ def test_figures_draw_python_axis_values_not_floats(name):
     res = _draw(name, records)
     axis = {"fig3": "table_bytes", "fig10": "batch_size", "fig13a": "table_bytes"}[name]
     assert all(isinstance(v, int) for v in res.data[axis])
+
+
+# ---- bars side by side compare one timing mode ----------------------------------------------
+
+STAGED = {"forward": 0.5}  # a run timed stage by stage (eager, synced per stage)
+
+
+def test_bars_at_one_axis_value_share_the_timing_mode_all_their_algorithms_have():
+    records = [
+        run("sgd", [4.0] * 3, table_bytes=MB96, stages=STAGED),  # stage timing only
+        run("dpsgd-f", [2.0] * 3, table_bytes=MB96),  # graph replay, preferred alone
+        run("dpsgd-f", [6.0] * 3, table_bytes=MB96, stages=STAGED),
+        run("lazydp", [1.0] * 3, table_bytes=MB96),
+        run("lazydp", [5.0] * 3, table_bytes=MB96, stages=STAGED),
+        *(run(a, [v] * 3, table_bytes=GB9_6) for a, v in (("sgd", 1.5), ("dpsgd-f", 7.0))),
+        run("lazydp", [2.0] * 3, table_bytes=GB9_6),
+        run("sgd", [9.0] * 3, table_bytes=GB9_6, stages=STAGED),
+    ]
+    res = make_figure("fig13a", records)
+    ax = next(a for a in res.figure.axes if a.patches)
+    caption, texts = ax.get_xlabel(), {t.get_text() for t in ax.texts}
+    plt.close(res.figure)
+    assert _value(res, "table_bytes", MB96, "dpsgd-f") == 6.0  # as SGD's, not 2.0
+    assert _value(res, "table_bytes", MB96, "lazydp") == 5.0
+    assert _value(res, "table_bytes", GB9_6, "sgd") == 1.5  # every one has a graph replay
+    assert set(_rows(res, "table_bytes", MB96, "sgd")["mode"]) == {"stage timing"}
+    assert {"1.2x", "3.5x"} <= texts and "2.0x" not in texts
+    assert "timing: stage timing at 96 MB; graph replay at 9.6 GB" in " ".join(caption.split())
+
+
+def test_an_algorithm_without_the_shared_mode_keeps_its_own_and_the_caption_says_mixed():
+    records = [
+        run("sgd", [4.0] * 3, table_bytes=MB96, stages=STAGED),
+        run("dpsgd-f", [2.0] * 3, table_bytes=MB96),
+        run("lazydp", [1.0] * 3, table_bytes=MB96),
+        *(run(a, [3.0] * 3, table_bytes=GB9_6) for a in ("sgd", "dpsgd-f", "lazydp")),
+    ]
+    res = make_figure("fig13a", records)
+    caption = " ".join(res.figure.axes[0].get_xlabel().split())
+    plt.close(res.figure)
+    assert _value(res, "table_bytes", MB96, "dpsgd-f") == 2.0
+    assert "timing: mixed at 96 MB; graph replay at 9.6 GB" in caption
+    assert any("different timing modes" in n for n in res.notes)

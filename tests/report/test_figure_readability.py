@@ -252,3 +252,41 @@ def test_for_steps_keeps_one_and_two_gpu_runs_of_a_point_apart():
     records = [run("lazydp", [2.0]), run("lazydp", [3.0], gpus=2, day=2)]
     kept = for_steps(figure_frame(records))
     assert sorted(zip(kept["gpus"], kept["step_ms"], strict=True)) == [(1, 2.0), (2, 3.0)]
+
+
+def test_noise_roofline_names_the_memory_of_an_engine_run_in_both_and_shares_a_log_scale():
+    bench = next(r for r in load_records([FIXTURE]) if r.get("kind") == "bench_noise")
+    recs = []
+    for i, (placement, achieved) in enumerate([("gpu", 1.5e12), ("cpu", 2e9), ("hybrid", 9e10)]):
+        r = json.loads(json.dumps(bench))
+        r["config"]["placement"] = placement
+        r["config"]["table_bytes"] = 8 * 10**9
+        r["noise"]["engine"] = "torch-chunked"
+        r["bench"]["achieved_bytes_per_s"] = achieved
+        r["created_utc"] = f"2026-12-01T00:00:0{i}+00:00"
+        recs.append(r)
+    res = make_figure("noise-roofline", recs)
+    axes = [a for a in res.figure.axes if a.patches]
+    labels = [[t.get_text().split("\n")[0] for t in a.get_xticklabels()] for a in axes]
+    scales = {a.get_yscale() for a in axes}
+    plt.close(res.figure)
+    assert labels == [["GPU · torch-chunked", "host · torch-chunked"], ["torch-chunked"]]
+    assert scales == {"log"}  # the memory panel spans decades; the hybrid one follows it
+
+
+def test_speedup_labels_stand_upright_on_narrow_bars():
+    def upright(name: str, records: list[dict]) -> set[float]:
+        res = _figure(name, records)
+        ax = next(a for a in res.figure.axes if a.patches)
+        turns = {t.get_rotation() for t in ax.texts if t.get_text().endswith("x")}
+        plt.close(res.figure)
+        return turns
+
+    three = _runs(ONE, 1)  # SGD, DP-SGD(F), LazyDP: wide slots
+    peers = []
+    for peer, clipping in (("opacus", "materialize"), ("opacus-ghost", "ghost")):
+        for r in _runs({"sgd": 50.0}, 1):
+            r["config"].update(algo=peer, clipping=clipping)
+            peers.append(r)
+    assert upright("fig13a", three) == {0.0}
+    assert upright("fig13a", three + peers) == {90.0}
