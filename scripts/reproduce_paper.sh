@@ -48,8 +48,8 @@ fig13b-hybrid|h200|7|Fig. 13(b) pooling, hybrid 96GB (repeat 3x)
 fig13d-hybrid|h200|5|Fig. 13(d) locality, hybrid 96GB (repeat 3x)
 fig13c-hybrid|h200|6|Fig. 13(c) RMC1-3 full size, hybrid (repeat 3x)
 opacus|h200|5|Opacus peer panel (Fig. 3/13a): opacus, opacus-ghost beside SGD, DP-SGD(F), LazyDP, gpu 96MB..48GB (needs opacus installed)
-sparse-gpu|h200|3|DP-FEST / DP-AdaFEST beside DP-SGD(F) and LazyDP (preset sparse), gpu 96MB..96GB
-sparse-hybrid|h200|7|preset sparse, hybrid 96MB..96GB (repeat 3x)
+sparse-gpu|h200|4|DP-FEST / DP-AdaFEST beside DP-SGD(F) and LazyDP (preset sparse), gpu 96MB..96GB; DP-SGD(F) and LazyDP also eager, as DP-FEST runs
+sparse-hybrid|h200|8|preset sparse, hybrid 96MB..96GB; DP-SGD(F) and LazyDP also eager (repeat 3x)
 criteo-profile|h200|2|Criteo access profile of a generated file: data make-criteo (1M lines) + data profile at 96GB
 utility-ref|h200|7|Utility (held-out AUC): SGD, DP-SGD(F), LazyDP on generated Criteo data, epsilon 1/3/8, seeds 0/1 (cpu placement, as results/2026-12-01-cpu-utility-tau)
 utility-tau-0|h200|8|Utility: DP-AdaFEST at tau 4/2/1/-1, epsilon 1/3/8, seed 0
@@ -144,12 +144,16 @@ run_part() {  # NAME: one part, into $DEST
     opacus)
       sweep --algo opacus-ghost,opacus,dpsgd-f,lazydp,sgd --placement gpu \
         --table-size 96MB,960MB,9.6GB,24GB,48GB --iterations 5 --warmup 2 --point-timeout 60 ;;
-    sparse-gpu)
+    sparse-gpu)  # DP-FEST's data-dependent shapes keep it eager: eager baselines beside it
       sweep --preset sparse --placement gpu --no-breakdown --iterations 200 --warmup 3 \
-        --max-seconds 10 ;;
+        --max-seconds 10
+      sweep --preset sparse --algo dpsgd-f,lazydp --cuda-graph off --placement gpu \
+        --no-breakdown --iterations 200 --warmup 3 --max-seconds 10 ;;
     sparse-hybrid)
       sweep --preset sparse --placement hybrid --no-breakdown --iterations 100 --warmup 3 \
-        --max-seconds 8 ;;
+        --max-seconds 8
+      sweep --preset sparse --algo dpsgd-f,lazydp --cuda-graph off --placement hybrid \
+        --no-breakdown --iterations 100 --warmup 3 --max-seconds 8 ;;
     criteo-profile)
       mkdir -p "$DATA" "$OUT/criteo-profile"
       [ -s "$DATA/criteo-1m.tsv" ] || $B data make-criteo "$DATA/criteo-1m.tsv" --lines 1000000
