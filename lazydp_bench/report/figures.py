@@ -437,9 +437,11 @@ def _one_commit(spec: FigureSpec, label: str, rows: pd.DataFrame, notes: list[st
 
 def _x_modes(spec: FigureSpec, fixed: Fixed, algos: list[str], xs: list) -> dict:
     """Per axis value, the timing mode its algorithms (and SGD, the normalizing baseline)
-    all draw, where they share one (`shared_mode`)."""
+    all draw, where they share one (`shared_mode`). Peers (other libraries, which replay
+    no graphs) draw their own: they would hold the comparison they stand beside to it."""
     rows = fixed.rows
-    names = [*algos, *(["sgd"] if spec.normalize and "sgd" not in algos else [])]
+    own = [a for a in algos if base_algo(a) not in PEERS]
+    names = [*own, *(["sgd"] if spec.normalize and "sgd" not in own else [])]
     out = {}
     for x in xs:
         at_x = rows[rows[spec.axis] == x]
@@ -977,18 +979,27 @@ def _modes_text(spec: FigureSpec, panel: Panel) -> str:
     values drawn in it (`mixed` where one value's bars differ), so a graph replay beside
     an eager step is read as such."""
     by_x: dict = {}
+    peers: set[str] = set()
+    peer_names: list[str] = []
     for s in panel.slots:
-        if s.point.status == "ok":
+        if s.point.status == "ok" and base_algo(s.algo) in PEERS:
+            peers.add(s.point.mode)
+            peer_names += [] if s.algo in peer_names else [s.algo]
+        elif s.point.status == "ok":
             by_x.setdefault(s.x, set()).add(s.point.mode)
     named = {x: modes.pop() if len(modes) == 1 else "mixed" for x, modes in by_x.items()}
     kinds = list(dict.fromkeys(named[x] for x in panel.xs if x in named))
     if len(kinds) <= 1:
-        return kinds[0] if kinds else ""
-    groups = (
-        f"{k} at {', '.join(_x_label(spec.axis, x) for x in panel.xs if named.get(x) == k)}"
-        for k in kinds
-    )
-    return "timing: " + "; ".join(groups)
+        text = kinds[0] if kinds else ""
+    else:
+        groups = (
+            f"{k} at {', '.join(_x_label(spec.axis, x) for x in panel.xs if named.get(x) == k)}"
+            for k in kinds
+        )
+        text = "timing: " + "; ".join(groups)
+    if peers and peers != set(kinds):
+        text += f"; {', '.join(map(algo_label, peer_names))}: {', '.join(sorted(peers))}"
+    return text
 
 
 def _footer(fig: plt.Figure, panels: list[Panel]) -> Text:

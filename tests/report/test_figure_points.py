@@ -389,3 +389,22 @@ def test_an_algorithm_without_the_shared_mode_keeps_its_own_and_the_caption_says
     assert _value(res, "table_bytes", MB96, "dpsgd-f") == 2.0
     assert "timing: mixed at 96 MB; graph replay at 9.6 GB" in caption
     assert any("different timing modes" in n for n in res.notes)
+
+
+def test_a_peer_draws_its_own_mode_and_leaves_the_comparison_it_stands_beside():
+    records = []
+    for size in (MB96, GB9_6):
+        for algo, ms in (("sgd", 1.0), ("dpsgd-f", 8.0), ("lazydp", 2.0)):
+            records += [
+                run(algo, [ms] * 3, table_bytes=size),
+                run(algo, [ms + 4] * 3, table_bytes=size, stages=STAGED),
+            ]
+        peer = run("lazydp", [30.0] * 3, table_bytes=size, stages=STAGED)
+        peer["config"].update(algo="opacus-ghost", clipping="ghost")
+        records.append(peer)
+    res = make_figure("fig13a", records)
+    caption = " ".join(res.figure.axes[0].get_xlabel().split())
+    plt.close(res.figure)
+    assert _value(res, "table_bytes", MB96, "lazydp") == 2.0  # graph replay
+    assert _value(res, "table_bytes", MB96, "opacus-ghost") == 30.0
+    assert caption.endswith("graph replay; Opacus(ghost): stage timing")
