@@ -39,8 +39,8 @@ fig10-gpu|h200|6|Fig. 10/12/14 end to end, gpu 96GB, batch 1024/2048/4096 (graph
 fig11-gpu|h200|3|Fig. 11 model-update breakdown, gpu 96GB, batch 1024/2048/4096
 fig10-hybrid|h200|8|Fig. 10/12/14 end to end, hybrid 96GB (the paper's placement), --cpu-tdp for host energy (repeat 3x)
 fig11-hybrid|h200|6|Fig. 11 model-update breakdown, hybrid 96GB (repeat 3x)
-fig13a-gpu|h200|5|Fig. 13(a) 24/48/96GB gpu (192GB recorded as skipped: needs more than 139 GiB)
-fig13a-hybrid|h200|6|Fig. 13(a) 24/48/96GB hybrid (192GB recorded as skipped: needs more than 128 GiB of host RAM) (repeat 3x)
+fig13a-gpu|h200|6|Fig. 13(a) 24/48/96GB gpu (192GB recorded as skipped: needs more than 139 GiB), and 96MB..9.6GB so every size has graph replays
+fig13a-hybrid|h200|8|Fig. 13(a) 24/48/96GB hybrid (192GB recorded as skipped: needs more than 128 GiB of host RAM), and 96MB..9.6GB (repeat 3x)
 fig13b-gpu|h200|4|Fig. 13(b) pooling 1/10/20/30, gpu 96GB
 fig13d-gpu|h200|3|Fig. 13(d) locality low/medium/high, gpu 96GB
 fig13c-gpu|h200|4|Fig. 13(c) RMC1-3 at full size (96 GB each), gpu
@@ -80,6 +80,7 @@ GRAPHS="--no-breakdown --iterations 1500 --warmup 5 --max-seconds 20"
 # sensitivity points (no energy figure): shorter windows
 SENS="--no-breakdown --iterations 300 --warmup 5 --max-seconds 5"
 HYBRID_STEPS="--no-breakdown --iterations 150 --warmup 3 --max-seconds 8 --cpu-tdp $CPU_TDP"
+FIG13A_SIZES="96MB,960MB,9.6GB,24GB,48GB,96GB,192GB"
 # the x2 parts use the one-GPU host's thread count, so their records match its runs
 X2_THREADS=16
 
@@ -125,10 +126,10 @@ run_part() {  # NAME: one part, into $DEST
       sweep --preset fig14 --algo eana --placement hybrid $HYBRID_STEPS ;;
     fig11-hybrid)
       sweep --preset fig11 --placement hybrid --warmup 1 --iterations 10 --max-seconds 20 ;;
-    fig13a-gpu)
-      sweep --preset fig13a --placement gpu $GRAPHS ;;
+    fig13a-gpu)  # the paper's sizes, and the small ones fig. 3 times stage by stage
+      sweep --preset fig13a --placement gpu $GRAPHS --table-size "$FIG13A_SIZES" ;;
     fig13a-hybrid)
-      sweep --preset fig13a --placement hybrid $HYBRID_STEPS ;;
+      sweep --preset fig13a --placement hybrid $HYBRID_STEPS --table-size "$FIG13A_SIZES" ;;
     fig13b-gpu)
       sweep --preset fig13b --placement gpu $SENS ;;
     fig13d-gpu)
