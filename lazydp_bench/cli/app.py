@@ -690,8 +690,8 @@ def bench_noise_cmd(
     ] = Path("runs/bench"),
 ) -> None:
     """Dense noisy update of each engine vs its bounds (the Fig. 6 roofline): the measured
-    copy bandwidth (memory) and, for the fused GPU kernel, its draw rate with no memory
-    traffic (arithmetic)."""
+    copy bandwidth (memory) and, for the fused GPU kernel and host-philox, its draw rate
+    with no memory traffic (arithmetic)."""
     import os
 
     import torch

@@ -1265,6 +1265,8 @@ def bench_frame(records: list[dict]) -> pd.DataFrame:
                 "table_bytes": c["table_bytes"],
                 "achieved_gbps": b["achieved_bytes_per_s"] / 1e9,
                 "copy_gbps": b["copy_bytes_per_s"] / 1e9,
+                # the generator alone, as GB/s of a table it would noise (4 B read + 4 written)
+                "draw_gbps": 8 * (b.get("arithmetic_bound_samples_per_s") or math.nan) / 1e9,
                 "pct_of_copy": b["pct_of_copy"],
                 "gsamples_per_s": b["samples_per_s"] / 1e9,
                 **_hybrid_bounds(c["table_bytes"], b.get("hybrid")),
@@ -1334,9 +1336,10 @@ def noise_roofline(bench: pd.DataFrame) -> FigureResult:
     return FigureResult("noise-roofline", fig, bench.drop(columns=["created"]), [])
 
 
-PCT_TITLE = "% on a bar: of its solid line,\nelse of its dashed or dotted one"
+PCT_TITLE = "% on a bar: of its lowest line"
 BOUND_LINES = {
     "dashed": "copy bandwidth",
+    "dashdot": "generator alone\n(no DRAM traffic)",
     "solid": "bound, host DRAM shared\nby copies and adds",
     "dotted": "bound, each resource alone",
 }
@@ -1355,15 +1358,16 @@ def _roofline_label(r) -> str:
 
 
 def _roofline_panel(ax, part: pd.DataFrame, title: str, colors: dict[str, str]) -> list[float]:
-    """Bars of achieved GB/s in their engine's colour, each with its bound line(s) and,
-    above the bar and its lines, the % of the first (the legend names that bound); returns
-    the values drawn, for the y scale."""
+    """Bars of achieved GB/s in their engine's colour, each with its bound lines (the copy
+    bandwidth and, where measured, the generator's rate alone; hybrid: the two models of
+    `hybrid_bound.py`) and, above the bar and its lines, the % of the lowest, the bound
+    that binds; returns the values drawn, for the y scale."""
     xs = range(len(part))
     labels = [_roofline_label(r) for r in part.itertuples()]
     ax.bar(xs, part["achieved_gbps"], color=[colors[e] for e in part["engine"]])
     values, styles = list(part["achieved_gbps"]), []
     for i, r in enumerate(part.itertuples()):
-        lines = [(r.copy_gbps, "dashed")]
+        lines = [(r.copy_gbps, "dashed")] + ([(r.draw_gbps, "dashdot")] if r.draw_gbps > 0 else [])
         if r.placement == "hybrid":
             pairs = ((r.bound_gbps, "solid"), (r.unshared_bound_gbps, "dotted"))
             lines = [(v, style) for v, style in pairs if pd.notna(v)]
@@ -1372,7 +1376,7 @@ def _roofline_panel(ax, part: pd.DataFrame, title: str, colors: dict[str, str]) 
             values.append(value)
             styles.append(style)
         if lines:  # a hybrid record without its bounds gets no percentage
-            pct = 100 * r.achieved_gbps / lines[0][0]
+            pct = 100 * r.achieved_gbps / min(value for value, _ in lines)
             top = max(r.achieved_gbps, *(value for value, _ in lines))  # above its lines
             _bar_label(ax, f"{pct:.0f}%", i, top, fontsize=8)
     ax.set_xticks(list(xs), labels, fontsize=7)

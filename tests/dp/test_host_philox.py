@@ -201,6 +201,26 @@ def test_bench_noise_measures_host_philox_from_the_cli(tmp_path):
     assert rec["config"]["noise_impl"] == "host-philox"
     assert rec["noise"]["engine"].startswith("host-philox (")
     assert rec["bench"]["samples_per_s"] > 0
+    bound = rec["bench"]["arithmetic_bound_samples_per_s"]  # the generator alone
+    lowest = min(bound, rec["bench"]["memory_bound_samples_per_s"])
+    assert rec["bench"]["pct_of_bound"] == pytest.approx(
+        100 * rec["bench"]["samples_per_s"] / lowest
+    )
+
+
+def test_draw_only_noises_each_threads_block_and_counts_its_normals():
+    """The host's arithmetic bound: every thread's cache-resident block gets noise on every
+    pass (std 1e-30 leaves a trace in float32), and the count is threads x block x passes."""
+    from lazydp_bench.dp.noise.host_philox import DRAW_ONLY_PROGRAMS, DRAW_ONLY_REPEATS
+
+    engine = HostPhiloxEngine(2**20, 3)
+    launch, normals = engine.draw_only(torch.device("cpu"))
+    assert normals == 3 * DRAW_ONLY_PROGRAMS * PROGRAM * DRAW_ONLY_REPEATS
+    launch()
+    blocks = launch.__closure__  # the blocks the launch noised, held by its closure
+    noised = next(c.cell_contents for c in blocks if isinstance(c.cell_contents, list))
+    assert len(noised) == 3 and all((b != 0).float().mean() > 0.99 for b in noised)
+    assert HostPhiloxEngine(2**20, 2, compiler=None).draw_only(torch.device("cpu")) is None
 
 
 @pytest.mark.gpu

@@ -263,15 +263,22 @@ def test_noise_roofline_names_the_memory_of_an_engine_run_in_both_and_shares_a_l
         r["config"]["table_bytes"] = 8 * 10**9
         r["noise"]["engine"] = "torch-chunked"
         r["bench"]["achieved_bytes_per_s"] = achieved
+        r["bench"]["copy_bytes_per_s"] = 7e10 if placement == "cpu" else 3e12
+        # the host's generator alone: 0.5 G samples/s = 4 GB/s of table, below its copy
+        r["bench"]["arithmetic_bound_samples_per_s"] = 5e8 if placement == "cpu" else None
         r["created_utc"] = f"2026-12-01T00:00:0{i}+00:00"
         recs.append(r)
     res = make_figure("noise-roofline", recs)
     axes = [a for a in res.figure.axes if a.patches]
     labels = [[t.get_text().split("\n")[0] for t in a.get_xticklabels()] for a in axes]
     scales = {a.get_yscale() for a in axes}
+    pcts = [t.get_text() for t in axes[0].texts]
+    styles = [str(c.get_linestyle()) for c in axes[0].collections]
     plt.close(res.figure)
     assert labels == [["GPU · torch-chunked", "host · torch-chunked"], ["torch-chunked"]]
     assert scales == {"log"}  # the memory panel spans decades; the hybrid one follows it
+    assert pcts == ["50%", "50%"]  # GPU: of its copy; host: of its generator's rate
+    assert len(styles) == 3 and len(set(styles)) == 2  # two copy lines, one generator line
 
 
 def test_speedup_labels_stand_upright_on_narrow_bars():

@@ -108,7 +108,8 @@ class DenseNoiseEngine(ABC):
 
     def draw_only(self, device: torch.device) -> tuple[Callable[[], None], int] | None:
         """A launch of the generator alone (no memory traffic) and the normals it makes,
-        where the engine has one (the fused GPU kernel): its arithmetic bound."""
+        where the engine has one (the fused GPU kernel, host-philox): its arithmetic
+        bound."""
         return None
 
     def rows_per_chunk(self, target: torch.Tensor) -> int:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,8 @@ FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fPIC
 PROGRAM = 4096  # elements per program: the Triton kernel's 4 x BLOCK
 LAUNCH_ELEMS = 1 << 30  # the Triton engine's launch bound: the counter's chunk word changes here
 _TASK_PROGRAMS = 256  # 1 Mi elements (4 MiB of fp32) per pool task: ~1 ms of one core's work
+DRAW_ONLY_PROGRAMS = 16  # 64 Ki elements (256 KiB of fp32) per thread: in its L2, off DRAM
+DRAW_ONLY_REPEATS = 64  # passes over it per launch: ~16 ms of one core's work
 _SIMD = {16: "AVX-512", 8: "AVX2", 1: "scalar"}
 _c_ptr, _c_i64, _c_u32, _c_u64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint32, ctypes.c_uint64
 _ADD_ARGS = [_c_ptr, _c_i64, _c_i64, _c_ptr, ctypes.c_double, _c_u64, _c_u32, _c_i64, _c_i64]
@@ -177,6 +180,28 @@ class HostPhiloxEngine(DenseNoiseEngine):
                 args = (ptr, n, cols, std_ptr, scalar, key, chunk, lo, hi)
                 jobs.append(functools.partial(_call, add, args, per_row))
         return jobs
+
+    def draw_only(self, device: torch.device) -> tuple[Callable[[], None], int] | None:
+        """Each pool thread noising its own cache-resident block over and over: the
+        generator (and the add, in cache) with no DRAM traffic, the host's arithmetic
+        bound, which `bench noise` sets beside its memory bound. None where the library
+        did not build (the fallback's rate is not this engine's)."""
+        kernels = self.kernels()
+        if kernels.lib is None or device.type != "cpu":
+            return None
+        add = kernels.add_fn(torch.float32)
+        n = DRAW_ONLY_PROGRAMS * PROGRAM
+        blocks = [torch.zeros(n) for _ in range(self.threads)]
+
+        def spin(block: torch.Tensor) -> None:
+            for rep in range(DRAW_ONLY_REPEATS):
+                add(block.data_ptr(), n, n, None, 1e-30, rep, 0, 0, DRAW_ONLY_PROGRAMS)
+
+        def launch() -> None:
+            for fut in [self._executor().submit(spin, b) for b in blocks]:
+                fut.result()
+
+        return launch, self.threads * n * DRAW_ONLY_REPEATS
 
     def describe(self, device: torch.device) -> dict[str, str]:
         kernels = self.kernels()
