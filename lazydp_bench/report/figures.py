@@ -15,6 +15,9 @@ which records become points:
   names the commits drawn;
 - repeated runs of a point are pooled: raw step times concatenated (median, IQR, run
   count), a note when the IQR exceeds 10 % of the median;
+- bars at one axis value (per GPU count) are read in one timing mode, the one all their
+  algorithms have (`points.shared_mode`); peers (Opacus) keep their own; the caption names
+  the modes;
 - a point without a successful run is a short empty hatched stub labelled with its
   algorithm and reason (not run, OOM, skipped: needs N GB, timeout, error), with a legend
   entry; a figure none of whose points succeeded is skipped with a reason, and an
@@ -188,6 +191,7 @@ SPARSE_ALGOS = ("dpsgd-f", "lazydp", "dp-fest", "dp-adafest", "dp-adafest-plus")
 PEERS = ("opacus", "opacus-ghost")  # other libraries' DP-SGD: drawn where run, never noted
 RMC = ("rmc1", "rmc2", "rmc3")
 MISSING_HATCH = "///"
+NARROW = 0.2  # a bar slot narrower than this (in groups) gets its labels turned upright
 MISSING_HEIGHT = 0.15  # axes fraction: a stub, not a bar that reads as a value
 MISSING_LABEL = "not drawn (why: on the bar)"
 
@@ -436,34 +440,48 @@ def _one_commit(spec: FigureSpec, label: str, rows: pd.DataFrame, notes: list[st
 
 
 def _x_modes(spec: FigureSpec, fixed: Fixed, algos: list[str], xs: list) -> dict:
-    """Per axis value, the timing mode its algorithms (and SGD, the normalizing baseline)
-    all draw, where they share one (`shared_mode`). Peers (other libraries, which replay
-    no graphs) draw their own: they would hold the comparison they stand beside to it."""
+    """Per (axis value, GPU count), the timing mode its algorithms (and SGD, the
+    normalizing baseline) all draw, where they share one (`shared_mode`). Peers (other
+    libraries, which replay no graphs) and runs on other GPU counts (sharded runs replay
+    none either) would hold the comparison they stand beside to their mode: each GPU
+    count shares its own, and peers draw theirs."""
     rows = fixed.rows
     own = [a for a in algos if base_algo(a) not in PEERS]
     names = [*own, *(["sgd"] if spec.normalize and "sgd" not in own else [])]
     out = {}
-    for x in xs:
-        at_x = rows[rows[spec.axis] == x]
-        out[x] = shared_mode((at_x[at_x["algo"] == a] for a in names), spec.measure)
+    for gpus in {split_series(a)[1] for a in names}:
+        mine = [a for a in names if split_series(a)[1] == gpus]
+        for x in xs:
+            at_x = rows[rows[spec.axis] == x]
+            out[x, gpus] = shared_mode((at_x[at_x["algo"] == a] for a in mine), spec.measure)
     return out
 
 
-def _slots(spec: FigureSpec, fixed: Fixed, algos: list[str]) -> tuple[list, list[Slot]]:
-    """Every (axis value, algorithm) slot of a panel with its resolved point, the
-    algorithms at one axis value in the timing mode they share."""
+def _slot_mode(modes: dict, algo: str, x) -> str | None:
+    """The mode `algo`'s bar at `x` is read in: its GPU count's shared one; a peer's own."""
+    return None if base_algo(algo) in PEERS else modes.get((x, split_series(algo)[1]))
+
+
+def _slots(
+    spec: FigureSpec, fixed: Fixed, algos: list[str], modes: dict
+) -> tuple[list, list[Slot]]:
+    """Every (axis value, algorithm) slot of a panel with its resolved point, read in
+    `_slot_mode`."""
     rows = fixed.rows
-    xs = sorted(rows[spec.axis].dropna().unique(), key=sort_key)
-    modes = _x_modes(spec, fixed, algos, xs)
+    xs = _axis_xs(spec, fixed)
     width = 0.8 / max(1, len(algos))
     slots = []
     for j, algo in enumerate(algos):
         for i, x in enumerate(xs):
             here = rows[(rows["algo"] == algo) & (rows[spec.axis] == x)]
             pos = i + (j - (len(algos) - 1) / 2) * width
-            point = resolve(here, spec.measure, modes[x])
+            point = resolve(here, spec.measure, _slot_mode(modes, algo, x))
             slots.append(Slot(i, j, x, algo, pos, width, point))
     return xs, slots
+
+
+def _axis_xs(spec: FigureSpec, fixed: Fixed) -> list:
+    return sorted(fixed.rows[spec.axis].dropna().unique(), key=sort_key)
 
 
 def _bar_value(spec: FigureSpec, point: Point) -> float:
@@ -476,15 +494,14 @@ def _bar_value(spec: FigureSpec, point: Point) -> float:
     return float(point.stats.median_ms)
 
 
-def _baseline(spec: FigureSpec, fixed: Fixed, algos: list[str], xs: list) -> dict:
+def _baseline(spec: FigureSpec, fixed: Fixed, xs: list, modes: dict) -> dict:
     """SGD's pooled value per axis value, which normalized figures divide by, in the
     timing mode of the bars it divides."""
     out = {}
     rows = fixed.rows
-    modes = _x_modes(spec, fixed, algos, xs)
     for x in xs:
         here = rows[(rows["algo"] == "sgd") & (rows[spec.axis] == x)]
-        point = resolve(here, spec.measure, modes[x])
+        point = resolve(here, spec.measure, modes.get((x, 1)))
         if point.status == "ok":
             out[x] = _bar_value(spec, point)
     return out
@@ -574,9 +591,9 @@ def build_panels(
         # a several-GPU series only where the panel has its runs (sharding is per placement)
         here = set(fixed.rows["algo"].dropna())
         mine = [a for a in algos if split_series(a)[1] == 1 or a in here]
-        xs, slots = _slots(spec, fixed, mine)
-        baseline = _baseline(spec, fixed, mine, xs)
-        panels.append(Panel(label, fixed, xs, slots, baseline, series))
+        modes = _x_modes(spec, fixed, mine, _axis_xs(spec, fixed))
+        xs, slots = _slots(spec, fixed, mine, modes)
+        panels.append(Panel(label, fixed, xs, slots, _baseline(spec, fixed, xs, modes), series))
     return panels
 
 
@@ -828,9 +845,6 @@ def _draw_bars(ax, spec: FigureSpec, panel: Panel, data: list[dict], notes) -> l
     return heights
 
 
-NARROW = 0.2  # a bar slot narrower than this (in groups) gets its labels turned upright
-
-
 def _bar_label(ax, text: str, x: float, top: float, **kw) -> None:
     """A label standing on a bar, 2 points above it (clear of a line drawn at its top);
     left out of the layout, `_headroom` keeps it inside."""
@@ -998,7 +1012,8 @@ def _modes_text(spec: FigureSpec, panel: Panel) -> str:
         )
         text = "timing: " + "; ".join(groups)
     if peers and peers != set(kinds):
-        text += f"; {', '.join(map(algo_label, peer_names))}: {', '.join(sorted(peers))}"
+        named_peers = f"{', '.join(map(algo_label, peer_names))}: {', '.join(sorted(peers))}"
+        text = f"{text}; {named_peers}" if text else named_peers
     return text
 
 
@@ -1339,7 +1354,7 @@ def noise_roofline(bench: pd.DataFrame) -> FigureResult:
 PCT_TITLE = "% on a bar: of its lowest line"
 BOUND_LINES = {
     "dashed": "copy bandwidth",
-    "dashdot": "generator alone\n(no DRAM traffic)",
+    "dashdot": "generator alone, in cache\n(no DRAM traffic)",
     "solid": "bound, host DRAM shared\nby copies and adds",
     "dotted": "bound, each resource alone",
 }
@@ -1445,7 +1460,7 @@ def energy_parts(spec: FigureSpec, panel: Panel, s: Slot, notes: list[str]) -> l
 
 def _short_window(seg: Segment) -> Segment:
     """A segment whose every pooled run measured too short a window: dotted, and named so."""
-    return replace(seg, label=f"{seg.label}, {SHORT_WINDOW}", hatch=SHORT_HATCH)
+    return replace(seg, label=f"{seg.label}, {SHORT_WINDOW}", hatch=(seg.hatch or "") + SHORT_HATCH)
 
 
 ENERGY_STACK = CustomStack((GPU_ENERGY, *HOST_ENERGY.values()), energy_parts)

@@ -408,20 +408,30 @@ def _newest_usable(rows: pd.DataFrame, measure: Measure) -> tuple[pd.DataFrame, 
     return same, len(usable) - len(same)
 
 
-MODE_ORDER = ("graph replay", "end-to-end", "stage timing")  # as `end_to_end_first`
+# timing modes, preferred first: a CUDA-graph replay (the step without launch overhead),
+# an eager end-to-end run, a run timed stage by stage (its syncs add to the step)
+MODE_ORDER = ("graph replay", "end-to-end", "stage timing")
 
 
 def shared_mode(groups: Iterable[pd.DataFrame], measure: Measure) -> str | None:
-    """The preferred timing mode that every group with usable runs can draw, so bars side
-    by side compare like with like (an eager step carries launch overhead a graph replay
-    does not); None where the groups share none."""
-    sets = []
+    """The timing mode that every group with usable runs can draw, so bars side by side
+    compare like with like (an eager step carries launch overhead a graph replay does
+    not): of the modes all groups have, the one whose worst group's best run ranks
+    highest by `measure` (fig. 12: energy readings first), then by `MODE_ORDER`; None
+    where the groups share none."""
+    best: list[dict[str, int]] = []  # per group: mode -> its best rank
     for rows in groups:
         same, _ = _newest_usable(rows, measure)
-        if not same.empty:
-            sets.append(set(same.apply(mode_of, axis=1)))
-    common = set.intersection(*sets) if sets else set()
-    return next((m for m in MODE_ORDER if m in common), None)
+        if same.empty:
+            continue
+        ranks = pd.DataFrame(
+            {"mode": same.apply(mode_of, axis=1), "rank": same.apply(measure.rank, axis=1)}
+        )
+        best.append(ranks.groupby("mode")["rank"].min().to_dict())
+    common = set.intersection(*(set(b) for b in best)) if best else set()
+    if not common:
+        return None
+    return min(common, key=lambda m: (max(b[m] for b in best), MODE_ORDER.index(m)))
 
 
 def resolve(rows: pd.DataFrame, measure: Measure, mode: str | None = None) -> Point:
@@ -446,9 +456,8 @@ def resolve(rows: pd.DataFrame, measure: Measure, mode: str | None = None) -> Po
 
 
 def end_to_end_first(row: pd.Series) -> int:
-    """A CUDA-graph replay (the step without launch overhead), then an eager end-to-end
-    run, then a run timed stage by stage (its syncs add to the step)."""
-    return 0 if row["cuda_graph"] else (2 if row["breakdown"] else 1)
+    """The run's timing mode's place in `MODE_ORDER`."""
+    return MODE_ORDER.index(mode_of(row))
 
 
 STEPS = Measure(lambda ok: ok["step_ms"].notna(), end_to_end_first, "no step time")

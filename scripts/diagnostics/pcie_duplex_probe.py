@@ -24,6 +24,7 @@ import torch
 
 
 def timed(fn, repeats: int = 5) -> float:
+    """Median wall seconds of `fn` (which synchronizes), after one warm call."""
     fn()
     times = []
     for _ in range(repeats):
@@ -49,6 +50,7 @@ def host_buffers(n: int, registered: bool) -> list[torch.Tensor]:
 
 
 def rates(host: list[torch.Tensor], dev: list[torch.Tensor], window: int) -> dict[str, float]:
+    """GB/s of H2D, D2H and both at once, copying `window` floats per copy."""
     up, down = torch.cuda.Stream(), torch.cuda.Stream()
     n = host[0].numel()
     cuts = [(lo, min(n, lo + window)) for lo in range(0, n, window)]
@@ -82,6 +84,7 @@ def rates(host: list[torch.Tensor], dev: list[torch.Tensor], window: int) -> dic
 
 
 def main(argv: list[str]) -> None:
+    """Every (host memory, copy pattern) pair, one line each."""
     mib = int(argv[0]) if argv else 1024
     chunk = int(argv[1]) if len(argv) > 1 else 256
     n = mib * 2**20 // 4
@@ -95,6 +98,9 @@ def main(argv: list[str]) -> None:
                 f"{kind:10s} {name:8s} {mib} MiB: h2d {r['h2d']:.1f}  d2h {r['d2h']:.1f}  "
                 f"duplex {r['duplex']:.1f} GB/s (both ways together)"
             )
+        if registered:
+            for t in host:
+                torch.cuda.cudart().cudaHostUnregister(t.data_ptr())
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Triton kernel's draws."""
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 
@@ -208,18 +209,38 @@ def test_bench_noise_measures_host_philox_from_the_cli(tmp_path):
     )
 
 
-def test_draw_only_noises_each_threads_block_and_counts_its_normals():
-    """The host's arithmetic bound: every thread's cache-resident block gets noise on every
-    pass (std 1e-30 leaves a trace in float32), and the count is threads x block x passes."""
-    from lazydp_bench.dp.noise.host_philox import DRAW_ONLY_PROGRAMS, DRAW_ONLY_REPEATS
+def test_draw_only_noises_each_threads_block_and_counts_its_normals(monkeypatch):
+    """The host's arithmetic bound: every pass noises one cache-resident block per thread
+    (std 1e-30 leaves a trace in float32) with the library's add over all its programs, and
+    the count is threads x block x passes."""
+    from lazydp_bench.dp.noise import host_philox as hp
 
-    engine = HostPhiloxEngine(2**20, 3)
-    launch, normals = engine.draw_only(torch.device("cpu"))
-    assert normals == 3 * DRAW_ONLY_PROGRAMS * PROGRAM * DRAW_ONLY_REPEATS
+    calls = []
+    real = hp.Kernels.add_fn
+
+    def recording(self, dtype):
+        add = real(self, dtype)
+
+        def call(*args):
+            calls.append(args)
+            add(*args)
+
+        return call
+
+    monkeypatch.setattr(hp.Kernels, "add_fn", recording)
+    launch, normals = HostPhiloxEngine(2**20, 3).draw_only(torch.device("cpu"))
+    block = hp.DRAW_ONLY_PROGRAMS * PROGRAM
+    assert normals == 3 * block * hp.DRAW_ONLY_REPEATS
     launch()
-    blocks = launch.__closure__  # the blocks the launch noised, held by its closure
-    noised = next(c.cell_contents for c in blocks if isinstance(c.cell_contents, list))
-    assert len(noised) == 3 and all((b != 0).float().mean() > 0.99 for b in noised)
+    assert len(calls) == 3 * hp.DRAW_ONLY_REPEATS
+    assert len({c[0] for c in calls}) == 3  # one block per task
+    assert {c[1:3] for c in calls} == {(block, block)}
+    assert {(c[7], c[8]) for c in calls} == {(0, hp.DRAW_ONLY_PROGRAMS)}  # every program
+    blocks = {
+        c[0]: torch.frombuffer((ctypes.c_float * block).from_address(c[0]), dtype=torch.float32)
+        for c in calls
+    }
+    assert all((b != 0).float().mean() > 0.99 for b in blocks.values())
     assert HostPhiloxEngine(2**20, 2, compiler=None).draw_only(torch.device("cpu")) is None
 
 

@@ -143,3 +143,29 @@ def test_fig12_prefers_a_long_energy_window_and_marks_a_short_one():
     assert gpu["sgd"] == 2.0  # the long window, not pooled with the short one
     assert any(SHORT_WINDOW in t and t.startswith("GPU") for t in legend)
     assert sum(SHORT_WINDOW in n for n in res.notes) == 1 and "lazydp" in " ".join(res.notes)
+
+
+def test_fig12_reads_the_mode_whose_runs_have_the_better_energy():
+    """A short-window graph replay and a long-window eager run of every algorithm: the
+    eager runs, whose energy is reliable, are drawn (the step-time preference for graph
+    replays does not override the energy ranking)."""
+    records = []
+    for algo in ("sgd", "dpsgd-f", "lazydp"):
+        graph = energy_run(algo, 9.0, 0.5, CPU_ESTIMATE)
+        graph["energy"]["warning"] = "energy window 0.20 s is under ~10 NVML counter updates"
+        eager = energy_run(algo, 2.0, 0.5, CPU_ESTIMATE)
+        eager["timing"]["cuda_graph"] = False
+        records += [graph, eager]
+    res = make_figure("fig12", records)
+    plt.close(res.figure)
+    gpu = res.data[res.data["stage"] == "gpu"]
+    assert set(gpu["value"]) == {2.0} and set(gpu["mode"]) == {"end-to-end"}
+
+
+def test_a_short_window_keeps_the_estimated_hatch_of_a_host_segment():
+    rec = energy_run("sgd", 2.0, 0.5, CPU_ESTIMATE)
+    rec["energy"]["warning"] = "energy window 0.20 s is under ~10 NVML counter updates"
+    res = make_figure("fig12", [rec])
+    hatches = {p.get_hatch() for p in res.figure.axes[0].patches if p.get_height() > 0}
+    plt.close(res.figure)
+    assert any(h and "////" in h and "...." in h for h in hatches)

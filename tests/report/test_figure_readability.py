@@ -297,3 +297,20 @@ def test_speedup_labels_stand_upright_on_narrow_bars():
             peers.append(r)
     assert upright("fig13a", three) == {0.0}
     assert upright("fig13a", three + peers) == {90.0}
+
+
+def test_a_two_gpu_series_that_replays_no_graphs_leaves_the_one_gpu_bars_in_theirs():
+    eager_two = _runs(TWO, 2)
+    for r in eager_two:
+        r["timing"]["cuda_graph"] = False
+    eager_one = _runs({a: 10 * v for a, v in ONE.items()}, 1)
+    for r in eager_one:
+        r["timing"]["cuda_graph"] = False
+    res = _figure("fig13a", _runs(ONE, 1) + eager_one + eager_two)
+    ax = next(a for a in res.figure.axes if a.patches)
+    speedups = {t.get_text() for t in ax.texts}
+    plt.close(res.figure)
+    values = {(r.algo, r.table_bytes): r.value for r in res.data.itertuples()}
+    assert values["lazydp", MB96] == ONE["lazydp"]  # the graph replay, not 25.0
+    assert values["lazydp@2", MB96] == TWO["lazydp"]
+    assert "16.0x" in speedups  # 40 / 2.5 on one GPU
