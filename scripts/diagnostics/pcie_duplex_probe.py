@@ -16,22 +16,17 @@ wrong, not the engine. This prints H2D, D2H and duplex GB/s for:
 
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 
 import torch
+
+from lazydp_bench.measure.hybrid_bound import _timed_s
 
 
 def timed(fn, repeats: int = 5) -> float:
     """Median wall seconds of `fn` (which synchronizes), after one warm call."""
     fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return _timed_s(fn, repeats)
 
 
 def host_buffers(n: int, registered: bool) -> list[torch.Tensor]:
