@@ -462,13 +462,10 @@ def _slot_mode(modes: dict, algo: str, x) -> str | None:
     return None if base_algo(algo) in PEERS else modes.get((x, split_series(algo)[1]))
 
 
-def _slots(
-    spec: FigureSpec, fixed: Fixed, algos: list[str], modes: dict
-) -> tuple[list, list[Slot]]:
+def _slots(spec: FigureSpec, fixed: Fixed, algos: list[str], xs: list, modes: dict) -> list[Slot]:
     """Every (axis value, algorithm) slot of a panel with its resolved point, read in
     `_slot_mode`."""
     rows = fixed.rows
-    xs = _axis_xs(spec, fixed)
     width = 0.8 / max(1, len(algos))
     slots = []
     for j, algo in enumerate(algos):
@@ -477,7 +474,7 @@ def _slots(
             pos = i + (j - (len(algos) - 1) / 2) * width
             point = resolve(here, spec.measure, _slot_mode(modes, algo, x))
             slots.append(Slot(i, j, x, algo, pos, width, point))
-    return xs, slots
+    return slots
 
 
 def _axis_xs(spec: FigureSpec, fixed: Fixed) -> list:
@@ -591,8 +588,9 @@ def build_panels(
         # a several-GPU series only where the panel has its runs (sharding is per placement)
         here = set(fixed.rows["algo"].dropna())
         mine = [a for a in algos if split_series(a)[1] == 1 or a in here]
-        modes = _x_modes(spec, fixed, mine, _axis_xs(spec, fixed))
-        xs, slots = _slots(spec, fixed, mine, modes)
+        xs = _axis_xs(spec, fixed)
+        modes = _x_modes(spec, fixed, mine, xs)
+        slots = _slots(spec, fixed, mine, xs, modes)
         panels.append(Panel(label, fixed, xs, slots, _baseline(spec, fixed, xs, modes), series))
     return panels
 
@@ -993,12 +991,10 @@ def _modes_text(spec: FigureSpec, panel: Panel) -> str:
     values drawn in it (`mixed` where one value's bars differ), so a graph replay beside
     an eager step is read as such."""
     by_x: dict = {}
-    peers: set[str] = set()
-    peer_names: list[str] = []
+    peers: dict[str, set[str]] = {}  # peer -> its modes, in slot order
     for s in panel.slots:
         if s.point.status == "ok" and base_algo(s.algo) in PEERS:
-            peers.add(s.point.mode)
-            peer_names += [] if s.algo in peer_names else [s.algo]
+            peers.setdefault(s.algo, set()).add(s.point.mode)
         elif s.point.status == "ok":
             by_x.setdefault(s.x, set()).add(s.point.mode)
     named = {x: modes.pop() if len(modes) == 1 else "mixed" for x, modes in by_x.items()}
@@ -1011,8 +1007,9 @@ def _modes_text(spec: FigureSpec, panel: Panel) -> str:
             for k in kinds
         )
         text = "timing: " + "; ".join(groups)
-    if peers and peers != set(kinds):
-        named_peers = f"{', '.join(map(algo_label, peer_names))}: {', '.join(sorted(peers))}"
+    peer_modes = set().union(*peers.values())
+    if peers and peer_modes != set(kinds):
+        named_peers = f"{', '.join(map(algo_label, peers))}: {', '.join(sorted(peer_modes))}"
         text = f"{text}; {named_peers}" if text else named_peers
     return text
 
