@@ -20,13 +20,13 @@ import sys
 
 import torch
 
-from lazydp_bench.measure.hybrid_bound import _timed_s
+from lazydp_bench.measure.hybrid_bound import _fastest_s
 
 
 def timed(fn, repeats: int = 5) -> float:
-    """Median wall seconds of `fn` (which synchronizes), after one warm call."""
+    """Fewest wall seconds of `fn` (which synchronizes), after one warm call."""
     fn()
-    return _timed_s(fn, repeats)
+    return _fastest_s(fn, repeats)
 
 
 def host_buffers(n: int, registered: bool) -> list[torch.Tensor]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from lazydp_bench.measure import hybrid_bound
 from lazydp_bench.measure.hybrid_bound import HybridRates
 
 GB = 1e9
@@ -45,3 +46,19 @@ def test_host_dram_is_the_higher_of_the_add_and_a_threaded_copy():
     assert rates.bound(int(120 * GB))["bound_noise_down_ms"] == pytest.approx(3000)  # the add
     slow_copy = HybridRates(50 * GB, 50 * GB, 100 * GB, 40 * GB, 500e9, host_copy_bytes_per_s=GB)
     assert slow_copy.host_dram_bytes_per_s == 120 * GB
+
+
+def test_rates_take_the_fastest_call_not_the_median(monkeypatch):
+    """A bound's rate is what the machine reached: one slow call among fast ones, or a
+    fast one among slow ones, gives the fastest (a median would give 3 s here)."""
+    durations = iter([5.0, 3.0, 1.0, 4.0, 3.0])
+    clock = [0.0]
+
+    def perf_counter() -> float:
+        return clock[0]
+
+    def call() -> None:
+        clock[0] += next(durations)
+
+    monkeypatch.setattr(hybrid_bound.time, "perf_counter", perf_counter)
+    assert hybrid_bound._fastest_s(call, 5) == 1.0
