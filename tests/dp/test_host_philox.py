@@ -209,39 +209,52 @@ def test_bench_noise_measures_host_philox_from_the_cli(tmp_path):
     )
 
 
-def test_draw_only_noises_each_threads_block_and_counts_its_normals(monkeypatch):
-    """The host's arithmetic bound: every pass noises one cache-resident block per thread
-    (std 1e-30 leaves a trace in float32) with the library's add over all its programs, and
-    the count is threads x block x passes."""
+def test_draw_only_spins_each_threads_block_and_counts_its_normals(monkeypatch):
+    """The host's arithmetic bound: one library call per thread noises that thread's
+    cache-resident block for every pass (std 1e-30 leaves a trace in float32), and the
+    count is threads x block x passes."""
     from lazydp_bench.dp.noise import host_philox as hp
 
     calls = []
-    real = hp.Kernels.add_fn
+    real = hp.Kernels.spin_fn
 
-    def recording(self, dtype):
-        add = real(self, dtype)
+    def recording(self):
+        spin = real(self)
 
         def call(*args):
             calls.append(args)
-            add(*args)
+            spin(*args)
 
         return call
 
-    monkeypatch.setattr(hp.Kernels, "add_fn", recording)
+    monkeypatch.setattr(hp.Kernels, "spin_fn", recording)
     launch, normals = HostPhiloxEngine(2**20, 3).draw_only(torch.device("cpu"))
     block = hp.DRAW_ONLY_PROGRAMS * PROGRAM
     assert normals == 3 * block * hp.DRAW_ONLY_REPEATS
     launch()
-    assert len(calls) == 3 * hp.DRAW_ONLY_REPEATS
-    assert len({c[0] for c in calls}) == 3  # one block per task
-    assert {c[1:3] for c in calls} == {(block, block)}
-    assert {(c[7], c[8]) for c in calls} == {(0, hp.DRAW_ONLY_PROGRAMS)}  # every program
-    blocks = {
-        c[0]: torch.frombuffer((ctypes.c_float * block).from_address(c[0]), dtype=torch.float32)
+    assert len(calls) == 3  # one call per thread's block
+    assert len({c[0] for c in calls}) == 3
+    assert {c[1:] for c in calls} == {(block, 1e-30, hp.DRAW_ONLY_REPEATS)}
+    blocks = [
+        torch.frombuffer((ctypes.c_float * block).from_address(c[0]), dtype=torch.float32)
         for c in calls
-    }
-    assert all((b != 0).float().mean() > 0.99 for b in blocks.values())
+    ]
+    assert all((b != 0).float().mean() > 0.99 for b in blocks)
     assert HostPhiloxEngine(2**20, 2, compiler=None).draw_only(torch.device("cpu")) is None
+
+
+def test_spin_is_the_add_repeated_with_key_per_pass():
+    """philox_spin_f32 equals the add over every program, pass r under key r, bit for bit,
+    on a block that ends inside a program."""
+    kernels = HostPhiloxEngine(2**20, 1).kernels()
+    n = 3 * PROGRAM + 100
+    spun, added = torch.zeros(n), torch.zeros(n)
+    kernels.spin_fn()(spun.data_ptr(), n, 0.5, 3)
+    add = kernels.add_fn(torch.float32)
+    for key in range(3):
+        add(added.data_ptr(), n, n, None, 0.5, key, 0, 0, 4)
+    assert torch.equal(spun, added)
+    assert spun.std().item() == pytest.approx(0.5 * 3**0.5, rel=0.05)
 
 
 @pytest.mark.gpu

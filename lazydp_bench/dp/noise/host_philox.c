@@ -276,3 +276,13 @@ void philox_words(uint64_t key, uint32_t chunk, uint32_t group0, int64_t count,
 
 DEFINE_ADD(philox_add_f32, float)
 DEFINE_ADD(philox_add_f64, double)
+
+/* philox_add_f32 over all of a block of n elements, `repeats` times (key r on pass r):
+ * the generator and an in-cache add with no DRAM traffic, in one library call, so a
+ * thread pool timing it (`HostPhiloxEngine.draw_only`) waits on no interpreter lock
+ * between passes. */
+void philox_spin_f32(float *w, int64_t n, double std, int64_t repeats) {
+    int64_t programs = (n + PROGRAM - 1) / PROGRAM;
+    for (int64_t r = 0; r < repeats; ++r)
+        philox_add_f32(w, n, n, NULL, std, (uint64_t)r, 0, 0, programs);
+}
