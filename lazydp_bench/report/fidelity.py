@@ -10,7 +10,8 @@ point one claim compares is read at one commit (the newest at which all of them 
 in one timing mode (graph replay, else end to end, else stage timing), named with the
 machine in the row's number. Rows come per machine and placement (the paper's tables
 were in host RAM: `hybrid` and `hybrid-host` are its setting, `gpu` is beyond it); a
-claim with no records anywhere gets one "not measured" row.
+claim with no records anywhere gets one "not measured" row; a number that measures
+something else than the claim (an engine past its modelled bound) is "not comparable".
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ PAPER = {
     "hybrid-host": "paper's setting, noise drawn on the host",
 }
 AGREE, DIFFER, NO_DATA = "agree", "differ", "not measured"
+NOT_COMPARABLE = "not comparable"  # our number measures something else than the claim
+ABOVE_BOUND = 105.0  # % of a bound past which the bound, not the engine, is wrong
 
 
 @dataclass(frozen=True)
@@ -321,6 +324,10 @@ def fig5_noise_share(m: Measured, where: Where) -> Verdict | None:
 
 
 def fig6_roofline(m: Measured, where: Where) -> Verdict | None:
+    """The best engine's share of its bound, from the newest commit's `bench noise`
+    records of this machine and placement (a later commit may measure another bound). An
+    engine past its bound says the bound was mismeasured or mismodelled, not that the
+    engine agrees: that row is not comparable."""
     b = m.bench
     if b.empty:
         return None
@@ -328,12 +335,16 @@ def fig6_roofline(m: Measured, where: Where) -> Verdict | None:
     part = part.dropna(subset=["pct_of_bound"])
     if part.empty:
         return None
+    newest = part.groupby("commit")["created"].max().idxmax()
+    part = part[part["commit"] == newest]
     best = part.sort_values("pct_of_bound").iloc[-1]
     engine = str(best["engine"]).split(" (")[0]
     ours = (
         f"{best['pct_of_bound']:.0f} % of its bound ({engine}, "
         f"{format_bytes(best['table_bytes'])}; {where[0]}, commit {best['commit']})"
     )
+    if best["pct_of_bound"] > ABOVE_BOUND:
+        return Verdict(f"{ours}: above the bound, which is too low", NOT_COMPARABLE)
     return Verdict(ours, _verdict(best["pct_of_bound"] >= 81 / 1.25))
 
 

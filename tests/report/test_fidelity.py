@@ -15,6 +15,7 @@ from lazydp_bench.report.fidelity import (
     AGREE,
     DIFFER,
     NO_DATA,
+    NOT_COMPARABLE,
     fidelity_rows,
     markdown,
     within,
@@ -169,3 +170,44 @@ def test_script_bad_input_is_one_line_error_exit_2(args):
     if args:
         assert res.stderr.strip().splitlines() == ["error: no results at /nonexistent/results"]
         assert "Traceback" not in res.stderr
+
+
+def _bench(pct: float, commit: str, created: str, engine: str = "roundtrip") -> dict:
+    """A hybrid `bench noise` record at `pct` % of its bound."""
+    return {
+        "kind": "bench_noise",
+        "created_utc": created,
+        "config": {"noise_impl": engine, "placement": "hybrid", "table_bytes": GB24},
+        "noise": {"engine": f"{engine} (rows up to cuda)"},
+        "env": {"gpu_name": "NVIDIA H200", "commit": commit, "dirty": False},
+        "bench": {
+            "achieved_bytes_per_s": 1e11,
+            "copy_bytes_per_s": 1e11,
+            "pct_of_copy": pct,
+            "samples_per_s": 1e10,
+            "pct_of_bound": pct,
+        },
+    }
+
+
+def test_roofline_row_reads_the_newest_commits_bench_and_refuses_a_number_past_its_bound():
+    """An older commit's better share is not drawn into the newest commit's row, and an
+    engine past its bound (a mismeasured bound) is not comparable, not an agreement."""
+    old = _bench(118.0, "aaaaaaa", "2026-12-01T00:00:00+00:00")
+    new = _bench(96.7, "bbbbbbb", "2026-12-02T00:00:00+00:00")
+    weak = _bench(40.0, "bbbbbbb", "2026-12-02T00:01:00+00:00", engine="streamed")
+    runs = _main(speedup=120.0, parity=1.1, eana_cost=0.30)
+
+    def fidelity_rows_with(*bench):
+        return fidelity_rows(runs + list(bench))
+
+    row = _row(fidelity_rows_with(old, new, weak), "6", "AVX peak")
+    assert row.verdict == AGREE and "97 % of its bound (roundtrip" in row.ours
+    assert "commit bbbbbbb" in row.ours
+    row = _row(fidelity_rows_with(new, old), "6", "AVX peak")  # file order does not matter
+    assert "commit bbbbbbb" in row.ours
+    past = _bench(118.0, "ccccccc", "2026-12-03T00:00:00+00:00")
+    row = _row(fidelity_rows_with(old, new, past), "6", "AVX peak")
+    assert row.verdict == NOT_COMPARABLE and "118 % of its bound" in row.ours
+    row = _row(fidelity_rows_with(_bench(60.0, "ddddddd", "2026-12-04T00:00:00+00:00")), "6", "AVX")
+    assert row.verdict == DIFFER
