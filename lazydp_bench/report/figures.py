@@ -585,9 +585,10 @@ def build_panels(
     algos = _present_algos(spec, [f for _, f, _ in parts], notes)
     panels = []
     for label, fixed, series in parts:
-        # a several-GPU series only where the panel has its runs (sharding is per placement)
+        # a several-GPU series only where the panel has its runs (sharding is per
+        # placement); a peer (another library) too: Opacus has no host-RAM placement
         here = set(fixed.rows["algo"].dropna())
-        mine = [a for a in algos if split_series(a)[1] == 1 or a in here]
+        mine = [a for a in algos if a in here or (split_series(a)[1] == 1 and a not in PEERS)]
         xs = _axis_xs(spec, fixed)
         modes = _x_modes(spec, fixed, mine, xs)
         slots = _slots(spec, fixed, mine, xs, modes)

@@ -5,6 +5,7 @@ point without a successful run is a hatched bar labelled with its reason."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 
@@ -408,3 +409,21 @@ def test_a_peer_draws_its_own_mode_and_leaves_the_comparison_it_stands_beside():
     assert _value(res, "table_bytes", MB96, "lazydp") == 2.0  # graph replay
     assert _value(res, "table_bytes", MB96, "opacus-ghost") == 30.0
     assert caption.endswith("graph replay; Opacus(ghost): stage timing")
+
+
+def test_a_peer_is_drawn_only_in_the_panels_that_hold_its_runs():
+    """Opacus runs with its tables in GPU memory only: the hybrid panel has no Opacus slot
+    (no "not run" stub), the gpu panel keeps its bar."""
+    records = []
+    for placement, size in itertools.product(("gpu", "hybrid"), (MB96, GB9_6)):
+        for algo, ms in (("sgd", 1.0), ("dpsgd-f", 8.0), ("lazydp", 2.0)):
+            records.append(run(algo, [ms] * 3, table_bytes=size, placement=placement))
+    peer = run("lazydp", [30.0] * 3, table_bytes=MB96, placement="gpu")
+    peer["config"].update(algo="opacus-ghost", clipping="ghost")
+    res = make_figure("fig13a", [*records, peer])
+    texts = [t.get_text() for ax in res.figure.axes for t in ax.texts]
+    plt.close(res.figure)
+    peers = res.data[res.data["algo"] == "opacus-ghost"]
+    assert {p.split(" · ")[-1] for p in peers["panel"]} == {"gpu"}
+    assert _value(res, "table_bytes", MB96, "opacus-ghost") == 30.0
+    assert sum("not run" in t for t in texts) == 1  # the gpu panel's 9.6 GB peer stub
