@@ -79,6 +79,9 @@ sweep() { $B sweep --resume --point-timeout "${POINT_TIMEOUT:-300}" --out "$DEST
 GRAPHS="--no-breakdown --iterations 1500 --warmup 5 --max-seconds 20"
 # sensitivity points (no energy figure): shorter windows
 SENS="--no-breakdown --iterations 300 --warmup 5 --max-seconds 5"
+# hybrid: fig. 10/12/14 long enough for the energy counter (SGD's 4 ms steps: 6 s), the
+# sensitivity points shorter; DP-SGD(F)'s ~2 s steps stop at --max-seconds either way
+HYBRID_GRAPHS="--no-breakdown --iterations 1500 --warmup 3 --max-seconds 8 --cpu-tdp $CPU_TDP"
 HYBRID_STEPS="--no-breakdown --iterations 150 --warmup 3 --max-seconds 8 --cpu-tdp $CPU_TDP"
 FIG13A_SIZES="96MB,960MB,9.6GB,24GB,48GB,96GB,192GB"
 # the x2 parts use the one-GPU host's thread count, so their records match its runs
@@ -122,8 +125,8 @@ run_part() {  # NAME: one part, into $DEST
     fig11-gpu)
       sweep --preset fig11 --placement gpu --iterations 20 --warmup 3 ;;
     fig10-hybrid)
-      sweep --preset fig10 --placement hybrid $HYBRID_STEPS
-      sweep --preset fig14 --algo eana --placement hybrid $HYBRID_STEPS ;;
+      sweep --preset fig10 --placement hybrid $HYBRID_GRAPHS
+      sweep --preset fig14 --algo eana --placement hybrid $HYBRID_GRAPHS ;;
     fig11-hybrid)
       sweep --preset fig11 --placement hybrid --warmup 1 --iterations 10 --max-seconds 20 ;;
     fig13a-gpu)  # the paper's sizes, and the small ones fig. 3 times stage by stage
