@@ -131,7 +131,7 @@ class Measured:
     def __init__(self, records: list[dict]) -> None:
         df = figure_frame(records)
         if not df.empty:
-            df = df[(df["gpus"] == 1) & (df["noise_impl"] != "torch")]
+            df = df[df["gpus"] == 1]
             df = df[df["noise_mode"].isna() | (df["noise_mode"] == "gaussian")]
         if not df.empty:
             df = df.assign(mode=df.apply(mode_of, axis=1))
@@ -150,11 +150,14 @@ class Measured:
         return sorted(found, key=lambda w: (rank.get(w[1], len(rank)), w[1], w[0]))
 
     def rows(self, where: Where, a: Ask) -> pd.DataFrame:
-        """Every record of `a`'s point in `where`, any status, commit and mode."""
+        """Every record of `a`'s point in `where`, any status, commit and mode; the torch
+        noise engine's runs (fig. 5's split passes) only where `a` asks for them."""
         df = self.runs
         if df.empty:
             return df
         keep = (df["machine"] == where[0]) & (df["placement"] == where[1]) & (df["algo"] == a.algo)
+        if "noise_impl" not in dict(a.fields):
+            keep &= df["noise_impl"] != "torch"
         for name, value in {**PAPER_POINT, **dict(a.fields)}.items():
             keep &= df[name].isin(value) if isinstance(value, tuple) else df[name] == value
         return df[keep]
@@ -232,7 +235,7 @@ def _x(v: float) -> str:
     return f"{v:.1f}x" if v < 100 else f"{v:.0f}x"
 
 
-def _step(p: Point) -> float | None:
+def step_of(p: Point) -> float | None:
     return float(p.stats.median_ms) if p.status == "ok" else None
 
 
@@ -240,7 +243,7 @@ def _update(p: Point) -> float | None:
     return pool_stages(p.rows).get("model_update") if p.status == "ok" else None
 
 
-def _joules(p: Point) -> float | None:
+def joules_of(p: Point) -> float | None:
     if p.status != "ok":
         return None
     parts = [p.rows[c].dropna() for c in ("gpu_j_per_step", "cpu_j_per_step")]
@@ -296,11 +299,11 @@ def fig3_growth(m: Measured, where: Where) -> Verdict | None:
     )
     groups = {s: (ask("dpsgd-f", table_bytes=s), ask("sgd", table_bytes=s)) for s in sizes}
     t = m.together(where, groups)
-    ratios = _ratios(t, _step)
+    ratios = _ratios(t, step_of)
     if len(ratios) < 2:
         return None
     lo, hi = min(ratios), max(ratios)
-    sgd_growth = _step(t.points[hi][1]) / _step(t.points[lo][1])
+    sgd_growth = step_of(t.points[hi][1]) / step_of(t.points[lo][1])
     ours = (
         f"DP-SGD(F) ÷ SGD {ratios[lo]:.2f} at {format_bytes(lo)} -> {ratios[hi]:.1f} at "
         f"{format_bytes(hi)}; SGD {format_bytes(hi)} ÷ {format_bytes(lo)} {sgd_growth:.2f}"
@@ -350,7 +353,7 @@ def fig6_roofline(m: Measured, where: Where) -> Verdict | None:
 
 def fig10_speedup(m: Measured, where: Where) -> Verdict | None:
     t = _by_batch(m, where, "dpsgd-f", "lazydp")
-    speedups = _ratios(t, _step)
+    speedups = _ratios(t, step_of)
     if not speedups:
         return None
     mean = statistics.mean(speedups.values())
@@ -360,7 +363,7 @@ def fig10_speedup(m: Measured, where: Where) -> Verdict | None:
 
 def fig10_parity(m: Measured, where: Where) -> Verdict | None:
     t = _by_batch(m, where, "lazydp", "sgd")
-    ratios = _ratios(t, _step)
+    ratios = _ratios(t, step_of)
     if not ratios:
         return None
     ours = "LazyDP ÷ SGD " + _listed(ratios, lambda v: f"{v:.2f}")
@@ -378,7 +381,7 @@ def fig11_update(m: Measured, where: Where) -> Verdict | None:
 
 def fig12_energy(m: Measured, where: Where) -> Verdict | None:
     t = _by_batch(m, where, "dpsgd-f", "lazydp", ENERGY)
-    ratios = _ratios(t, _joules)
+    ratios = _ratios(t, joules_of)
     if not ratios:
         return None
     ours = "DP-SGD(F) J/step ÷ LazyDP's " + _listed(ratios, _x)
@@ -411,7 +414,7 @@ def fig13a_growth(m: Measured, where: Where) -> Verdict | None:
     sizes = (24_000_000_000, 48_000_000_000, GB96, GB192)
     groups = {s: (ask("dpsgd-f", table_bytes=s), ask("lazydp", table_bytes=s)) for s in sizes}
     t = m.together(where, groups)
-    speedups = _ratios(t, _step)
+    speedups = _ratios(t, step_of)
     if len(speedups) < 2:
         return None
     ours = ", ".join(f"{_x(v)} at {format_bytes(s)}" for s, v in speedups.items())
@@ -448,7 +451,7 @@ def fig13_hardest(m: Measured, where: Where) -> Verdict | None:
         for name, fields in _paper_settings().items()
     }
     t = m.together(where, groups)
-    speedups = _ratios(t, _step)
+    speedups = _ratios(t, step_of)
     if set(speedups) <= {BASE_SETTING}:  # fig. 10's point alone varies nothing
         return None
     name, low = min(speedups.items(), key=lambda kv: kv[1])
@@ -458,7 +461,7 @@ def fig13_hardest(m: Measured, where: Where) -> Verdict | None:
 
 def fig14_eana(m: Measured, where: Where) -> Verdict | None:
     t = _by_batch(m, where, "lazydp", "eana")
-    costs = _ratios(t, _step)
+    costs = _ratios(t, step_of)
     if not costs:
         return None
     ours = "LazyDP over EANA " + _listed(costs, lambda v: f"{100 * (v - 1):+.0f} %")

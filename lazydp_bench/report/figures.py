@@ -276,16 +276,6 @@ POINT_KEY = [
 ]
 
 
-def for_steps(df: pd.DataFrame) -> pd.DataFrame:
-    """The newest record per point, a CUDA-graph replay first, then an eager end-to-end
-    run (scripts/headline.py's table; the figures pool repeats instead)."""
-    if df.empty:
-        return df
-    newest = df.sort_values("created", ascending=False, kind="stable")
-    order = newest.sort_values(["breakdown", "cuda_graph"], ascending=[True, False], kind="stable")
-    return order.drop_duplicates(subset=POINT_KEY, keep="first")
-
-
 # ---- figure specs ------------------------------------------------------------------------
 
 

@@ -148,6 +148,7 @@ def timing_fields(record: dict) -> dict:
         "energy_reason": energy.get("reason"),
         "energy_warning": energy.get("warning"),
         "cuda_graph": bool(t.get("cuda_graph", False)),
+        "flush_ms": t.get("flush_ms"),  # LazyDP's final flush of pending noise
     }
 
 

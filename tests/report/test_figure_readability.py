@@ -246,14 +246,6 @@ def test_a_segment_no_stack_has_is_named_once_in_the_legend():
     assert not any("not measured" in t for t in legend)
 
 
-def test_for_steps_keeps_one_and_two_gpu_runs_of_a_point_apart():
-    from lazydp_bench.report.figures import figure_frame, for_steps
-
-    records = [run("lazydp", [2.0]), run("lazydp", [3.0], gpus=2, day=2)]
-    kept = for_steps(figure_frame(records))
-    assert sorted(zip(kept["gpus"], kept["step_ms"], strict=True)) == [(1, 2.0), (2, 3.0)]
-
-
 def test_noise_roofline_names_the_memory_of_an_engine_run_in_both_and_shares_a_log_scale():
     bench = next(r for r in load_records([FIXTURE]) if r.get("kind") == "bench_noise")
     recs = []
