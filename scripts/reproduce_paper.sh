@@ -35,9 +35,10 @@ fig3-gpu|h200|5|Fig. 3/5 stage breakdown, gpu, 96MB..96GB: SGD, DP-SGD(B/R/F/BK)
 fig3-hybrid|h200|5|Fig. 3/5 stage breakdown, hybrid, 96MB..9.6GB (repeat 3x)
 fig3-hybrid-96gb|h200|6|Fig. 3/5 stage breakdown, hybrid, 96GB (--max-seconds 30; repeat 3x)
 fig5-torch|h200|3|Fig. 5 with the torch noise engine (noise sampling and update as separate passes): gpu 96MB..96GB, hybrid 96MB/960MB
-fig10-gpu|h200|6|Fig. 10/12/14 end to end, gpu 96GB, batch 1024/2048/4096 (graph replays, 1,500 steps or 20 s): SGD, DP-SGD(F), LazyDP, LazyDP [bookkeeping], EANA
+fig10-gpu|h200|7|Fig. 10/12/14 end to end, gpu 96GB, batch 1024/2048/4096 (graph replays, 1,500 steps or 20 s): SGD, DP-SGD(F) (fused, and torch: the paper's separate passes), LazyDP, LazyDP [bookkeeping], EANA
 fig11-gpu|h200|3|Fig. 11 model-update breakdown, gpu 96GB, batch 1024/2048/4096
 fig10-hybrid|h200|8|Fig. 10/12/14 end to end, hybrid 96GB (the paper's placement), --cpu-tdp for host energy (repeat 3x)
+fig10-hybrid-host|h200|9|Fig. 10 with the paper's design for a host table (hybrid-host: DP-SGD(F)'s noise and LazyDP's bookkeeping on the host's threads), 96GB
 fig11-hybrid|h200|6|Fig. 11 model-update breakdown, hybrid 96GB (repeat 3x)
 fig13a-gpu|h200|6|Fig. 13(a) 24/48/96GB gpu (192GB recorded as skipped: needs more than 139 GiB), and 96MB..9.6GB so every size has graph replays
 fig13a-hybrid|h200|8|Fig. 13(a) 24/48/96GB hybrid (192GB recorded as skipped: needs more than 128 GiB of host RAM), and 96MB..9.6GB (repeat 3x)
@@ -56,7 +57,7 @@ utility-tau-0|h200|8|Utility: DP-AdaFEST at tau 4/2/1/-1, epsilon 1/3/8, seed 0
 utility-tau-1|h200|8|Utility: DP-AdaFEST at tau 4/2/1/-1, epsilon 1/3/8, seed 1
 x2-gpus|x2|5|Fig. 13(a) 2-GPU series (preset fig13a-x2): SGD, DP-SGD(F), LazyDP at 96GB and 192GB, tables sharded over 2 GPUs
 x2-hybrid-192|x2|6|Fig. 13(a) 192GB hybrid on one GPU, --host-mem-limit 256GiB (the x2 host's RAM; MemAvailable starts low and grows)
-plot|any|1|every figure into \$OUT/figures (PNG, PDF, CSV), utility from \$OUT/utility; the fidelity table into \$OUT/fidelity.md
+plot|any|1|every figure into \$OUT/figures (PNG, PDF, CSV), utility from \$OUT/utility; the fidelity table into \$OUT/fidelity.md, the headline table into \$OUT/headline.md
 "
 REPEATED="fig3-hybrid fig3-hybrid-96gb fig10-hybrid fig11-hybrid fig13a-hybrid fig13b-hybrid fig13d-hybrid fig13c-hybrid sparse-hybrid"
 
@@ -121,12 +122,15 @@ run_part() {  # NAME: one part, into $DEST
     fig10-gpu)
       sweep --preset fig10 --placement gpu $GRAPHS
       sweep --preset fig10 --algo lazydp --clipping bookkeeping --placement gpu $GRAPHS
-      sweep --preset fig14 --placement gpu $GRAPHS ;;
+      sweep --preset fig14 --placement gpu $GRAPHS
+      sweep --preset fig10 --algo dpsgd-f --noise-impl torch --placement gpu $GRAPHS ;;
     fig11-gpu)
       sweep --preset fig11 --placement gpu --iterations 20 --warmup 3 ;;
     fig10-hybrid)
       sweep --preset fig10 --placement hybrid $HYBRID_GRAPHS
       sweep --preset fig14 --algo eana --placement hybrid $HYBRID_GRAPHS ;;
+    fig10-hybrid-host)
+      sweep --preset fig10 --placement hybrid-host $HYBRID_GRAPHS ;;
     fig11-hybrid)
       sweep --preset fig11 --placement hybrid --warmup 1 --iterations 10 --max-seconds 20 ;;
     fig13a-gpu)  # the paper's sizes, and the small ones fig. 3 times stage by stage
@@ -195,7 +199,8 @@ run_part() {  # NAME: one part, into $DEST
       if [ -f "$OUT/utility/runs.jsonl" ]; then
         $B plot "$OUT/utility" --figure utility --out "$OUT/figures"
       fi
-      python3 "$ROOT/scripts/fidelity.py" "${runs[@]}" > "$OUT/fidelity.md" ;;
+      python3 "$ROOT/scripts/fidelity.py" "${runs[@]}" > "$OUT/fidelity.md"
+      python3 "$ROOT/scripts/headline.py" "${runs[@]}" > "$OUT/headline.md" ;;
   esac
 }
 

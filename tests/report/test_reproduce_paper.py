@@ -147,6 +147,7 @@ def test_plot_part_reads_the_x2_records(tmp_path):
         shutil.copy(FIXTURE, folder / "runs.jsonl")
     res = _script("plot", out=out, cli=f"sh {recorder}")
     assert res.returncode == 0, res.stderr[-2000:]
+    assert "| machine · placement |" in (out / "headline.md").read_text()
     [plot] = [line.split("\t")[1:] for line in res.stdout.splitlines() if line.startswith("LDP")]
     files = plot[1 : plot.index("--figure")]
     assert files == [
