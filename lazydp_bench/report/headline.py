@@ -53,6 +53,7 @@ class HeadlineRow:
     strongest: Pair | None  # DP-SGD(F), strongest engine, over LazyDP
     strongest_engine: str | None
     paper_style: Pair | None  # DP-SGD(F), the paper's design, over LazyDP there
+    paper_style_engine: str | None
     joules: tuple[float | None, float | None, float | None] | None  # SGD, DP-SGD(F), LazyDP
     joules_source: str | None
     flush_s: float | None  # LazyDP's final flush of owed noise
@@ -97,6 +98,7 @@ def headline_row(m: Measured, where: Where) -> HeadlineRow:
         strongest=_pair(strongest),
         strongest_engine=_engine(strongest.points[0][0]) if strongest.points else None,
         paper_style=_pair(style),
+        paper_style_engine=_engine(style.points[0][0]) if style.points else None,
         joules=joules,
         joules_source=energy.label() if energy.points else None,
         flush_s=_flush_s(strongest.points[0][1]) if strongest.points else None,
@@ -114,8 +116,10 @@ def _ms(v: float) -> str:
     return f"{v:,.0f}" if v >= 100 else f"{v:.2f}" if v < 10 else f"{v:.1f}"
 
 
-def _x(p: Pair | None) -> str:
-    return "-" if p is None else f"{_ms(p.top)} ms, **{p.ratio:.3g}x**"
+def _x(p: Pair | None, engine: str | None) -> str:
+    if p is None:
+        return "-"
+    return f"{_ms(p.top)} ms, **{p.ratio:.3g}x**" + (f" [{engine}]" if engine else "")
 
 
 def _parity(p: Pair | None) -> str:
@@ -144,10 +148,10 @@ def markdown(rows: list[HeadlineRow]) -> str:
     ]
     notes = []
     for r in rows:
-        engine = f" [{r.strongest_engine}]" if r.strongest_engine else ""
         out.append(
             f"| {r.machine} · {r.placement} | {_parity(r.parity)} | {_parity(r.parity_bk)} "
-            f"| {_x(r.strongest)}{engine} | {_x(r.paper_style)} | {_joules_text(r.joules)} "
+            f"| {_x(r.strongest, r.strongest_engine)} | {_x(r.paper_style, r.paper_style_engine)} "
+            f"| {_joules_text(r.joules)} "
             f"| {_flush_text(r.flush_s)} |"
         )
         where = f"{r.machine} · {r.placement}"

@@ -65,6 +65,7 @@ def test_each_ratio_is_the_two_pooled_points_it_names():
     assert hybrid.strongest_engine == "roundtrip"  # not the slower streamed run
     assert hybrid.strongest.ratio == pytest.approx(1900 / 6)
     assert hybrid.paper_style.ratio == pytest.approx(11000 / 30)  # both on the host
+    assert hybrid.paper_style_engine == "host-philox"
     assert hybrid.parity_bk is None
     assert hybrid.joules == pytest.approx((1.25, 1.25, 1.25))  # GPU + host
 
@@ -73,7 +74,7 @@ def test_the_table_prints_numbers_and_where_each_was_read():
     text = markdown(headline_rows(_gpu() + _hybrid()))
     lines = text.splitlines()
     gpu = next(line for line in lines if "· gpu |" in line)
-    assert "60.0 ms, **46.2x** [fused]" in gpu and "120 ms, **92.3x**" in gpu
+    assert "60.0 ms, **46.2x** [fused]" in gpu and "120 ms, **92.3x** [torch]" in gpu
     assert "1.30 / 1.00 ms = 1.30" in gpu and "1.05 / 1.00 ms = 1.05" in gpu
     assert "0.5 / 40 / 0.7" in gpu
     assert "0.20 s (0.01 ms per step of a Criteo-Kaggle epoch)" in gpu
