@@ -35,7 +35,7 @@ fig3-gpu|h200|5|Fig. 3/5 stage breakdown, gpu, 96MB..96GB: SGD, DP-SGD(B/R/F/BK)
 fig3-hybrid|h200|5|Fig. 3/5 stage breakdown, hybrid, 96MB..9.6GB (repeat 3x)
 fig3-hybrid-96gb|h200|6|Fig. 3/5 stage breakdown, hybrid, 96GB (--max-seconds 30; repeat 3x)
 fig5-torch|h200|3|Fig. 5 with the torch noise engine (noise sampling and update as separate passes): gpu 96MB..96GB, hybrid 96MB/960MB
-fig10-gpu|h200|7|Fig. 10/12/14 end to end, gpu 96GB, batch 1024/2048/4096 (graph replays, 1,500 steps or 20 s): SGD, DP-SGD(F) (fused, and torch: the paper's separate passes), LazyDP, LazyDP [bookkeeping], EANA
+fig10-gpu|h200|7|Fig. 10/12/14 end to end, gpu 96GB, batch 1024/2048/4096 (graph replays, 1,500 steps or 20 s): SGD, DP-SGD(F) (fused; and torch, the paper's separate passes, eager: it takes seeds as arguments), LazyDP, LazyDP [bookkeeping], EANA
 fig11-gpu|h200|3|Fig. 11 model-update breakdown, gpu 96GB, batch 1024/2048/4096
 fig10-hybrid|h200|8|Fig. 10/12/14 end to end, hybrid 96GB (the paper's placement), --cpu-tdp for host energy (repeat 3x)
 fig10-hybrid-host|h200|9|Fig. 10 with the paper's design for a host table (hybrid-host: DP-SGD(F)'s noise and LazyDP's bookkeeping on the host's threads), 96GB
