@@ -192,7 +192,10 @@ class Measured:
                 if all(_at(usable[(k, i)], pair).shape[0] for i in range(len(asks)))
             ]
 
-        created = self.runs.groupby("commit")["created"].max()
+        # newest among the claim's own runs: another engine's or claim's later run on an
+        # older commit must not make that commit the newest
+        claim_rows = pd.concat(usable.values())
+        created = claim_rows.groupby("commit")["created"].max()
         best = max(pairs, key=lambda p: (len(complete(p)), created[p[0]], -MODES.index(p[1])))
         points = {
             k: tuple(
@@ -212,9 +215,9 @@ class Measured:
     def configs(self, where: Where) -> pd.DataFrame:
         """The distinct successful configurations measured in `where`."""
         df = self.runs
-        if df.empty:
-            return df
         cols = ["workload", "table_bytes", "batch_size", "pooling", "distribution"]
+        if df.empty:
+            return pd.DataFrame(columns=cols)
         here = (df["machine"] == where[0]) & (df["placement"] == where[1])
         return df[here & (df["status"] == "ok")][cols].dropna().drop_duplicates()
 
@@ -236,6 +239,7 @@ def _x(v: float) -> str:
 
 
 def step_of(p: Point) -> float | None:
+    """A point's pooled median step in ms; None for a point without a successful run."""
     return float(p.stats.median_ms) if p.status == "ok" else None
 
 
@@ -244,6 +248,8 @@ def _update(p: Point) -> float | None:
 
 
 def joules_of(p: Point) -> float | None:
+    """A point's energy per step, GPU plus host (each the median of its runs' readings);
+    None where neither was read."""
     if p.status != "ok":
         return None
     parts = [p.rows[c].dropna() for c in ("gpu_j_per_step", "cpu_j_per_step")]

@@ -578,7 +578,9 @@ def build_panels(
         # a several-GPU series only where the panel has its runs (sharding is per
         # placement); a peer (another library) too: Opacus has no host-RAM placement
         here = set(fixed.rows["algo"].dropna())
-        mine = [a for a in algos if a in here or (split_series(a)[1] == 1 and a not in PEERS)]
+        mine = [
+            a for a in algos if a in here or (split_series(a)[1] == 1 and base_algo(a) not in PEERS)
+        ]
         xs = _axis_xs(spec, fixed)
         modes = _x_modes(spec, fixed, mine, xs)
         slots = _slots(spec, fixed, mine, xs, modes)

@@ -4,7 +4,10 @@
 Each comparison is read as the fidelity table reads its claims (`fidelity.Measured`):
 repeats pooled, both sides on one commit and in one timing mode, named under the table.
 DP-SGD(F) is given twice, because a speedup is only as honest as its baseline:
-- the strongest engine measured there (`fused` on the GPU, `roundtrip` for a host table);
+- the strongest engine measured there, ranked as the figures and the fidelity table rank
+  them (`fidelity.ENGINE_ORDER`: roundtrip, streamed, fused, host; the order in which
+  `bench noise` places them against their bounds), not the fastest run, so one noisy run
+  of a weaker engine cannot stand in for the baseline;
 - the paper's own design: noise sampled, then added, as separate passes (`--noise-impl
   torch`) for a table in GPU memory, and the noise drawn on the host's threads for a
   table in host RAM (`--placement hybrid-host`, whose LazyDP does its bookkeeping on the
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 
 from lazydp_bench.config import PrivacyConfig
 from lazydp_bench.report.fidelity import (
+    PAPER_POINT,
     Measured,
     Together,
     Where,
@@ -41,11 +45,14 @@ class Pair:
 
     @property
     def ratio(self) -> float:
+        """How many times `top` is `bottom` (a speedup, or LazyDP's cost over SGD)."""
         return self.top / self.bottom
 
 
 @dataclass(frozen=True)
 class HeadlineRow:
+    """One machine and placement's comparisons; None where a side was not measured."""
+
     machine: str
     placement: str
     parity: Pair | None  # LazyDP over SGD, ghost clipping (the paper's)
@@ -69,6 +76,7 @@ def _pair(t: Together) -> Pair | None:
 
 
 def _engine(p: Point) -> str | None:
+    """The noise engine of a point's runs (None for a point without one)."""
     if p.status != "ok":
         return None
     engines = p.rows["noise_impl"].dropna()
@@ -76,6 +84,7 @@ def _engine(p: Point) -> str | None:
 
 
 def _flush_s(p: Point) -> float | None:
+    """LazyDP's final flush in seconds, the median of the point's runs."""
     flushes = p.rows["flush_ms"].dropna() if p.status == "ok" else []
     return statistics.median(flushes) / 1e3 if len(flushes) else None
 
@@ -101,12 +110,13 @@ def headline_row(m: Measured, where: Where) -> HeadlineRow:
         paper_style_engine=_engine(style.points[0][0]) if style.points else None,
         joules=joules,
         joules_source=energy.label() if energy.points else None,
-        flush_s=_flush_s(strongest.points[0][1]) if strongest.points else None,
+        flush_s=_flush_s(m.point(where, lazy)),
     )
 
 
 def headline_rows(records: list[dict]) -> list[HeadlineRow]:
-    """One row per machine with `gpu` or `hybrid` runs, `gpu` first."""
+    """One row per machine with `gpu` or `hybrid` runs, the paper's setting (hybrid)
+    first; `hybrid-host` runs enter the hybrid row as its paper's design."""
     m = Measured(records)
     return [headline_row(m, w) for w in m.panels() if w[1] in ROW_PLACEMENTS]
 
@@ -130,10 +140,11 @@ def _joules_text(j: tuple | None) -> str:
     return "-" if j is None else " / ".join("-" if v is None else f"{v:.3g}" for v in j)
 
 
-def _flush_text(s: float | None, batch: int = 2048) -> str:
+def _flush_text(s: float | None) -> str:
+    """The flush, and what it adds to each step of one epoch at the paper's batch."""
     if s is None:
         return "-"
-    steps = PrivacyConfig().dataset_size / batch
+    steps = PrivacyConfig().dataset_size / PAPER_POINT["batch_size"]
     return f"{s:.2f} s ({s * 1e3 / steps:.2f} ms per step of a Criteo-Kaggle epoch)"
 
 

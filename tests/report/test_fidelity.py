@@ -172,7 +172,7 @@ def test_script_bad_input_is_one_line_error_exit_2(args):
         assert "Traceback" not in res.stderr
 
 
-def _bench(pct: float, commit: str, created: str, engine: str = "roundtrip") -> dict:
+def _bench(pct: float, commit: str, created: str, *, engine: str = "roundtrip") -> dict:
     """A hybrid `bench noise` record at `pct` % of its bound."""
     return {
         "kind": "bench_noise",
@@ -211,3 +211,23 @@ def test_roofline_row_reads_the_newest_commits_bench_and_refuses_a_number_past_i
     assert row.verdict == NOT_COMPARABLE and "118 % of its bound" in row.ours
     row = _row(fidelity_rows_with(_bench(60.0, "ddddddd", "2026-12-04T00:00:00+00:00")), "6", "AVX")
     assert row.verdict == DIFFER
+    row = _row(fidelity_rows([new]), "6", "AVX peak")  # bench records alone
+    assert row.verdict == AGREE
+
+
+def test_a_later_run_of_an_unasked_engine_does_not_choose_the_commit():
+    """Commit B is newer for the claim's own runs; a torch-engine run made later on
+    commit A (the paper's design, read by the headline table) must not move the row to A."""
+    old = _main(speedup=100.0, parity=1.1, eana_cost=0.30)
+    new = _main(speedup=120.0, parity=1.1, eana_cost=0.30)
+    for r in old:
+        r["env"]["commit"] = "a" * 40
+    for r in new:
+        r["env"].update(commit="b" * 40)
+        r["created_utc"] = "2026-12-02T00:00:00+00:00"
+    late = json.loads(json.dumps(next(r for r in old if r["config"]["algo"] == "dpsgd-f")))
+    late["config"]["noise_impl"] = "torch"
+    late["noise"] = {"impl": "torch"}
+    late["created_utc"] = "2026-12-03T00:00:00+00:00"
+    speed = _row(fidelity_rows(old + new + [late]), "10", "85-155x")
+    assert "120x (batch 1024)" in speed.ours and "commit bbbbbbb" in speed.ours
