@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
@@ -83,12 +84,13 @@ class HybridRates:
         }
 
 
-def _fastest_s(fn, repeats: int) -> float:
-    """Fewest wall seconds of `repeats` calls of `fn` (which synchronizes what it
+def _fastest_s(fn: Callable[[], None], repeats: int) -> float:
+    """Fewest wall seconds of `repeats` (>= 1) calls of `fn` (which synchronizes what it
     launches). A bound is what the machine reaches, so its rates take the fastest call, as
-    STREAM does: on a shared host a median can fold other traffic into the bound (the H200
-    host timed pinned copies both ways at 84 GB/s in one `bench noise` run, at 94-101
-    GB/s in `scripts/diagnostics/pcie_duplex_probe.py`)."""
+    STREAM does: on a shared host a median can fold other traffic into the bound, and a
+    bound below what an engine moves says nothing about the engine."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()

@@ -62,3 +62,5 @@ def test_rates_take_the_fastest_call_not_the_median(monkeypatch):
 
     monkeypatch.setattr(hybrid_bound.time, "perf_counter", perf_counter)
     assert hybrid_bound._fastest_s(call, 5) == 1.0
+    with pytest.raises(ValueError, match="repeats must be >= 1"):
+        hybrid_bound._fastest_s(call, 0)

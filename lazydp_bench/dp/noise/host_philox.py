@@ -68,7 +68,7 @@ class Kernels:
             dtype
         ]
 
-    def spin_fn(self):
+    def spin_fn(self) -> Callable[..., None]:
         """`philox_spin_f32(w, n, std, repeats)`: the add over one block, repeated."""
         return self.lib.philox_spin_f32
 
@@ -191,10 +191,10 @@ class HostPhiloxEngine(DenseNoiseEngine):
         """Each pool thread noising its own cache-resident block over and over: the
         generator (and the add, in cache) with no DRAM traffic, the host's arithmetic
         bound, which `bench noise` sets beside its memory bound. The passes run inside one
-        library call per thread: with a call per pass, whose Python runs under the
-        interpreter lock, the H200 host's 16 threads measured 3.8 G normals/s, below the
-        4.8 G/s of the engine's own pass over 8.6 GB. None where the library did not build (the
-        fallback's rate is not this engine's)."""
+        library call per thread: a call per pass runs Python between passes under the
+        interpreter lock, and 16 threads waiting on it measured a bound below the engine's
+        own pass over a whole table. None where the library did not build (the fallback's
+        rate is not this engine's)."""
         kernels = self.kernels()
         if kernels.lib is None or device.type != "cpu":
             return None
