@@ -38,7 +38,7 @@ fig5-torch|h200|3|Fig. 5 with the torch noise engine (noise sampling and update 
 fig10-gpu|h200|7|Fig. 10/12/14 end to end, gpu 96GB, batch 1024/2048/4096 (graph replays, 1,500 steps or 20 s): SGD, DP-SGD(F) (fused; and torch, the paper's separate passes, eager: it takes seeds as arguments), LazyDP, LazyDP [bookkeeping], EANA
 fig11-gpu|h200|3|Fig. 11 model-update breakdown, gpu 96GB, batch 1024/2048/4096
 fig10-hybrid|h200|8|Fig. 10/12/14 end to end, hybrid 96GB (the paper's placement), --cpu-tdp for host energy (repeat 3x)
-fig10-hybrid-host|h200|9|Fig. 10 with the paper's design for a host table (hybrid-host: DP-SGD(F)'s noise and LazyDP's bookkeeping on the host's threads), 96GB
+fig10-hybrid-host|h200|9|Fig. 10 with the paper's design for a host table (hybrid-host: DP-SGD(F)'s noise and LazyDP's bookkeeping on the host's threads), 96GB (repeat 3x)
 fig11-hybrid|h200|6|Fig. 11 model-update breakdown, hybrid 96GB (repeat 3x)
 fig13a-gpu|h200|6|Fig. 13(a) 24/48/96GB gpu (192GB recorded as skipped: needs more than 139 GiB), and 96MB..9.6GB so every size has graph replays
 fig13a-hybrid|h200|8|Fig. 13(a) 24/48/96GB hybrid (192GB recorded as skipped: needs more than 128 GiB of host RAM), and 96MB..9.6GB (repeat 3x)
@@ -59,7 +59,7 @@ x2-gpus|x2|5|Fig. 13(a) 2-GPU series (preset fig13a-x2): SGD, DP-SGD(F), LazyDP 
 x2-hybrid-192|x2|6|Fig. 13(a) 192GB hybrid on one GPU, --host-mem-limit 256GiB (the x2 host's RAM; MemAvailable starts low and grows)
 plot|any|1|every figure into \$OUT/figures (PNG, PDF, CSV), utility from \$OUT/utility; the fidelity table into \$OUT/fidelity.md, the headline table into \$OUT/headline.md
 "
-REPEATED="fig3-hybrid fig3-hybrid-96gb fig10-hybrid fig11-hybrid fig13a-hybrid fig13b-hybrid fig13d-hybrid fig13c-hybrid sparse-hybrid"
+REPEATED="fig3-hybrid fig3-hybrid-96gb fig10-hybrid fig10-hybrid-host fig11-hybrid fig13a-hybrid fig13b-hybrid fig13d-hybrid fig13c-hybrid sparse-hybrid"
 
 list_parts() {
   echo "usage: OUT=results/<date>-h200 bash scripts/reproduce_paper.sh PART[:REPEAT] [...]"

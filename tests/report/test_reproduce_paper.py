@@ -166,7 +166,7 @@ def test_plot_part_reads_the_x2_records(tmp_path):
 
 def test_graph_replay_parts_measure_long_enough_for_the_energy_counter(recorded):
     _, commands = recorded
-    for argv in commands["fig10-gpu"] + commands["fig10-hybrid"]:
+    for argv in commands["fig10-gpu"] + commands["fig10-hybrid"] + commands["fig10-hybrid-host"]:
         assert int(argv[argv.index("--iterations") + 1]) >= 1000
         assert float(argv[argv.index("--max-seconds") + 1]) >= 1
 
