@@ -10,9 +10,10 @@
 # parts. Each part fits one 10-minute window; every sweep uses --resume, so a part cut
 # off continues where it stopped when run again (`bench noise`, `data` have no resume:
 # run again, they append or rewrite). The x2-* parts write to $OUT/x2/ (plot reads it
-# too). The time after each part is an estimate from the records of
-# results/2026-11-30-h200 and results/2026-12-01-* (process start and table init per
-# point, plus warm-up + measured steps at the step times measured there).
+# too). The time after each part is its measured wall time on `nvidia-h200` where it ran
+# into results/2026-12-02-h200 (rounded up, plus the steps the part gained since), else
+# an estimate from the records of results/2026-11-30-h200 and results/2026-12-01-*
+# (process start and table init per point, plus warm-up + measured steps).
 #
 # Repeats: step times of host-resident tables drift between processes on these machines
 # (-4 % to +7 % between runs of one configuration), so the hybrid parts are run three
@@ -30,23 +31,23 @@ DATA="${DATA:-/tmp/lazydp-data}"  # generated Criteo files (not results: 70 MB -
 
 # part | machine | minutes (estimate) | what
 PARTS="
-roofline|h200|6|Fig. 6: bench noise, table in GPU memory (torch, fused), host (torch, fused) and hybrid (fused, streamed, roundtrip)
+roofline|h200|3|Fig. 6: bench noise, table in GPU memory (torch, fused), host (torch, fused) and hybrid (fused, streamed, roundtrip)
 fig3-gpu|h200|5|Fig. 3/5 stage breakdown, gpu, 96MB..96GB: SGD, DP-SGD(B/R/F/BK), LazyDP, EANA
-fig3-hybrid|h200|5|Fig. 3/5 stage breakdown, hybrid, 96MB..9.6GB (repeat 3x)
-fig3-hybrid-96gb|h200|6|Fig. 3/5 stage breakdown, hybrid, 96GB (--max-seconds 30; repeat 3x)
+fig3-hybrid|h200|4|Fig. 3/5 stage breakdown, hybrid, 96MB..9.6GB (repeat 3x)
+fig3-hybrid-96gb|h200|4|Fig. 3/5 stage breakdown, hybrid, 96GB (--max-seconds 30; repeat 3x)
 fig5-torch|h200|3|Fig. 5 with the torch noise engine (noise sampling and update as separate passes): gpu 96MB..96GB, hybrid 96MB/960MB
 fig10-gpu|h200|7|Fig. 10/12/14 end to end, gpu 96GB, batch 1024/2048/4096 (graph replays, 1,500 steps or 20 s): SGD, DP-SGD(F) (fused; and torch, the paper's separate passes, eager: it takes seeds as arguments), LazyDP, LazyDP [bookkeeping], EANA
-fig11-gpu|h200|3|Fig. 11 model-update breakdown, gpu 96GB, batch 1024/2048/4096
-fig10-hybrid|h200|8|Fig. 10/12/14 end to end, hybrid 96GB (the paper's placement), --cpu-tdp for host energy (repeat 3x)
+fig11-gpu|h200|2|Fig. 11 model-update breakdown, gpu 96GB, batch 1024/2048/4096
+fig10-hybrid|h200|7|Fig. 10/12/14 end to end, hybrid 96GB (the paper's placement), --cpu-tdp for host energy (repeat 3x)
 fig10-hybrid-host|h200|9|Fig. 10 with the paper's design for a host table (hybrid-host: DP-SGD(F)'s noise and LazyDP's bookkeeping on the host's threads), 96GB (repeat 3x)
-fig11-hybrid|h200|6|Fig. 11 model-update breakdown, hybrid 96GB (repeat 3x)
-fig13a-gpu|h200|6|Fig. 13(a) 24/48/96GB gpu (192GB recorded as skipped: needs more than 139 GiB), and 96MB..9.6GB so every size has graph replays
+fig11-hybrid|h200|5|Fig. 11 model-update breakdown, hybrid 96GB (repeat 3x)
+fig13a-gpu|h200|4|Fig. 13(a) 24/48/96GB gpu (192GB recorded as skipped: needs more than 139 GiB), and 96MB..9.6GB so every size has graph replays
 fig13a-hybrid|h200|8|Fig. 13(a) 24/48/96GB hybrid (192GB recorded as skipped: needs more than 128 GiB of host RAM), and 96MB..9.6GB (repeat 3x)
-fig13b-gpu|h200|4|Fig. 13(b) pooling 1/10/20/30, gpu 96GB
-fig13d-gpu|h200|3|Fig. 13(d) locality low/medium/high, gpu 96GB
-fig13c-gpu|h200|4|Fig. 13(c) RMC1-3 at full size (96 GB each), gpu
+fig13b-gpu|h200|3|Fig. 13(b) pooling 1/10/20/30, gpu 96GB
+fig13d-gpu|h200|2|Fig. 13(d) locality low/medium/high, gpu 96GB
+fig13c-gpu|h200|2|Fig. 13(c) RMC1-3 at full size (96 GB each), gpu
 fig13b-hybrid|h200|7|Fig. 13(b) pooling, hybrid 96GB (repeat 3x)
-fig13d-hybrid|h200|5|Fig. 13(d) locality, hybrid 96GB (repeat 3x)
+fig13d-hybrid|h200|4|Fig. 13(d) locality, hybrid 96GB (repeat 3x)
 fig13c-hybrid|h200|6|Fig. 13(c) RMC1-3 full size, hybrid (repeat 3x)
 opacus|h200|5|Opacus peer panel (Fig. 3/13a): opacus, opacus-ghost beside SGD, DP-SGD(F), LazyDP, gpu 96MB..48GB (needs opacus installed)
 sparse-gpu|h200|4|DP-FEST / DP-AdaFEST beside DP-SGD(F) and LazyDP (preset sparse), gpu 96MB..96GB; DP-SGD(F) and LazyDP also eager, as DP-FEST runs
