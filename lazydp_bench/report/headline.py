@@ -1,13 +1,12 @@
 """The headline table: what private training costs at the paper's point (MLPerf DLRM,
-96 GB, batch 2048, pooling 1, uniform), one row per machine and placement.
+96 GB, batch 2048, pooling 1, uniform), one row per machine for `gpu` and for `hybrid`.
 
 Each comparison is read as the fidelity table reads its claims (`fidelity.Measured`):
 repeats pooled, both sides on one commit and in one timing mode, named under the table.
 DP-SGD(F) is given twice, because a speedup is only as honest as its baseline:
 - the strongest engine measured there, ranked as the figures and the fidelity table rank
-  them (`fidelity.ENGINE_ORDER`: roundtrip, streamed, fused, host; the order in which
-  `bench noise` places them against their bounds), not the fastest run, so one noisy run
-  of a weaker engine cannot stand in for the baseline;
+  them (`fidelity.ENGINE_ORDER`: roundtrip, streamed, fused, host), not by the fastest
+  run, so one noisy run of a weaker engine cannot stand in for the baseline;
 - the paper's own design: noise sampled, then added, as separate passes (`--noise-impl
   torch`) for a table in GPU memory, and the noise drawn on the host's threads for a
   table in host RAM (`--placement hybrid-host`, whose LazyDP does its bookkeeping on the
