@@ -36,7 +36,7 @@ ROW_PLACEMENTS = ("gpu", "hybrid")  # hybrid-host is the hybrid row's paper-styl
 
 @dataclass(frozen=True)
 class Pair:
-    """A ratio of two pooled step times (or energies) and where both were read."""
+    """A ratio of two pooled step times and where both were read."""
 
     top: float
     bottom: float
