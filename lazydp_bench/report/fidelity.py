@@ -27,6 +27,7 @@ from lazydp_bench.data.distributions import LOCALITY_ALPHA
 from lazydp_bench.report.figures import bench_frame, figure_frame
 from lazydp_bench.report.points import (
     ENERGY,
+    MODE_ORDER,
     STAGES,
     STEPS,
     Measure,
@@ -93,7 +94,6 @@ PAPER_POINT = {
     "pooling": 1,
     "distribution": "uniform",
 }
-MODES = ("graph replay", "end-to-end", "stage timing")  # preferred first
 
 
 @dataclass(frozen=True)
@@ -196,7 +196,7 @@ class Measured:
         # older commit must not make that commit the newest
         claim_rows = pd.concat(usable.values())
         created = claim_rows.groupby("commit")["created"].max()
-        best = max(pairs, key=lambda p: (len(complete(p)), created[p[0]], -MODES.index(p[1])))
+        best = max(pairs, key=lambda p: (len(complete(p)), created[p[0]], -MODE_ORDER.index(p[1])))
         points = {
             k: tuple(
                 resolve(_strongest(_at(usable[(k, i)], best)), a.measure)
