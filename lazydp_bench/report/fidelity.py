@@ -8,10 +8,13 @@ varies it), repeats pooled as the figures pool them (`points.resolve`), DP-SGD(F
 its strongest noise engine where several ran (roundtrip, streamed, fused, host). Every
 point one claim compares is read at one commit (the newest at which all of them ran) and
 in one timing mode (graph replay, else end to end, else stage timing), named with the
-machine in the row's number. Rows come per machine and placement (the paper's tables
-were in host RAM: `hybrid` and `hybrid-host` are its setting, `gpu` is beyond it); a
-claim with no records anywhere gets one "not measured" row; a number that measures
-something else than the claim (an engine past its modelled bound) is "not comparable".
+machine in the row's number; where no mode holds a whole comparison (LazyDP's host
+bookkeeping in `hybrid-host` cannot be captured in a CUDA graph, its baseline's step can),
+each point is read in its own best mode and the number names both. Rows come per machine
+and placement (the paper's tables were in host RAM: `hybrid` and `hybrid-host` are its
+setting, `gpu` is beyond it); a claim with no records anywhere gets one "not measured"
+row; a number that measures something else than the claim (an engine past its modelled
+bound) is "not comparable".
 """
 
 from __future__ import annotations
@@ -112,8 +115,9 @@ def ask(algo: str, measure: Measure = STEPS, **fields: object) -> Ask:
 
 @dataclass(frozen=True)
 class Together:
-    """A claim's points, all on one commit and in one timing mode: for each group of
-    points that ran there in full, its pooled points in the order asked."""
+    """A claim's points, all on one commit and in one timing mode (or, where no mode
+    holds a whole group, each point in its best mode, all named in `mode`): for each
+    group of points that ran there in full, its pooled points in the order asked."""
 
     points: dict
     machine: str
@@ -197,14 +201,21 @@ class Measured:
         claim_rows = pd.concat(usable.values())
         created = claim_rows.groupby("commit")["created"].max()
         best = max(pairs, key=lambda p: (len(complete(p)), created[p[0]], -MODE_ORDER.index(p[1])))
+        if not complete(best):  # no mode holds a whole group: each point in its own best
+            mixed = max(
+                {(c, None) for c, _ in pairs}, key=lambda p: (len(complete(p)), created[p[0]])
+            )
+            best = mixed if complete(mixed) else best
         points = {
             k: tuple(
-                resolve(_strongest(_at(usable[(k, i)], best)), a.measure)
+                resolve(_at(_strongest(_at(usable[(k, i)], best)), best), a.measure)
                 for i, a in enumerate(groups[k])
             )
             for k in complete(best)
         }
-        return Together(points, where[0], *best)
+        modes = {p.rows["mode"].iloc[0] for group in points.values() for p in group}
+        mode = " + ".join(m for m in MODE_ORDER if m in modes) if best[1] is None else best[1]
+        return Together(points, where[0], best[0], mode)
 
     def _usable(self, where: Where, a: Ask) -> pd.DataFrame:
         """`a`'s successful runs that can give its measure, any commit and mode."""
@@ -222,8 +233,15 @@ class Measured:
         return df[here & (df["status"] == "ok")][cols].dropna().drop_duplicates()
 
 
-def _at(rows: pd.DataFrame, pair: tuple[str, str]) -> pd.DataFrame:
-    return rows[(rows["commit"] == pair[0]) & (rows["mode"] == pair[1])]
+def _at(rows: pd.DataFrame, pair: tuple[str, str | None]) -> pd.DataFrame:
+    """The rows at a (commit, mode); mode None: at the commit, in the first of
+    `MODE_ORDER` they ran in (a point that cannot run in its pair's mode, such as LazyDP
+    with host bookkeeping, which no CUDA graph can hold)."""
+    here = rows[rows["commit"] == pair[0]]
+    if pair[1] is not None:
+        return here[here["mode"] == pair[1]]
+    found = [m for m in MODE_ORDER if (here["mode"] == m).any()]
+    return here[here["mode"] == found[0]] if found else here
 
 
 def _strongest(rows: pd.DataFrame) -> pd.DataFrame:

@@ -82,6 +82,15 @@ def _engine(p: Point) -> str | None:
     return str(engines.iloc[0]) if len(engines) else None
 
 
+def _style_label(style: Together, placement: str, style_placement: str) -> str | None:
+    """The paper's design as the table names it: its engine, or its placement where that
+    is not the row's (a hybrid-host record's engine names its GPU kernel, not the host
+    threads that drew the table's noise)."""
+    if not style.points:
+        return None
+    return style_placement if style_placement != placement else _engine(style.points[0][0])
+
+
 def _flush_s(p: Point) -> float | None:
     """LazyDP's final flush in seconds, the median of the point's runs."""
     flushes = p.rows["flush_ms"].dropna() if p.status == "ok" else []
@@ -106,7 +115,7 @@ def headline_row(m: Measured, where: Where) -> HeadlineRow:
         strongest=_pair(strongest),
         strongest_engine=_engine(strongest.points[0][0]) if strongest.points else None,
         paper_style=_pair(style),
-        paper_style_engine=_engine(style.points[0][0]) if style.points else None,
+        paper_style_engine=_style_label(style, placement, style_placement),
         joules=joules,
         joules_source=energy.label() if energy.points else None,
         flush_s=_flush_s(m.point(where, lazy)),

@@ -65,7 +65,7 @@ def test_each_ratio_is_the_two_pooled_points_it_names():
     assert hybrid.strongest_engine == "roundtrip"
     assert hybrid.strongest.ratio == pytest.approx(1900 / 6)
     assert hybrid.paper_style.ratio == pytest.approx(11000 / 30)  # both on the host
-    assert hybrid.paper_style_engine == "host-philox"
+    assert hybrid.paper_style_engine == "hybrid-host"  # its placement: noise on host threads
     assert hybrid.parity_bk is None
     assert hybrid.joules == pytest.approx((1.25, 1.25, 1.25))  # GPU + host
 
