@@ -1007,8 +1007,9 @@ def _modes_text(spec: FigureSpec, panel: Panel) -> str:
     return text
 
 
-def _footer(fig: plt.Figure, panels: list[Panel]) -> Text:
-    """Machines, placements, dates and commits of the runs drawn, and how they pooled."""
+def _footer(fig: plt.Figure, panels: list[Panel], hidden: Iterable[Panel] = ()) -> Text:
+    """Machines, placements, dates and commits of the runs drawn, how they pooled, and
+    the panels left out for want of a bar."""
     runs = _pooled_runs(panels)
     machines = ", ".join(sorted(set(runs["machine"].astype(str))))
     places = ", ".join(sorted(set(runs["placement"].astype(str))))
@@ -1020,7 +1021,8 @@ def _footer(fig: plt.Figure, panels: list[Panel]) -> Text:
     return _footer_text(
         fig,
         f"{machines} | placement {places} | {span} | {word} {', '.join(commits)} | "
-        f"median step: {'; '.join(methods)}",
+        f"median step: {'; '.join(methods)}"
+        + "".join(f" | not drawn: {p.label} ({_why_empty(p)})" for p in hidden),
     )
 
 
@@ -1060,11 +1062,21 @@ def render(spec: FigureSpec, df: pd.DataFrame, allow_mixed: bool = False) -> Fig
     for panel in panels:
         notes.append(_reference_note(spec, panel))
         notes.extend(_slot_notes(spec, panel))
-    if not any(s.point.status == "ok" for p in panels for s in p.slots):
+    shown = [p for p in panels if any(s.point.status == "ok" for s in p.slots)]
+    if not shown:
         rows = [_data_row(p, spec.axis, s) for p in panels for s in p.slots]
         return _skip(spec, panels, _frame_of(rows, spec.axis), notes)
-    fig, data = _draw(spec, panels, notes)
+    hidden = [p for p in panels if p not in shown]
+    notes.extend(f"{spec.name} [{p.label}]: panel not drawn: {_why_empty(p)}" for p in hidden)
+    fig, data = _draw(spec, shown, notes, hidden=hidden)
     return FigureResult(spec.name, fig, data, notes)
+
+
+def _why_empty(panel: Panel) -> str:
+    """Why a panel has no bar: its slots' reasons, counted (`6 not run, 3 no stage
+    breakdown`)."""
+    reasons = pd.Series([s.point.reason for s in panel.slots]).value_counts()
+    return ", ".join(f"{n} {r}" for r, n in reasons.items())
 
 
 def gpu_series(df: pd.DataFrame) -> pd.DataFrame:
@@ -1081,13 +1093,15 @@ LEGEND_WIDTH = 1.7  # inches beside each panel for its legend
 SPEEDUP_NOTE = "on LazyDP's bars: DP-SGD(F)'s step time ÷ LazyDP's (same GPUs)"
 
 
-def _draw(spec: FigureSpec, panels: list[Panel], notes: list[str]) -> tuple:
+def _draw(spec: FigureSpec, panels: list[Panel], notes: list[str], *, hidden: list[Panel]) -> tuple:
     """The Figure (one axes per panel) and the numbers behind its bars. Panels side by
     side share one y scale kind (a log panel beside a linear one misreads) and, where
-    their entries are the same, one legend, right of the last panel."""
+    their entries are the same, one legend, right of the last panel. A panel with no bar
+    (`hidden`: hybrid-host runs, which have no stage breakdown, in a stage figure) gets no
+    axes of empty hatches; the footer names it and why, and its slots stay in the data."""
     width, height = (7, 4.5) if spec.stacked else (6.5, 4.2)
     fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), height), squeeze=False)
-    data: list[dict] = []
+    data: list[dict] = [_data_row(p, spec.axis, s) for p in hidden for s in p.slots]
     drawn = []
     for ax, panel in zip(axes[0], panels, strict=True):
         draw = _draw_stacked if spec.stacked else _draw_bars
@@ -1109,7 +1123,7 @@ def _draw(spec: FigureSpec, panels: list[Panel], notes: list[str]) -> tuple:
     legends = 1 if shared else len(panels)
     fig.set_size_inches(width * len(panels) + LEGEND_WIDTH * legends, height)
     fig.suptitle(f"{spec.title}\n{SPEEDUP_NOTE}" if spec.speedup else spec.title)
-    layout(fig, _footer(fig, panels))
+    layout(fig, _footer(fig, panels, hidden))
     return fig, _frame_of(data, spec.axis)
 
 

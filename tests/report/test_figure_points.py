@@ -427,3 +427,27 @@ def test_a_peer_is_drawn_only_in_the_panels_that_hold_its_runs():
     assert {p.split(" · ")[-1] for p in peers["panel"]} == {"gpu"}
     assert _value(res, "table_bytes", MB96, "opacus-ghost") == 30.0
     assert sum("not run" in t for t in texts) == 1  # the gpu panel's 9.6 GB peer stub
+
+
+def test_a_panel_with_no_bar_is_left_out_and_named_in_the_footer_and_data():
+    """hybrid-host runs have no stage breakdown: fig. 3 draws the gpu panel only, not an
+    axes of empty hatches, and says on the image and in its data why hybrid-host is absent."""
+    records = [
+        run(a, [ms] * 3, table_bytes=size, stages={"forward": ms})
+        for a, ms in (("sgd", 1.0), ("dpsgd-f", 4.0))
+        for size in (MB96, GB96)
+    ]
+    records += [
+        run(a, [ms] * 3, table_bytes=GB96, placement="hybrid-host")
+        for a, ms in (("sgd", 2.0), ("dpsgd-f", 900.0))
+    ]  # graph replays: no breakdown
+    res = make_figure("fig3", records)
+    bar_axes = [ax for ax in res.figure.axes if ax.get_title()]
+    footer = " ".join(" ".join(t.get_text() for t in res.figure.texts).split())  # unwrapped
+    plt.close(res.figure)
+    assert [ax.get_title() for ax in bar_axes] == ["NVIDIA H100 80GB HBM3 · gpu"]
+    assert "not drawn: NVIDIA H100 80GB HBM3 · hybrid-host (" in footer
+    assert "no stage breakdown" in footer.split("not drawn:")[1]
+    assert any("hybrid-host]: panel not drawn" in n for n in res.notes)
+    host = res.data[res.data["panel"].str.endswith("hybrid-host")]
+    assert len(host) and host["value"].isna().all()
