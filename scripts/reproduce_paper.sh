@@ -39,7 +39,7 @@ fig5-torch|h200|3|Fig. 5 with the torch noise engine (noise sampling and update 
 fig10-gpu|h200|7|Fig. 10/12/14 end to end, gpu 96GB, batch 1024/2048/4096 (graph replays, 1,500 steps or 20 s): SGD, DP-SGD(F) (fused; and torch, the paper's separate passes, eager: it takes seeds as arguments), LazyDP, LazyDP [bookkeeping], EANA
 fig11-gpu|h200|2|Fig. 11 model-update breakdown, gpu 96GB, batch 1024/2048/4096
 fig10-hybrid|h200|7|Fig. 10/12/14 end to end, hybrid 96GB (the paper's placement), --cpu-tdp for host energy (repeat 3x)
-fig10-hybrid-host|h200|9|Fig. 10 with the paper's design for a host table (hybrid-host: DP-SGD(F)'s noise and LazyDP's bookkeeping on the host's threads), 96GB (repeat 3x)
+fig10-hybrid-host|h200|6|Fig. 10 with the paper's design for a host table (hybrid-host: DP-SGD(F)'s noise and LazyDP's bookkeeping on the host's threads), 96GB (repeat 3x)
 fig11-hybrid|h200|5|Fig. 11 model-update breakdown, hybrid 96GB (repeat 3x)
 fig13a-gpu|h200|4|Fig. 13(a) 24/48/96GB gpu (192GB recorded as skipped: needs more than 139 GiB), and 96MB..9.6GB so every size has graph replays
 fig13a-hybrid|h200|8|Fig. 13(a) 24/48/96GB hybrid (192GB recorded as skipped: needs more than 128 GiB of host RAM), and 96MB..9.6GB (repeat 3x)
@@ -48,7 +48,7 @@ fig13d-gpu|h200|2|Fig. 13(d) locality low/medium/high, gpu 96GB
 fig13c-gpu|h200|2|Fig. 13(c) RMC1-3 at full size (96 GB each), gpu
 fig13b-hybrid|h200|7|Fig. 13(b) pooling, hybrid 96GB (repeat 3x)
 fig13d-hybrid|h200|4|Fig. 13(d) locality, hybrid 96GB (repeat 3x)
-fig13c-hybrid|h200|6|Fig. 13(c) RMC1-3 full size, hybrid (repeat 3x)
+fig13c-hybrid|h200|5|Fig. 13(c) RMC1-3 full size, hybrid (repeat 3x)
 opacus|h200|5|Opacus peer panel (Fig. 3/13a): opacus, opacus-ghost beside SGD, DP-SGD(F), LazyDP, gpu 96MB..48GB (needs opacus installed)
 sparse-gpu|h200|4|DP-FEST / DP-AdaFEST beside DP-SGD(F) and LazyDP (preset sparse), gpu 96MB..96GB; DP-SGD(F) and LazyDP also eager, as DP-FEST runs
 sparse-hybrid|h200|8|preset sparse, hybrid 96MB..96GB; DP-SGD(F) and LazyDP also eager (repeat 3x)
