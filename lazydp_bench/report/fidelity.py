@@ -10,7 +10,8 @@ point one claim compares is read at one commit (the newest at which all of them 
 in one timing mode (graph replay, else end to end, else stage timing), named with the
 machine in the row's number; where no mode holds a whole comparison (LazyDP's host
 bookkeeping in `hybrid-host` cannot be captured in a CUDA graph, its baseline's step can),
-each point is read in its own best mode and the number names both. Rows come per machine
+each point is read in its own best of graph replay and end to end (never stage timing)
+and the number names both. Rows come per machine
 and placement (the paper's tables were in host RAM: `hybrid` and `hybrid-host` are its
 setting, `gpu` is beyond it); a claim with no records anywhere gets one "not measured"
 row; a number that measures something else than the claim (an engine past its modelled
@@ -115,9 +116,11 @@ def ask(algo: str, measure: Measure = STEPS, **fields: object) -> Ask:
 
 @dataclass(frozen=True)
 class Together:
-    """A claim's points, all on one commit and in one timing mode (or, where no mode
-    holds a whole group, each point in its best mode, all named in `mode`): for each
-    group of points that ran there in full, its pooled points in the order asked."""
+    """A claim's points, all on one commit and in one timing mode: for each group of
+    points that ran there in full, its pooled points in the order asked. Where no mode
+    holds a whole group and some point cannot be graph-captured, each point is read in
+    its own best of graph replay and end to end, and `mode` names both; one matching run
+    added later returns the claim to a single mode, with the groups that mode holds."""
 
     points: dict
     machine: str
@@ -189,7 +192,7 @@ class Measured:
         if not pairs:
             return Together({}, where[0])
 
-        def complete(pair: tuple[str, str]) -> list:
+        def complete(pair: tuple[str, str | None]) -> list:
             return [
                 k
                 for k, asks in groups.items()
@@ -201,14 +204,14 @@ class Measured:
         claim_rows = pd.concat(usable.values())
         created = claim_rows.groupby("commit")["created"].max()
         best = max(pairs, key=lambda p: (len(complete(p)), created[p[0]], -MODE_ORDER.index(p[1])))
-        if not complete(best):  # no mode holds a whole group: each point in its own best
+        if not complete(best) and _ungraphable(usable.values()):
             mixed = max(
                 {(c, None) for c, _ in pairs}, key=lambda p: (len(complete(p)), created[p[0]])
             )
             best = mixed if complete(mixed) else best
         points = {
             k: tuple(
-                resolve(_at(_strongest(_at(usable[(k, i)], best)), best), a.measure)
+                resolve(_strongest(_at(usable[(k, i)], best)), a.measure)
                 for i, a in enumerate(groups[k])
             )
             for k in complete(best)
@@ -233,15 +236,26 @@ class Measured:
         return df[here & (df["status"] == "ok")][cols].dropna().drop_duplicates()
 
 
+# modes a comparison may mix where one point cannot be graph-captured; stage timing's
+# per-stage syncs add to the step, so it is never mixed with the others
+MIXABLE = ("graph replay", "end-to-end")
+
+
+def _ungraphable(usable: Iterable[pd.DataFrame]) -> bool:
+    """Whether some point of the claim has no graph replay because no CUDA graph can
+    hold its step (its runs name a blocker other than `--cuda-graph off`, as LazyDP's
+    host bookkeeping in hybrid-host): only then may modes mix, never for a run merely
+    not yet made in the matching mode."""
+    return any(
+        rows["ungraphable"].any() and not (rows["mode"] == "graph replay").any() for rows in usable
+    )
+
+
 def _at(rows: pd.DataFrame, pair: tuple[str, str | None]) -> pd.DataFrame:
-    """The rows at a (commit, mode); mode None: at the commit, in the first of
-    `MODE_ORDER` they ran in (a point that cannot run in its pair's mode, such as LazyDP
-    with host bookkeeping, which no CUDA graph can hold)."""
+    """The rows at a (commit, mode); mode None: at the commit, in any `MIXABLE` mode
+    (`resolve` then keeps the one the claim's measure ranks first)."""
     here = rows[rows["commit"] == pair[0]]
-    if pair[1] is not None:
-        return here[here["mode"] == pair[1]]
-    found = [m for m in MODE_ORDER if (here["mode"] == m).any()]
-    return here[here["mode"] == found[0]] if found else here
+    return here[here["mode"].isin(MIXABLE if pair[1] is None else (pair[1],))]
 
 
 def _strongest(rows: pd.DataFrame) -> pd.DataFrame:

@@ -20,8 +20,10 @@ which records become points:
   the modes;
 - a point without a successful run is a short empty hatched stub labelled with its
   algorithm and reason (not run, OOM, skipped: needs N GB, timeout, error), with a legend
-  entry; a figure none of whose points succeeded is skipped with a reason, and an
-  algorithm with no run at all is named in a note;
+  entry; a panel none of whose points succeeded is left out and named, with its
+  reasons, in the footer and a note (its points stay in the CSV), a figure none of whose
+  points succeeded is skipped with a reason, and an algorithm with no run at all is named
+  in a note;
 - a figure draws one-GPU runs (the GPU count is fixed before any other field) and its
   caption names the runs on more GPUs it left out, except fig. 13(a), where each
   (algorithm, GPU count) is a series of its own (`LazyDP, 2 GPUs`, its algorithm's colour
@@ -1066,7 +1068,7 @@ def render(spec: FigureSpec, df: pd.DataFrame, allow_mixed: bool = False) -> Fig
     if not shown:
         rows = [_data_row(p, spec.axis, s) for p in panels for s in p.slots]
         return _skip(spec, panels, _frame_of(rows, spec.axis), notes)
-    hidden = [p for p in panels if p not in shown]
+    hidden = [p for p in panels if not any(s.point.status == "ok" for s in p.slots)]
     notes.extend(f"{spec.name} [{p.label}]: panel not drawn: {_why_empty(p)}" for p in hidden)
     fig, data = _draw(spec, shown, notes, hidden=hidden)
     return FigureResult(spec.name, fig, data, notes)
@@ -1101,7 +1103,7 @@ def _draw(spec: FigureSpec, panels: list[Panel], notes: list[str], *, hidden: li
     axes of empty hatches; the footer names it and why, and its slots stay in the data."""
     width, height = (7, 4.5) if spec.stacked else (6.5, 4.2)
     fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), height), squeeze=False)
-    data: list[dict] = [_data_row(p, spec.axis, s) for p in hidden for s in p.slots]
+    data: list[dict] = []
     drawn = []
     for ax, panel in zip(axes[0], panels, strict=True):
         draw = _draw_stacked if spec.stacked else _draw_bars
@@ -1124,6 +1126,7 @@ def _draw(spec: FigureSpec, panels: list[Panel], notes: list[str], *, hidden: li
     fig.set_size_inches(width * len(panels) + LEGEND_WIDTH * legends, height)
     fig.suptitle(f"{spec.title}\n{SPEEDUP_NOTE}" if spec.speedup else spec.title)
     layout(fig, _footer(fig, panels, hidden))
+    data.extend(_data_row(p, spec.axis, s) for p in hidden for s in p.slots)
     return fig, _frame_of(data, spec.axis)
 
 

@@ -2,7 +2,9 @@
 96 GB, batch 2048, pooling 1, uniform), one row per machine for `gpu` and for `hybrid`.
 
 Each comparison is read as the fidelity table reads its claims (`fidelity.Measured`):
-repeats pooled, both sides on one commit and in one timing mode, named under the table.
+repeats pooled, both sides on one commit and in one timing mode (graph replay beside end
+to end where one side is never graph-captured, as LazyDP in `hybrid-host`), named under
+the table.
 DP-SGD(F) is given twice, because a speedup is only as honest as its baseline:
 - the strongest engine measured there, ranked as the figures and the fidelity table rank
   them (`fidelity.ENGINE_ORDER`: roundtrip, streamed, fused, host), not by the fastest

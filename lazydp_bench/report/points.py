@@ -148,6 +148,10 @@ def timing_fields(record: dict) -> dict:
         "energy_reason": energy.get("reason"),
         "energy_warning": energy.get("warning"),
         "cuda_graph": bool(t.get("cuda_graph", False)),
+        # eager because no CUDA graph can hold the step (host work between kernels), not
+        # because --cuda-graph off asked for it: the comparisons may read it beside replays
+        "ungraphable": bool(t.get("cuda_graph_blocker"))
+        and (record.get("config") or {}).get("cuda_graph") != "off",
         "flush_ms": t.get("flush_ms"),  # LazyDP's final flush of pending noise
     }
 

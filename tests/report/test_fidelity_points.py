@@ -73,9 +73,15 @@ def test_a_claims_points_share_one_timing_mode():
     assert "150x (batch 2048)" in row.ours and "graph replay" in row.ours
 
 
-def _end_to_end(r: dict) -> dict:
-    """The same run timed end to end (no graph replay, no breakdown)."""
-    r["timing"]["cuda_graph"] = False
+HOST_WORK = "hybrid-host runs LazyDP's bookkeeping on host cores between GPU kernels"
+
+
+def _end_to_end(r: dict, blocker: str = HOST_WORK) -> dict:
+    """The same run timed end to end (no graph replay, no breakdown): by default because
+    no CUDA graph can hold its step, else as `blocker` says."""
+    r["timing"].update(cuda_graph=False, cuda_graph_blocker=blocker)
+    if blocker == "--cuda-graph off":
+        r["config"]["cuda_graph"] = "off"
     return r
 
 
@@ -94,6 +100,24 @@ def test_a_pair_no_one_mode_holds_is_read_each_in_its_best_mode_and_says_so():
     records.append(_end_to_end(_step("dpsgd-f", 5500.0, **host)))
     [row] = _speed_rows(records)
     assert "220x (batch 2048)" in row.ours and "graph replay" not in row.ours
+
+
+def test_modes_never_mix_with_stage_timing_nor_where_every_point_was_graph_replayed():
+    """A graph replay beside a stage-timed run (whose syncs add to the step) is no
+    comparison; nor is a mixed one where the eager run was asked for (--cuda-graph off)
+    rather than forced (a step no CUDA graph can hold)."""
+    staged_only = [
+        _stage_timed(_step("dpsgd-f", 1200.0, **HYBRID)),
+        _end_to_end(_step("lazydp", 10.0, **HYBRID)),  # never graph-captured
+    ]
+    assert [r.verdict for r in _speed_rows(staged_only)] == [NO_DATA]
+    asked_eager = [
+        _end_to_end(_step("dpsgd-f", 1200.0, **HYBRID), blocker="--cuda-graph off"),
+        _step("lazydp", 12.0, **HYBRID),
+    ]
+    assert [r.verdict for r in _speed_rows(asked_eager)] == [NO_DATA]
+    ungraphable = _end_to_end(_step("dpsgd-f", 1200.0, **HYBRID))
+    assert "100x" in _speed_rows([*asked_eager[1:], ungraphable])[0].ours
 
 
 def _oom_row(records: list[dict]):
