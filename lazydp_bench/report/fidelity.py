@@ -11,11 +11,10 @@ in one timing mode (graph replay, else end to end, else stage timing), named wit
 machine in the row's number; where no mode holds a whole comparison (LazyDP's host
 bookkeeping in `hybrid-host` cannot be captured in a CUDA graph, its baseline's step can),
 each point is read in its own best of graph replay and end to end (never stage timing)
-and the number names both. Rows come per machine
-and placement (the paper's tables were in host RAM: `hybrid` and `hybrid-host` are its
-setting, `gpu` is beyond it); a claim with no records anywhere gets one "not measured"
-row; a number that measures something else than the claim (an engine past its modelled
-bound) is "not comparable".
+and the number names both. Rows come per machine and placement (the paper's tables were
+in host RAM: `hybrid` and `hybrid-host` are its setting, `gpu` is beyond it); a claim
+with no records anywhere gets one "not measured" row; a number that measures something
+else than the claim (an engine past its modelled bound) is "not comparable".
 """
 
 from __future__ import annotations
@@ -247,7 +246,10 @@ def _ungraphable(usable: Iterable[pd.DataFrame]) -> bool:
     host bookkeeping in hybrid-host): only then may modes mix, never for a run merely
     not yet made in the matching mode."""
     return any(
-        rows["ungraphable"].any() and not (rows["mode"] == "graph replay").any() for rows in usable
+        (rows["mode"] == "end-to-end").any()
+        and rows.loc[rows["mode"] == "end-to-end", "ungraphable"].all()
+        and not (rows["mode"] == "graph replay").any()
+        for rows in usable
     )
 
 
