@@ -24,7 +24,7 @@ def test_readme_gives_exactly_two_setup_commands_on_the_cpu_build() -> None:
     assert len(commands) == 2, commands
     run_cmd, test_cmd = commands
     assert run_cmd.startswith(CPU_TORCH) and run_cmd.endswith("&& lazydp-bench run")
-    assert test_cmd.startswith(CPU_TORCH) and test_cmd.endswith("&& python3 -m pytest -q")
+    assert test_cmd.startswith(CPU_TORCH) and test_cmd.endswith("&& python3 -m pytest -q -n 2")
 
 
 def test_ci_runs_the_readmes_test_command_verbatim() -> None:
