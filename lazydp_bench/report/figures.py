@@ -1064,14 +1064,18 @@ def render(spec: FigureSpec, df: pd.DataFrame, allow_mixed: bool = False) -> Fig
     for panel in panels:
         notes.append(_reference_note(spec, panel))
         notes.extend(_slot_notes(spec, panel))
-    shown = [p for p in panels if any(s.point.status == "ok" for s in p.slots)]
+    shown = [p for p in panels if _has_bar(p)]
     if not shown:
         rows = [_data_row(p, spec.axis, s) for p in panels for s in p.slots]
         return _skip(spec, panels, _frame_of(rows, spec.axis), notes)
-    hidden = [p for p in panels if not any(s.point.status == "ok" for s in p.slots)]
+    hidden = [p for p in panels if not _has_bar(p)]
     notes.extend(f"{spec.name} [{p.label}]: panel not drawn: {_why_empty(p)}" for p in hidden)
     fig, data = _draw(spec, shown, notes, hidden=hidden)
     return FigureResult(spec.name, fig, data, notes)
+
+
+def _has_bar(panel: Panel) -> bool:
+    return any(s.point.status == "ok" for s in panel.slots)
 
 
 def _why_empty(panel: Panel) -> str:
