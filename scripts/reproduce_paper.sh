@@ -42,16 +42,16 @@ fig10-hybrid|h200|7|Fig. 10/12/14 end to end, hybrid 96GB (the paper's placement
 fig10-hybrid-host|h200|6|Fig. 10 with the paper's design for a host table (hybrid-host: DP-SGD(F)'s noise and LazyDP's bookkeeping on the host's threads), 96GB (repeat 3x)
 fig11-hybrid|h200|5|Fig. 11 model-update breakdown, hybrid 96GB (repeat 3x)
 fig13a-gpu|h200|4|Fig. 13(a) 24/48/96GB gpu (192GB recorded as skipped: needs more than 139 GiB), and 96MB..9.6GB so every size has graph replays
-fig13a-hybrid|h200|8|Fig. 13(a) 24/48/96GB hybrid (192GB recorded as skipped: needs more than 128 GiB of host RAM), and 96MB..9.6GB (repeat 3x)
+fig13a-hybrid|h200|5|Fig. 13(a) 24/48/96GB hybrid (192GB recorded as skipped: needs more than 128 GiB of host RAM), and 96MB..9.6GB (repeat 3x)
 fig13b-gpu|h200|3|Fig. 13(b) pooling 1/10/20/30, gpu 96GB
 fig13d-gpu|h200|2|Fig. 13(d) locality low/medium/high, gpu 96GB
 fig13c-gpu|h200|2|Fig. 13(c) RMC1-3 at full size (96 GB each), gpu
-fig13b-hybrid|h200|7|Fig. 13(b) pooling, hybrid 96GB (repeat 3x)
+fig13b-hybrid|h200|6|Fig. 13(b) pooling, hybrid 96GB (repeat 3x)
 fig13d-hybrid|h200|4|Fig. 13(d) locality, hybrid 96GB (repeat 3x)
 fig13c-hybrid|h200|5|Fig. 13(c) RMC1-3 full size, hybrid (repeat 3x)
 opacus|h200|5|Opacus peer panel (Fig. 3/13a): opacus, opacus-ghost beside SGD, DP-SGD(F), LazyDP, gpu 96MB..48GB (needs opacus installed)
 sparse-gpu|h200|4|DP-FEST / DP-AdaFEST beside DP-SGD(F) and LazyDP (preset sparse), gpu 96MB..96GB; DP-SGD(F) and LazyDP also eager, as DP-FEST runs
-sparse-hybrid|h200|8|preset sparse, hybrid 96MB..96GB; DP-SGD(F) and LazyDP also eager (repeat 3x)
+sparse-hybrid|h200|7|preset sparse, hybrid 96MB..96GB; DP-SGD(F) and LazyDP also eager (repeat 3x)
 criteo-profile|h200|2|Criteo access profile of a generated file: data make-criteo (1M lines) + data profile at 96GB
 utility-ref|h200|7|Utility (held-out AUC): SGD, DP-SGD(F), LazyDP on generated Criteo data, epsilon 1/3/8, seeds 0/1 (cpu placement, as results/2026-12-01-cpu-utility-tau)
 utility-tau-0|h200|8|Utility: DP-AdaFEST at tau 4/2/1/-1, epsilon 1/3/8, seed 0
