@@ -38,7 +38,7 @@ fig3-hybrid-96gb|h200|4|Fig. 3/5 stage breakdown, hybrid, 96GB (--max-seconds 30
 fig5-torch|h200|3|Fig. 5 with the torch noise engine (noise sampling and update as separate passes): gpu 96MB..96GB, hybrid 96MB/960MB
 fig10-gpu|h200|7|Fig. 10/12/14 end to end, gpu 96GB, batch 1024/2048/4096 (graph replays, 1,500 steps or 20 s): SGD, DP-SGD(F) (fused; and torch, the paper's separate passes, eager: it takes seeds as arguments), LazyDP, LazyDP [bookkeeping], EANA
 fig11-gpu|h200|2|Fig. 11 model-update breakdown, gpu 96GB, batch 1024/2048/4096
-fig10-hybrid|h200|7|Fig. 10/12/14 end to end, hybrid 96GB (the paper's placement), --cpu-tdp for host energy (repeat 3x)
+fig10-hybrid|h200|8|Fig. 10/12/14 end to end, hybrid 96GB (the paper's placement), --cpu-tdp for host energy (repeat 3x)
 fig10-hybrid-host|h200|6|Fig. 10 with the paper's design for a host table (hybrid-host: DP-SGD(F)'s noise and LazyDP's bookkeeping on the host's threads), 96GB (repeat 3x)
 fig11-hybrid|h200|5|Fig. 11 model-update breakdown, hybrid 96GB (repeat 3x)
 fig13a-gpu|h200|4|Fig. 13(a) 24/48/96GB gpu (192GB recorded as skipped: needs more than 139 GiB), and 96MB..9.6GB so every size has graph replays
@@ -51,7 +51,7 @@ fig13d-hybrid|h200|4|Fig. 13(d) locality, hybrid 96GB (repeat 3x)
 fig13c-hybrid|h200|5|Fig. 13(c) RMC1-3 full size, hybrid (repeat 3x)
 opacus|h200|5|Opacus peer panel (Fig. 3/13a): opacus, opacus-ghost beside SGD, DP-SGD(F), LazyDP, gpu 96MB..48GB (needs opacus installed)
 sparse-gpu|h200|4|DP-FEST / DP-AdaFEST beside DP-SGD(F) and LazyDP (preset sparse), gpu 96MB..96GB; DP-SGD(F) and LazyDP also eager, as DP-FEST runs
-sparse-hybrid|h200|7|preset sparse, hybrid 96MB..96GB; DP-SGD(F) and LazyDP also eager (repeat 3x)
+sparse-hybrid|h200|8|preset sparse, hybrid 96MB..96GB; DP-SGD(F) and LazyDP also eager (repeat 3x)
 criteo-profile|h200|2|Criteo access profile of a generated file: data make-criteo (1M lines) + data profile at 96GB
 utility-ref|h200|7|Utility (held-out AUC): SGD, DP-SGD(F), LazyDP on generated Criteo data, epsilon 1/3/8, seeds 0/1 (cpu placement, as results/2026-12-01-cpu-utility-tau)
 utility-tau-0|h200|8|Utility: DP-AdaFEST at tau 4/2/1/-1, epsilon 1/3/8, seed 0
