@@ -222,21 +222,27 @@ def test_reader_fills_its_queue_before_training_and_refills_in_bursts(tmp_path):
     trainer has taken it down to half, so parsing does not run beside every step."""
     path = write(tmp_path / "t.txt", LINES * 2000)
     src = source(config(path), ROWS, batch=64)
-    reader = src._producer
-    size, low = reader.out.maxsize, reader.low
-    assert reader.out.qsize() == size - 1  # full, less the look-ahead batch taken
-    made = reader.stats.batches
-    for _ in range(size - 1 - low - 1):  # stay above the low mark
+    try:
+        reader = src._producer
+        size, low = reader.out.maxsize, reader.low
+        assert reader.out.qsize() == size - 1  # full, less the look-ahead batch taken
+        made = reader.stats.batches
+        for _ in range(size - 1 - low - 1):  # stay above the low mark
+            src.advance()
+        time.sleep(0.3)
+        assert reader.stats.batches == made  # resting
         src.advance()
-    time.sleep(0.3)
-    assert reader.stats.batches == made  # resting
-    src.advance()
-    src.advance()  # at the low mark: the reader refills
-    deadline = time.monotonic() + 10
-    while reader.out.qsize() < size and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert reader.out.qsize() == size and reader.stats.batches > made
-    src.close()
+        src.advance()  # at the low mark: the reader refills
+        # Generous: the refill parses ~2 passes of the file, and a loaded 2-core machine
+        # can stall a thread for seconds; the loop ends as soon as the queue is full.
+        deadline = time.monotonic() + 60
+        while reader.out.qsize() < size and time.monotonic() < deadline:
+            time.sleep(0.01)
+        alive = src._thread.is_alive()
+        assert reader.out.qsize() == size, f"reader alive: {alive}, {reader.stats}"
+        assert reader.stats.batches > made
+    finally:
+        src.close()  # also on failure: a resting reader would hold its parse threads
 
 
 # ---- several parse threads: the same chunks, batches, errors and line numbers ----------
@@ -361,10 +367,14 @@ def test_blocks_in_flight_are_bounded_and_parsed_in_the_pool(tmp_path, monkeypat
     assert taken > 40 and ahead == bound - 1
     assert parsed_in and all(name.startswith("criteo-parse") for name in parsed_in)
 
+    before = set(threading.enumerate())  # another test's reader may hold its own pool
     chunks = iter_chunks([path], "error", SMALL_BLOCK, threads=threads)
     next(chunks)
+    started = [t for t in threading.enumerate() if t.name.startswith("criteo-parse")]
+    started = [t for t in started if t not in before]
+    assert started
     chunks.close()  # abandoned mid-file: the pool is shut down
-    assert not [t for t in threading.enumerate() if t.name.startswith("criteo-parse")]
+    assert not [t for t in started if t.is_alive()]
 
 
 def test_parse_threads_default_to_the_cores_and_must_be_positive():
