@@ -89,6 +89,20 @@ FIG13A_SIZES="96MB,960MB,9.6GB,24GB,48GB,96GB,192GB"
 # the x2 parts use the one-GPU host's thread count, so their records match its runs
 X2_THREADS=16
 
+# into FILE CMD...: CMD's output into FILE, whole or not at all (a failed command leaves
+# FILE as it was and no temporary file behind); FILE gets the umask's mode, not mktemp's 600
+into() {
+  local file="$1" tmp
+  shift
+  tmp=$(mktemp "$(dirname "$file")/.$(basename "$file").XXXXXXXX.tmp") || return 1
+  if "$@" > "$tmp" && chmod "$(printf '%o' $((0666 & ~0$(umask))))" "$tmp"; then
+    mv -f "$tmp" "$file"
+  else
+    rm -f "$tmp"
+    return 1
+  fi
+}
+
 utility() {  # ALGO-ARGS...: one held-out utility point per epsilon and seed given
   local train="$DATA/utility-train.tsv" heldout="$DATA/utility-heldout.tsv"
   mkdir -p "$DATA"
@@ -187,8 +201,8 @@ run_part() {  # NAME: one part, into $DEST
     x2-hybrid-192)
       sweep --preset fig13a --table-size 192GB --placement hybrid --host-mem-limit 256GiB \
         --host-threads "$X2_THREADS" $HYBRID_STEPS ;;
-    plot)
-      local runs=() f
+    plot)  # every step runs; the part fails if any of them did
+      local runs=() f rc=0
       for f in "$OUT"/runs.jsonl "$OUT"/repeat-*/runs.jsonl "$OUT"/x2/runs.jsonl \
         "$OUT"/x2/repeat-*/runs.jsonl; do
         [ -f "$f" ] && runs+=("$f")
@@ -196,12 +210,13 @@ run_part() {  # NAME: one part, into $DEST
       [ ${#runs[@]} -gt 0 ] || { echo "error: no runs.jsonl under $OUT" >&2; return 1; }
       figures="fig3,fig5,fig5-torch,fig10,fig11,fig12,fig13a,fig13b,fig13c,fig13d"
       figures="$figures,sparse-step,sparse-grad,fig14,noise-roofline"
-      $B plot "${runs[@]}" --figure "$figures" --out "$OUT/figures"
+      $B plot "${runs[@]}" --figure "$figures" --out "$OUT/figures" || rc=1
       if [ -f "$OUT/utility/runs.jsonl" ]; then
-        $B plot "$OUT/utility" --figure utility --out "$OUT/figures"
+        $B plot "$OUT/utility" --figure utility --out "$OUT/figures" || rc=1
       fi
-      python3 "$ROOT/scripts/fidelity.py" "${runs[@]}" > "$OUT/fidelity.md"
-      python3 "$ROOT/scripts/headline.py" "${runs[@]}" > "$OUT/headline.md" ;;
+      into "$OUT/fidelity.md" python3 "$ROOT/scripts/fidelity.py" "${runs[@]}" || rc=1
+      into "$OUT/headline.md" python3 "$ROOT/scripts/headline.py" "${runs[@]}" || rc=1
+      return "$rc" ;;
   esac
 }
 

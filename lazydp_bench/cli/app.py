@@ -563,6 +563,7 @@ def plot(
 
     from lazydp_bench.records.store import load_records
     from lazydp_bench.report.figures import ALL_FIGURES, FIGURES, make_figure
+    from lazydp_bench.report.save import save_figure, save_table
     from lazydp_bench.report.tables import figure_points
 
     with user_errors():
@@ -593,10 +594,10 @@ def plot(
             continue
         paths = [out / f"{name}.{fmt}" for fmt in formats]
         for path in paths:
-            res.figure.savefig(path, dpi=150)
+            save_figure(res.figure, path)
         plt.close(res.figure)
         paths.append(out / f"{name}.csv")
-        res.data.to_csv(paths[-1], index=False)
+        save_table(res.data, paths[-1])
         files = ", ".join(str(p) for p in paths)
         line = f"{name}: {figure_points(res.data)} -> {files}"
         console.print(escape(line), highlight=False, soft_wrap=True)
@@ -821,6 +822,7 @@ def report(
     """Print the summary of stored records: one line per training run (step time, ratio to
     SGD, throughput, energy, DP-SGD(F)'s time over it) and one per `bench noise` engine."""
     from lazydp_bench.records.tidy import benches_table, read_records, runs_table
+    from lazydp_bench.report.save import save_table
     from lazydp_bench.report.tables import summary_table
 
     with user_errors():
@@ -830,10 +832,7 @@ def report(
             raise BenchError("no records in " + ", ".join(map(str, results)))
         runs = [r for r in records if r["kind"] == "run"]
         if csv is not None:
-            try:
-                runs_table(runs).to_csv(csv, index=False)
-            except OSError as exc:
-                raise BenchError(f"cannot write {csv}: {exc.strerror or exc}") from exc
+            save_table(runs_table(runs), csv)
     if runs:
         console.print(summary_table(runs))
     benches = benches_table(records)

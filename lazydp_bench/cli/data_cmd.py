@@ -154,17 +154,11 @@ def profile_cmd(
 
 
 def _save_figure(profile, path: Path) -> None:
-    """The access-skew figure, written whole or not at all (a temporary file renamed)."""
-    import os
-
+    """The access-skew figure, written whole or not at all."""
     from lazydp_bench.report.profile_figure import access_figure
+    from lazydp_bench.report.save import save_figure
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        access_figure(profile).savefig(tmp, dpi=150, format="png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    save_figure(access_figure(profile), path)
 
 
 def profile_table(profile) -> Table:

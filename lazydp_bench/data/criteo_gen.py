@@ -17,10 +17,6 @@ temporary name in the target's folder and renamed when complete.
 
 from __future__ import annotations
 
-import contextlib
-import gzip
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from lazydp_bench.errors import BenchError
+from lazydp_bench.files import atomic_output
 
 # criteo-kaggle's 26 table cardinalities (workloads/criteo-kaggle.toml)
 KAGGLE_ROWS = (
@@ -267,34 +264,6 @@ def generate_chunks(spec: GenSpec) -> Iterator[tuple[bytes, int, int]]:
         data = encode_lines(tables, d.labels, d.dense, d.dense_missing, ids, d.cat_missing)
         yield data, n, int(d.labels.sum())
         done += n
-
-
-@contextlib.contextmanager
-def atomic_output(out: Path, *, compress: bool) -> Iterator:
-    """A binary stream to a temporary file beside `out`, renamed to `out` only when the
-    block completes; on any failure the temporary file is removed and `out` untouched."""
-    out = Path(out)
-    if out.is_dir():
-        raise BenchError(f"{out} is a directory; give a file name")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    except OSError as exc:
-        raise BenchError(f"cannot write {out}: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            if compress:
-                name = out.name.removesuffix(".gz")
-                with gzip.GzipFile(name, "wb", compresslevel=1, fileobj=raw, mtime=0) as z:
-                    yield z
-            else:
-                yield raw
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def make_criteo(

@@ -22,6 +22,7 @@ import numpy as np
 from lazydp_bench.config import DataConfig
 from lazydp_bench.data.criteo import CATS, FIELD_NAMES, data_files, iter_chunks, map_rows, scan
 from lazydp_bench.errors import BenchError
+from lazydp_bench.files import write_bytes
 
 TOP_FRACTIONS = (0.001, 0.01, 0.1)
 EXACT_KNOTS = 256  # ranks kept one by one; after them, LOG_KNOTS log-spaced ones
@@ -190,10 +191,7 @@ def _float(value) -> float | None:
 
 def save_profile(profile: AccessProfile, path: Path) -> None:
     """Write the profile as JSON under a temporary name, then rename it into place."""
-    from lazydp_bench.data.criteo_gen import atomic_output
-
-    with atomic_output(path, compress=False) as f:
-        f.write(json.dumps(profile.to_dict(), indent=1).encode())
+    write_bytes(path, json.dumps(profile.to_dict(), indent=1).encode())
 
 
 def load_profile(path: str | Path) -> AccessProfile:

@@ -220,3 +220,36 @@ def test_plot_part_draws_figures_and_the_fidelity_table(tmp_path):
     assert {"fig13a.png", "fig13a.pdf", "fig13a.csv", "noise-roofline.png"} <= figures
     table = (out / "fidelity.md").read_text()
     assert table.startswith("| fig | placement | paper's claim |")
+
+
+def test_plot_part_leaves_the_tables_whole_when_a_step_fails(tmp_path):
+    """A fidelity script that dies half-way leaves the previous table and no temporary
+    file, and the part (and the script) fails; the headline table after it is still
+    written, whole and with the umask's mode."""
+    recorder = tmp_path / "rec.sh"
+    recorder.write_text(RECORDER)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text(
+        '#!/bin/sh\ncase "$1" in *headline.py) echo "| headline |"; exit 0 ;; esac\n'
+        "echo '| fig | half a table'\nexit 1\n"
+    )
+    (bin_dir / "python3").chmod(0o755)
+    out = tmp_path / "o"
+    out.mkdir()
+    shutil.copy(FIXTURE, out / "runs.jsonl")
+    (out / "fidelity.md").write_text("old fidelity\n")
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    res = subprocess.run(
+        ["bash", str(SCRIPT), "plot"],
+        capture_output=True,
+        text=True,
+        env={**env, "OUT": str(out), "LAZYDP_BENCH": f"sh {recorder}"},
+        timeout=60,
+        preexec_fn=lambda: os.umask(0o022),
+    )
+    assert res.returncode == 1, res.stderr
+    assert (out / "fidelity.md").read_text() == "old fidelity\n"
+    assert (out / "headline.md").read_text() == "| headline |\n"
+    assert (out / "headline.md").stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in out.iterdir()) == ["fidelity.md", "headline.md", "runs.jsonl"]
