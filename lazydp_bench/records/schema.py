@@ -120,7 +120,7 @@ def from_dict(data: dict) -> Record:
     if not isinstance(data, dict):
         raise BenchError("a record must be a JSON object")
     kind = data.get("kind", "run")
-    cls = KINDS.get(kind)
+    cls = KINDS.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise BenchError(f"unknown record kind {kind!r}")
     known = set(field_names(cls))

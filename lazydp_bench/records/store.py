@@ -71,17 +71,20 @@ def append_record(path: Path, record: dict | Record) -> None:
     """Append one record (checked against the schema first: nothing malformed is written)."""
     typed = record if isinstance(record, Record) else from_dict(_finite(record))
     line = (json.dumps(to_dict(typed), allow_nan=False, sort_keys=False) + "\n").encode()
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        size = os.fstat(fd).st_size
-        if size and os.pread(fd, 1, size - 1) != b"\n":  # a torn last line: start anew
-            line = b"\n" + line
-        written = os.write(fd, line)
-        if written != len(line):  # pragma: no cover - regular files do not short-write
-            raise OSError(f"short write to {path}")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":  # a torn last line: start anew
+                line = b"\n" + line
+            written = os.write(fd, line)
+            if written != len(line):  # pragma: no cover - regular files do not short-write
+                raise OSError(f"short write to {path}")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:  # a full disk or a lost folder: one line, not a traceback
+        raise BenchError(f"cannot append to {path}: {exc.strerror or exc}") from exc
 
 
 def upgrade(record: dict) -> dict:
@@ -120,15 +123,26 @@ def upgrade(record: dict) -> dict:
 
 
 def iter_result_files(paths: Iterable[Path]) -> list[Path]:
+    """The record files of `paths`: a file as given, a folder's `runs.jsonl` at any depth."""
     files = []
     for p in paths:
-        if p.is_dir():
-            files.extend(sorted(p.rglob(RUNS_FILE)))
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise BenchError(f"no results at {p}")
+        try:
+            if p.is_dir():
+                files.extend(sorted(p.rglob(RUNS_FILE)))
+            elif p.is_file():
+                files.append(p)
+            else:
+                raise BenchError(f"no results at {p}")
+        except OSError as exc:  # a folder the user may not enter
+            raise BenchError(f"cannot read {p}: {exc.strerror or exc}") from exc
     return files
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise BenchError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
 def load_records(paths: Iterable[Path]) -> list[dict]:
@@ -136,7 +150,7 @@ def load_records(paths: Iterable[Path]) -> list[dict]:
     record of this or an older schema) are skipped and named in ONE warning."""
     records, bad = [], []
     for path in iter_result_files(paths):
-        for n, raw in enumerate(path.read_bytes().splitlines(), 1):
+        for n, raw in enumerate(_read(path).splitlines(), 1):
             if not raw.strip():
                 continue
             try:

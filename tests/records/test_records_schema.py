@@ -3,6 +3,7 @@ README's record section checked against the dataclasses."""
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -55,6 +56,7 @@ def test_a_complete_run_record_round_trips():
     ("change", "message"),
     [
         ({"kind": "bogus"}, "unknown record kind"),
+        ({"kind": []}, "unknown record kind []"),  # was a TypeError: unhashable
         ({"extra": 1}, "unknown run record field(s): extra"),
         ({"status": "fine"}, "status must be one of"),
         ({"timing": None}, "an ok run record needs 'timing'"),
@@ -158,3 +160,24 @@ def test_an_append_after_a_torn_line_starts_a_new_line(tmp_path):
     with pytest.warns(UserWarning, match="skipped 1 malformed"):
         records = load_records([path])
     assert [r["run_id"] for r in records] == [OK_RUN["run_id"], "after"]
+
+
+def test_a_failed_append_is_one_bench_error(tmp_path):
+    with pytest.raises(BenchError, match=r"cannot append to .*gone/runs\.jsonl: No such file"):
+        append_record(tmp_path / "gone" / "runs.jsonl", OK_RUN)
+    (tmp_path / "runs.jsonl").mkdir()
+    with pytest.raises(BenchError, match=r"cannot append to .*: Is a directory"):
+        append_record(tmp_path / "runs.jsonl", OK_RUN)
+
+
+def test_a_record_file_that_cannot_be_read_is_one_bench_error(tmp_path, monkeypatch):
+    (tmp_path / "a" / "runs.jsonl").mkdir(parents=True)  # a folder where records go
+    with pytest.raises(BenchError, match=r"cannot read .*a/runs\.jsonl: Is a directory"):
+        load_records([tmp_path])
+
+    def denied(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "is_dir", denied)  # a folder the user may not enter
+    with pytest.raises(BenchError, match=r"cannot read .*: Permission denied"):
+        load_records([tmp_path / "locked"])
