@@ -27,8 +27,7 @@ def atomic_output(out: Path, *, compress: bool = False) -> Iterator[BinaryIO]:
     An OSError in the block (a full disk, say) becomes a one-line BenchError naming
     `out`, so the block should only produce and write bytes, not read other files."""
     out = Path(out)
-    if out.is_dir():
-        raise BenchError(f"{out} is a directory; give a file name")
+    check_output_file(out)
     tmp = out.with_name(f".{out.name}.{secrets.token_hex(8)}.tmp")
     try:
         # O_EXCL: never another writer's file; mode 0o666 less the umask, as open() gives
@@ -58,3 +57,18 @@ def write_bytes(out: Path, data: bytes) -> None:
     """`data` into `out`, whole or not at all."""
     with atomic_output(out) as f:
         f.write(data)
+
+
+def check_output_file(out: Path) -> None:
+    """Raise a one-line BenchError unless `out` names a file `atomic_output` can create:
+    not a folder, in a folder that exists and that this user may write. Commands call it
+    on their outputs before any work, so a bad path costs nothing."""
+    try:
+        if out.is_dir():
+            raise BenchError(f"{out} is a directory; give a file name")
+        if not out.parent.is_dir():
+            raise BenchError(f"cannot write {out}: folder {out.parent} does not exist")
+    except OSError as exc:  # a folder on the way that the user may not enter
+        raise BenchError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    if not os.access(out.parent, os.W_OK | os.X_OK):
+        raise BenchError(f"cannot write {out}: permission denied on folder {out.parent}")

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from lazydp_bench.cli.edge import err_console, user_errors
 from lazydp_bench.errors import BenchError
+from lazydp_bench.files import check_output_file
 from lazydp_bench.units import format_bytes
 
 data_app = typer.Typer(
@@ -55,8 +56,7 @@ def make_criteo_cmd(
 
     with user_errors():
         spec = GenSpec(lines=lines, seed=seed, alpha=alpha, gzip=gzip)
-        if not out.parent.is_dir():
-            raise BenchError(f"cannot write {out}: folder {out.parent} does not exist")
+        check_output_file(out)
         start = time.perf_counter()
         with _progress(lines, "lines") as bar:
             task = bar.add_task(f"writing {out.name}", total=lines)
@@ -106,7 +106,11 @@ def profile_cmd(
     categorical: Categorical = "hash",
     on_bad_line: OnBadLine = "error",
     out: Annotated[
-        Path, Opt(help="JSON file for the profile (replay: --distribution profile:FILE).")
+        Path,
+        Opt(
+            help="JSON file for the profile (replay: --distribution profile:FILE); the "
+            "figure is written beside it, as OUT with .png."
+        ),
     ] = Path("profile.json"),
     figure: Annotated[
         bool, Opt(help="Also draw the access-skew curves next to the JSON (OUT with .png).")
@@ -122,11 +126,10 @@ def profile_cmd(
     with user_errors():
         config = _data_config(paths, categorical, on_bad_line)
         wl = resolve_workload(workload, None if table_size.lower() == "full" else table_size)
-        batch = batch_size or wl.batch_size
+        batch = wl.batch_size if batch_size is None else batch_size
         if batch < 1:
             raise BenchError(f"--batch-size must be positive, got {batch}")
-        if out.is_dir() or not out.parent.is_dir():
-            raise BenchError(f"cannot write {out}: give a file in an existing folder")
+        _check_outputs(out, figure=figure)
         with _progress(None, "lines") as bar:
             task = bar.add_task("profiling", total=None)
             profile = profile_data(
@@ -151,6 +154,19 @@ def profile_cmd(
     console.print(f"profile -> {out} (replay: --distribution profile:{out})", highlight=False)
     if figure:
         console.print(f"access skew -> {out.with_suffix('.png')}", highlight=False)
+
+
+def _check_outputs(out: Path, *, figure: bool) -> None:
+    """Both files `profile` writes, checked before it reads any data: the JSON, and with
+    the figure OUT with .png, which must not be the JSON itself."""
+    check_output_file(out)
+    if figure:
+        if out.suffix.lower() == ".png":
+            raise BenchError(
+                f"--out {out} ends in .png, the figure's name: give the profile another "
+                "suffix (e.g. .json), or --no-figure"
+            )
+        check_output_file(out.with_suffix(".png"))
 
 
 def _save_figure(profile, path: Path) -> None:

@@ -109,18 +109,23 @@ def data_files(paths: Sequence[str | Path]) -> tuple[Path, ...]:
     files (day order) or else its `train.txt` (plain or .gz)."""
     files: list[Path] = []
     for text in paths:
-        path = Path(text)
-        if path.is_file():
-            files.append(path)
-        elif path.is_dir():
-            days = sorted((p for p in path.glob("day_*") if p.is_file()), key=_day_key)
-            train = [p for p in (path / "train.txt", path / "train.txt.gz") if p.is_file()]
-            if not (days or train):
-                raise BenchError(f"{path} holds no day_* files and no train.txt")
-            files.extend(days or train[:1])
-        else:
-            raise BenchError(f"data file {path} does not exist")
+        try:
+            files.extend(_files_of(Path(text)))
+        except OSError as exc:  # a folder on the way that the user may not enter
+            raise BenchError(f"cannot read data {text}: {exc.strerror or exc}") from exc
     return tuple(files)
+
+
+def _files_of(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise BenchError(f"data file {path} does not exist")
+    days = sorted((p for p in path.glob("day_*") if p.is_file()), key=_day_key)
+    train = [p for p in (path / "train.txt", path / "train.txt.gz") if p.is_file()]
+    if not (days or train):
+        raise BenchError(f"{path} holds no day_* files and no train.txt")
+    return days or train[:1]
 
 
 class TruncatedGzip(BenchError):

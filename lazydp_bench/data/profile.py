@@ -210,7 +210,28 @@ def load_profile(path: str | Path) -> AccessProfile:
     except (TypeError, KeyError) as exc:
         raise BenchError(f"profile {path} is incomplete: {exc}") from None
     for t in profile.tables:
-        ok = len(t.cdf_ranks) == len(t.cdf_shares) and list(t.cdf_ranks) == sorted(t.cdf_ranks)
-        if not ok or t.lookups < 1:
+        if not _usable_curve(t):
             raise BenchError(f"profile {path}: table {t.name} has no usable access curve")
     return profile
+
+
+def _usable_curve(table: TableProfile) -> bool:
+    """Whether replay can invert the table's curve: at least one lookup, one share per
+    rank, whole ranks from 0 up and shares in [0, 1] that never fall (a binary search
+    over the shares finds each draw's rank)."""
+    ranks, shares = table.cdf_ranks, table.cdf_shares
+    if not (_whole(table.lookups) and table.lookups >= 1 and len(ranks) == len(shares) >= 1):
+        return False
+    if not all(_whole(r) and r >= 0 for r in ranks):
+        return False
+    if not all(_real(s) and 0 <= s <= 1 for s in shares):
+        return False
+    return list(ranks) == sorted(ranks) and list(shares) == sorted(shares)
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _real(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -77,3 +77,28 @@ def test_bad_data_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message)
     assert "Traceback" not in res.stderr and message in " ".join(res.stderr.split())
     assert len(res.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("out", "args", "message"),
+    [
+        ("p.png", (), "ends in .png, the figure's name"),
+        ("p.json", ("--batch-size", "0"), "--batch-size must be positive, got 0"),
+        ("p.json", ("--workload", "nope"), "unknown workload 'nope'"),
+        ("sub", (), "is a directory; give a file name"),
+        ("missing/p.json", (), "folder"),
+        ("blocked.json", (), "blocked.png is a directory"),
+    ],
+)
+def test_bad_profile_outputs_are_refused_before_reading(tmp_path, out, args, message):
+    """Refused in one line with nothing written: the JSON and the figure beside it (OUT
+    with .png) are both checked before the data is read."""
+    data = write(tmp_path / "d.txt", [line("0"), line("1")])
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "blocked.png").mkdir()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    res = cli("data", "profile", str(data), "--out", str(tmp_path / out), *args)
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr and message in " ".join(res.stderr.split())
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

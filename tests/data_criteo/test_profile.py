@@ -85,6 +85,50 @@ def test_profile_file_round_trips_and_replays_its_access_curves(measured, tmp_pa
         dist.check_tables(8)
 
 
+@pytest.mark.parametrize(
+    ("change", "valid"),
+    [
+        ({"lookups": "x"}, False),  # was a TypeError from `"x" < 1`
+        ({"lookups": 0}, False),
+        ({"cdf_ranks": [0, "5"]}, False),
+        ({"cdf_ranks": [0, 5.5]}, False),
+        ({"cdf_ranks": [3, 1]}, False),
+        ({"cdf_ranks": [0, 1, 2], "cdf_shares": [0.0, 0.7, 0.4]}, False),  # falls
+        ({"cdf_shares": [0.0, 1.5]}, False),
+        ({"cdf_shares": [0.0, None]}, False),
+        ({"cdf_shares": [0.0]}, False),  # one share for two ranks
+        ({}, True),
+    ],
+)
+def test_a_profile_with_an_unusable_curve_is_refused(tmp_path, change, valid):
+    """Every table's curve is checked when the profile is read, so a hand-edited file is
+    one line at `--distribution profile:FILE`, never a traceback in a run."""
+    table = {
+        "name": "C1",
+        "rows": 10,
+        "lookups": 4,
+        "rows_touched": 2,
+        "top_shares": [0.5, 0.5, 1.0],
+        "unique_per_batch": 1.5,
+        "cdf_ranks": [0, 1],
+        "cdf_shares": [0.0, 0.7],
+    }
+    defaults = {"files": [], "workload": "w", "table_size": None, "categorical": "hash"}
+    data = {
+        "format": "lazydp-bench access profile v1",
+        **defaults,
+        **{"batch_size": 2, "lines": 4, "skipped_lines": 0, "batches": 2},
+        "tables": [{**table, **change}],
+    }
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(data))
+    if valid:
+        assert load_profile(path).tables[0].cdf_shares == (0.0, 0.7)
+        return
+    with pytest.raises(BenchError, match="table C1 has no usable access curve"):
+        load_profile(path)
+
+
 def test_a_file_that_is_not_a_profile_is_refused(tmp_path):
     bad = tmp_path / "p.json"
     bad.write_text("{}")

@@ -11,6 +11,7 @@ import math
 import threading
 import time
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -178,6 +179,15 @@ def test_a_folder_of_days_reads_in_day_order(tmp_path):
         data_files([empty])
     with pytest.raises(BenchError, match="does not exist"):
         data_files([tmp_path / "nope"])
+
+
+def test_data_in_a_folder_the_user_may_not_enter_is_one_bench_error(tmp_path, monkeypatch):
+    def denied(self, *args, **kwargs):  # what Path.is_file raises under a mode-000 folder
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "is_file", denied)
+    with pytest.raises(BenchError, match=r"cannot read data .*x/train\.txt: Permission denied"):
+        data_files([tmp_path / "x" / "train.txt"])
 
 
 def test_source_looks_ahead_one_batch_and_wraps_around(tmp_path):

@@ -88,3 +88,30 @@ def test_plot_twice_rewrites_identical_files(tmp_path, monkeypatch):
         f"{n}.{ext}" for n in ("fig10", "fig13a") for ext in ("png", "pdf", "svg", "csv")
     )
     assert saved[0] == saved[1]
+
+
+def test_an_output_path_the_user_cannot_use_is_one_bench_error(tmp_path, monkeypatch):
+    from lazydp_bench.files import check_output_file
+
+    (tmp_path / "d").mkdir()
+    with pytest.raises(BenchError, match=r"d is a directory; give a file name"):
+        check_output_file(tmp_path / "d")
+    with pytest.raises(BenchError, match=r"folder .*missing does not exist"):
+        check_output_file(tmp_path / "missing" / "f.png")
+
+    def denied(self, *args, **kwargs):  # what Path.is_dir raises under a mode-000 folder
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(type(tmp_path), "is_dir", denied)
+    with pytest.raises(BenchError, match=r"cannot write .*f\.png: Permission denied"):
+        check_output_file(tmp_path / "locked" / "f.png")
+
+
+def test_plot_into_a_folder_where_a_figure_is_a_directory_is_one_line(tmp_path):
+    (tmp_path / "fig10.png").mkdir()
+    res = cli("plot", str(FIXTURE), "--figure", "fig10", "--out", str(tmp_path))
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "fig10.png is a directory" in res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fig10.png"]
