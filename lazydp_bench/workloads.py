@@ -99,7 +99,8 @@ def load_workload(name_or_path: str) -> Workload:
 
 def _count(value, key: str) -> int:
     """A positive whole number from the TOML, or why not (bools and 8.5 are not counts)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+    whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not whole:  # is_integer: False for inf and nan
         raise BenchError(f"{key} must be a positive whole number, got {value!r}")
     if value < 1:
         raise BenchError(f"{key} must be positive, got {value!r}")

@@ -592,12 +592,12 @@ def plot(
         if res.figure is None:
             err_console.print(f"[yellow]{name}: skipped, nothing to draw[/]", soft_wrap=True)
             continue
-        paths = [out / f"{name}.{fmt}" for fmt in formats]
-        for path in paths:
-            save_figure(res.figure, path)
+        paths = [out / f"{name}.{fmt}" for fmt in (*formats, "csv")]
+        with user_errors():  # a full disk, or a folder where a figure goes: one line
+            for path in paths[:-1]:
+                save_figure(res.figure, path)
+            save_table(res.data, paths[-1])
         plt.close(res.figure)
-        paths.append(out / f"{name}.csv")
-        save_table(res.data, paths[-1])
         files = ", ".join(str(p) for p in paths)
         line = f"{name}: {figure_points(res.data)} -> {files}"
         console.print(escape(line), highlight=False, soft_wrap=True)
@@ -875,6 +875,9 @@ def main() -> None:
 
     try:
         code = app(standalone_mode=False)
+    except BenchError as exc:  # raised outside a command's `user_errors`: still one line
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        code = 2
     except Exception as exc:  # click's exceptions (typer may vendor its own click)
         code = _usage_exit(exc)
     sys.exit(code or 0)

@@ -284,6 +284,25 @@ def test_usage_errors_are_one_line_with_exit_2(args, message):
     assert len(lines) == 1 and lines[0].startswith(message), res.stderr
 
 
+def test_a_bench_error_outside_a_commands_checks_is_still_one_line(monkeypatch, capsys):
+    """E.g. the record store failing to append after a run: no traceback, exit 2."""
+    import importlib
+
+    from lazydp_bench.errors import BenchError
+
+    app_module = importlib.import_module("lazydp_bench.cli.app")  # the module, not the Typer
+
+    def failing(**_kwargs):
+        raise BenchError("cannot append to runs.jsonl: No space left on device")
+
+    monkeypatch.setattr(app_module, "app", failing)
+    with pytest.raises(SystemExit) as exited:
+        app_module.main()
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "error: cannot append to runs.jsonl: No space left on device"
+
+
 def test_empty_out_is_refused_not_the_current_directory(tmp_path):
     """`--out ""` once wrote runs.jsonl into the current directory."""
     res = cli("run", *TINY, "--algo", "sgd", "--out", "", cwd=tmp_path)
