@@ -8,7 +8,11 @@ Checks, each returning PASS/FAIL with its numbers:
 - real noise: (final weights - noise-free weights) / sd per element is N(0, 1), with
   sd = sqrt(sum_t lr_t^2) sigma C / B: a one-sample KS test and a variance-ratio test. To
   make the noise-free trajectory the same, C is tiny (1e-6) and sigma huge (1e6): the
-  gradient moves weights by <= lr C per step, ~1e-5 of one step's noise.
+  gradient moves weights by <= lr C per step, ~1e-5 of one step's noise. Noise is drawn
+  in chunks of one page (the smallest chunk a run allows), so the flush makes dozens of
+  keyed calls, and the correlation between each row and the row one chunk further is
+  near 0: a key reused across chunks would repeat the noise of every row owed alike,
+  which the pooled distribution alone cannot see.
 EANA goes through the same checks; it is expected to FAIL the noisy ones (it is not
 DP-SGD-equivalent), and a check that cannot tell it apart would itself be a failure.
 """
@@ -21,7 +25,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from lazydp_bench.algorithms import get_algorithm
-from lazydp_bench.config import LRSchedule, PrivacyConfig, RunConfig
+from lazydp_bench.config import MIN_CHUNK_BYTES, LRSchedule, PrivacyConfig, RunConfig
 from lazydp_bench.measure.profiling import NULL_TIMER
 from lazydp_bench.runtime.trainer import Session, build_session, plan_run
 
@@ -29,6 +33,7 @@ REFERENCE = "dpsgd-f"
 EQ_RTOL = 1e-9  # fp64: only summation order differs between the two algorithms
 KS_ALPHA_C = 1.95  # KS critical value factor at alpha = 0.001
 VAR_SIGMAS = 5.0  # variance ratio within 5 standard errors (sqrt(2/n))
+CORR_SIGMAS = 5.0  # a correlation within 5 standard errors (1/sqrt(m)) of 0
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,7 @@ def ks_normal(z: torch.Tensor) -> float:
 
 def check_gaussian(algo: str, placement: str, steps: int, seed: int, lr_decay: float) -> Check:
     kw = dict(sigma=1e6, clip_norm=1e-6, lr_decay=lr_decay, table_size="x10")
+    kw["chunk_bytes"] = MIN_CHUNK_BYTES
     noisy = _session(algo, placement, steps, seed, **kw)
     clean = _session(algo, placement, steps, seed, noise_mode="off", **kw)
     for t in range(steps):
@@ -150,15 +156,30 @@ def check_gaussian(algo: str, placement: str, steps: int, seed: int, lr_decay: f
     clean.algo.finalize()
     lrs = [noisy.plan.config.lr.lr(t) for t in range(steps)]
     sd = math.sqrt(sum(lr * lr for lr in lrs)) * 1e6 * 1e-6 / noisy.plan.batch_size
-    z = ((noisy.model.table - clean.model.table) / sd).flatten()
+    table = noisy.model.table
+    z = (table - clean.model.table) / sd
     n = z.numel()
-    ks, var = ks_normal(z), z.var().item()
+    ks, var = ks_normal(z.flatten()), z.var().item()
     ks_crit, var_tol = KS_ALPHA_C / math.sqrt(n), VAR_SIGMAS * math.sqrt(2 / n)
-    ok = ks < ks_crit and abs(var - 1) < var_tol
+    lag = max(1, MIN_CHUNK_BYTES // (table.shape[1] * table.element_size()))  # rows a chunk
+    corr = lag_correlation(z, lag)
+    corr_tol = CORR_SIGMAS / math.sqrt(z[lag:].numel())
+    ok = ks < ks_crit and abs(var - 1) < var_tol and abs(corr) < corr_tol
     lr = "constant lr" if lr_decay == 0 else f"lr/(1+{lr_decay}t)"
     expected = bool(get_algorithm(algo).dp_equivalent)
-    detail = f"n={n}: KS {ks:.4f} (< {ks_crit:.4f}), var ratio {var:.4f} (1 +- {var_tol:.4f})"
+    detail = (
+        f"n={n}: KS {ks:.4f} (< {ks_crit:.4f}), var ratio {var:.4f} (1 +- {var_tol:.4f}), "
+        f"corr one chunk ({lag} rows) apart {corr:+.4f} (0 +- {corr_tol:.4f})"
+    )
     return Check(f"real noise, {lr}: N(0, sum lr^2 s^2 C^2/B^2)", algo, ok, expected, detail)
+
+
+def lag_correlation(z: torch.Tensor, lag: int) -> float:
+    """Pearson correlation of each row of z with the row `lag` rows further, element by
+    element; under independence about N(0, 1/m) for m pairs."""
+    a, b = z[:-lag].flatten().double(), z[lag:].flatten().double()
+    a, b = a - a.mean(), b - b.mean()
+    return (a @ b / (a.norm() * b.norm()).clamp_min(1e-300)).item()
 
 
 def verify(algos: list[str], placement: str = "cpu", steps: int = 12, seed: int = 0) -> list[Check]:

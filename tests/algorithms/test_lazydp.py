@@ -29,10 +29,30 @@ def test_unit_noise_reads_and_flush_equal_dpsgd_f(algo, decay):
     assert check.passed, check.detail
 
 
+@pytest.mark.parametrize("algo", ["lazydp", "lazydp-noans"])
 @pytest.mark.parametrize("decay", [0.0, 0.3])
-def test_real_noise_distribution(decay):
-    check = check_gaussian("lazydp", "cpu", STEPS, 1, decay)
+def test_real_noise_distribution(algo, decay):
+    check = check_gaussian(algo, "cpu", STEPS, 1, decay)
     assert check.passed, check.detail
+
+
+@pytest.mark.parametrize("algo", ["lazydp", "lazydp-noans"])
+def test_gaussian_check_sees_a_flush_key_reused_across_chunks(algo, monkeypatch):
+    """The negative control of the flush's keys: with one key for every chunk, rows owed
+    alike get the same noise; the pooled distribution barely moves, the correlation of
+    rows one chunk apart does."""
+    import lazydp_bench.algorithms.lazydp as module
+
+    real = module.derive_seed
+
+    def reused(*parts):  # (seed, STREAM_FLUSH, upto, chunk) -> chunk 0's key
+        return real(*parts[:3], 0) if len(parts) == 4 else real(*parts)
+
+    monkeypatch.setattr(module, "derive_seed", reused)
+    check = check_gaussian(algo, "cpu", STEPS, 1, 0.0)
+    assert not check.passed
+    corr = float(check.detail.split("apart ")[1].split()[0])
+    assert corr > 0.5, check.detail
 
 
 def test_checks_detect_eana_as_not_equivalent():
@@ -95,8 +115,12 @@ def test_flush_is_idempotent():
     session = tiny_session("lazydp", iterations=4)
     for t in range(4):
         session.step(t, NULL_TIMER)
+    before = session.model.table.clone()
+    assert not torch.all(session.algo.history == 4)  # some rows still owe noise
     session.algo.finalize()
     after = session.model.table.clone()
+    assert not torch.equal(after, before)  # the first flush pays it
+    assert torch.all(session.algo.history == 4)
     session.algo.finalize()
     assert torch.equal(session.model.table, after)
 
