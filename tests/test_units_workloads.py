@@ -24,9 +24,19 @@ def test_parse_size(text, expected):
     assert parse_size(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "abc", "12XB", "-5MB", "0GB", "1.2.3GB"])
-def test_parse_size_rejects(text):
-    with pytest.raises(BenchError):
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "cannot parse size"),
+        ("abc", "cannot parse size"),
+        ("12XB", "unknown size unit .XB."),
+        ("-5MB", "cannot parse size"),
+        ("1.2.3GB", "cannot parse size"),
+        ("0GB", "must be positive"),
+    ],
+)
+def test_parse_size_rejects(text, message):
+    with pytest.raises(BenchError, match=message):
         parse_size(text)
 
 

@@ -1,11 +1,14 @@
 """Huge-page advice for the host table: the advised range stays inside the tensor, the
-table it is given to initializes exactly as before, and the probes read the system."""
+table it is given to initializes exactly as before, and the probes read the
+system."""
 
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
+from lazydp_bench.model import huge_pages
 from lazydp_bench.model.huge_pages import (
     HUGE_PAGE,
     advise_huge_pages,
@@ -52,7 +55,30 @@ def test_advised_table_initializes_like_an_unadvised_one(monkeypatch):
     assert torch.equal(advised, plain)
 
 
-def test_probes_read_the_system():
-    assert thp_mode() in (None, "always", "madvise", "never")
+@pytest.mark.parametrize(
+    ("text", "mode"),
+    [
+        ("always [madvise] never\n", "madvise"),
+        ("[always] madvise never\n", "always"),
+        ("always madvise [never]\n", "never"),
+        ("garbled\n", None),
+        (None, None),  # no such file: a kernel without THP, or not Linux
+    ],
+)
+def test_thp_mode_reads_the_bracketed_choice(tmp_path, monkeypatch, text, mode):
+    path = tmp_path / "enabled"
+    if text is not None:
+        path.write_text(text)
+    monkeypatch.setattr(huge_pages, "_THP_MODE", path)
+    assert thp_mode() == mode
+
+
+def test_huge_page_bytes_reads_this_process_rollup():
     got = huge_page_bytes()
-    assert got is None or got >= 0
+    try:
+        text = Path("/proc/self/smaps_rollup").read_text()
+    except OSError:
+        assert got is None
+        return
+    assert "AnonHugePages:" in text
+    assert got is not None and got >= 0 and got % 1024 == 0

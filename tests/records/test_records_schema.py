@@ -57,6 +57,9 @@ def test_a_complete_run_record_round_trips():
     [
         ({"kind": "bogus"}, "unknown record kind"),
         ({"kind": []}, "unknown record kind []"),  # was a TypeError: unhashable
+        ({"stages": [{"median_ms": 1.0}]}, "every stage needs a name"),
+        ({"stages": [{"name": "forward", "median_ms": "1"}]}, "'forward' needs a numeric"),
+        ({"stages": [{"name": "forward"}]}, "stage 'forward' has no median_ms"),
         ({"extra": 1}, "unknown run record field(s): extra"),
         ({"status": "fine"}, "status must be one of"),
         ({"timing": None}, "an ok run record needs 'timing'"),
@@ -92,7 +95,9 @@ def test_loader_skips_a_schema_invalid_line_with_its_place(tmp_path):
 
 def test_v1_run_records_gain_their_kind():
     v1 = {k: v for k, v in OK_RUN.items() if k != "kind"} | {"schema_version": 1}
-    assert isinstance(from_dict(upgrade(v1)), RunRecord)
+    upgraded = upgrade(v1)
+    assert (upgraded["kind"], upgraded["schema_version"]) == ("run", 2)
+    assert isinstance(from_dict(upgraded), RunRecord)
 
 
 def test_readme_record_section_names_every_field():
