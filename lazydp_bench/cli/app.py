@@ -868,13 +868,40 @@ def _bench_report_table(benches) -> Table:
     return table
 
 
+class Interrupted(BaseException):
+    """Ctrl-C or SIGTERM, raised wherever the main thread is. Not a KeyboardInterrupt, so
+    no library turns it into an exit code of its own (typer 0.29 returns 130 for one,
+    silently), and every `finally` and `except BaseException` runs: a sweep ends its
+    running point, a file being written is removed, a store's lock is released."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _interrupt(signum: int, _frame) -> None:
+    raise Interrupted(signum)
+
+
 def main() -> None:
     """Run the app; a usage error (unknown flag, a value of the wrong type) is one
-    `error:` line and exit code 2, like every other bad input."""
+    `error:` line and exit code 2, like every other bad input; Ctrl-C and SIGTERM are one
+    `interrupted` line and exit code 128 + the signal (130, 143)."""
+    import signal
     import sys
 
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
     try:
         code = app(standalone_mode=False)
+    except Interrupted as exc:
+        how = "Ctrl-C" if exc.signum == signal.SIGINT else signal.Signals(exc.signum).name
+        err_console.print(
+            f"[bold red]interrupted[/] ({how}): files and records already complete are kept",
+            highlight=False,
+            soft_wrap=True,
+        )
+        code = 128 + exc.signum
     except BenchError as exc:  # raised outside a command's `user_errors`: still one line
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         code = 2

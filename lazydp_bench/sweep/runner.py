@@ -9,7 +9,6 @@ points whose record is already in the file.
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import itertools
 import json
@@ -31,6 +30,7 @@ from lazydp_bench.records.schema import new_header
 from lazydp_bench.records.store import RUNS_FILE, load_records
 from lazydp_bench.runtime.sharded_trainer import plan_point
 from lazydp_bench.runtime.trainer import RunPlan
+from lazydp_bench.sweep.worker import PARENT_ENV
 from lazydp_bench.workloads import load_workload
 
 AXES = (
@@ -225,6 +225,7 @@ def run_point(point: Point, timeout_s: float, limits: MemoryLimits) -> dict:
         env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join(filter(None, [_root(), os.environ.get("PYTHONPATH")])),
+            PARENT_ENV: str(os.getpid()),  # the worker dies with this process
         }
         oom_before = oom_kills()
         proc = subprocess.Popen(
@@ -234,7 +235,6 @@ def run_point(point: Point, timeout_s: float, limits: MemoryLimits) -> dict:
             text=True,
             env=env,
             start_new_session=True,
-            preexec_fn=die_with_parent,
         )
         try:
             _, stderr = proc.communicate(timeout=timeout_s)
@@ -251,16 +251,6 @@ def run_point(point: Point, timeout_s: float, limits: MemoryLimits) -> dict:
         tail = "\n".join(stderr.strip().splitlines()[-STDERR_TAIL_LINES:])
         status, message = killed_status(proc.returncode, oom_before, oom_kills())
         return _stub_record(point, status, f"{message}\n{tail}".rstrip(), limits)
-
-
-def die_with_parent() -> None:
-    """In the worker before it runs: SIGTERM when the sweep process exits (Linux
-    PR_SET_PDEATHSIG), so no worker outlives a killed sweep."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
-        if os.getppid() == 1:  # the sweep died before the request took effect
-            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _root() -> str:

@@ -102,3 +102,36 @@ def test_bad_profile_outputs_are_refused_before_reading(tmp_path, out, args, mes
     assert "Traceback" not in res.stderr and message in " ".join(res.stderr.split())
     assert len(res.stderr.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize(
+    ("sig", "code", "how"), [("SIGTERM", 143, "SIGTERM"), ("SIGINT", 130, "Ctrl-C")]
+)
+def test_an_interrupted_make_criteo_leaves_nothing_and_says_so(tmp_path, sig, code, how):
+    """SIGTERM used to kill the writer outright, leaving its temporary file (31 MB after
+    3 s) beside the target; now it ends like Ctrl-C: the temporary file is removed, one
+    `interrupted` line, exit 143 (130 for Ctrl-C)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    target = tmp_path / "train.txt"
+    cmd = [sys.executable, "-m", "lazydp_bench", "data", "make-criteo", str(target)]
+    proc = subprocess.Popen(
+        [*cmd, "--lines", "100000000"], env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(tmp_path.glob(".train.txt.*.tmp")):
+        time.sleep(0.05)
+    assert list(tmp_path.glob(".train.txt.*.tmp")), "the writer never started"
+    proc.send_signal(getattr(signal, sig))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(f"interrupted ({how})")
+    assert list(tmp_path.iterdir()) == []

@@ -285,7 +285,7 @@ LONG = ("--iterations", "100000")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
-@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT])
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
 def test_a_worker_dies_with_its_sweep_and_leaves_no_temp_folder(tmp_path, how):
     """kill -9 (or Ctrl-C) of the sweep alone used to leave its worker running (under PID
     1, for the rest of its point) and the point's temp folder behind."""
@@ -308,10 +308,60 @@ def test_a_worker_dies_with_its_sweep_and_leaves_no_temp_folder(tmp_path, how):
     time.sleep(2)  # the worker is past its imports, running steps
     sweep.send_signal(how)  # SIGKILL: the sweep itself can clean nothing
     code = sweep.wait()
-    assert code == (-signal.SIGKILL if how == signal.SIGKILL else 130)
+    assert code == {signal.SIGKILL: -signal.SIGKILL, signal.SIGINT: 130, signal.SIGTERM: 143}[how]
     deadline = time.time() + 30
     while time.time() < deadline and any(os.path.exists(f"/proc/{p}") for p in workers):
         time.sleep(0.2)
     alive = [p for p in workers if os.path.exists(f"/proc/{p}") and parent_marker(str(p))]
     assert not alive, f"workers outlived their sweep: {alive}"
     assert not list(temp.glob("lazydp-point-*")), "the point's temp folder was left behind"
+
+
+def _worker(tmp_path, parent: int, iterations: int = 100_000) -> subprocess.Popen:
+    """A sweep worker on a long tiny CPU point, as the sweep starts it (parent pid in its
+    environment), its spec in a folder of its own."""
+    from lazydp_bench.config import RunConfig
+    from lazydp_bench.sweep.worker import PARENT_ENV
+
+    folder = tmp_path / "point"
+    folder.mkdir()
+    config = RunConfig(workload="tiny", table_size=None, placement="cpu", iterations=iterations)
+    (folder / "point.json").write_text(json.dumps({"config": config.to_dict(), "privacy": None}))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), PARENT_ENV: str(parent)}
+    cmd = [sys.executable, "-m", "lazydp_bench.sweep.worker", str(folder / "point.json")]
+    return subprocess.Popen([*cmd, str(folder / "record.json")], env=env, cwd=ROOT)
+
+
+def _catches(pid: int, sig: int) -> bool:
+    """Whether the process has installed a handler for `sig` (SigCgt in /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_worker_whose_sweep_is_gone_dies_at_once_and_cleans_up(tmp_path):
+    """Its parent is not the sweep that started it (the sweep died before the worker
+    could ask for SIGTERM on its death): it ends by SIGTERM and removes its folder."""
+    worker = _worker(tmp_path, parent=1)
+    assert worker.wait(timeout=60) == -signal.SIGTERM
+    assert not (tmp_path / "point").exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_worker_killed_from_outside_dies_of_the_signal(tmp_path):
+    """A SIGTERM from outside (a scheduler, a user) used to end the worker with exit code
+    143, which the sweep recorded as a plain error; it now dies of the signal, so the
+    record says `killed (signal 15: SIGTERM)`, and removes its folder."""
+    from lazydp_bench.sweep.runner import killed_status
+
+    worker = _worker(tmp_path, parent=os.getpid())
+    deadline = time.time() + 60
+    while time.time() < deadline and not _catches(worker.pid, signal.SIGTERM):
+        time.sleep(0.05)
+    assert _catches(worker.pid, signal.SIGTERM), "the worker never installed its handler"
+    worker.send_signal(signal.SIGTERM)
+    code = worker.wait(timeout=60)
+    assert killed_status(code, 0, 0) == ("error", "killed (signal 15: SIGTERM)")
+    assert not (tmp_path / "point").exists()
