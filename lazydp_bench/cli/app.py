@@ -879,7 +879,21 @@ class Interrupted(BaseException):
         self.signum = signum
 
 
+INTERRUPT_GRACE_S = 30.0  # then the signal's default action ends the process
+
+
 def _interrupt(signum: int, _frame) -> None:
+    """Raise Interrupted once; a second signal, or the same one resent after the grace
+    period by a watchdog, ends the process at once (Python drops an exception raised
+    while it runs a finalizer, so the first may be lost)."""
+    import os
+    import signal
+    import threading
+
+    signal.signal(signum, signal.SIG_DFL)
+    watchdog = threading.Timer(INTERRUPT_GRACE_S, os.kill, (os.getpid(), signum))
+    watchdog.daemon = True
+    watchdog.start()
     raise Interrupted(signum)
 
 

@@ -345,7 +345,10 @@ def test_a_worker_whose_sweep_is_gone_dies_at_once_and_cleans_up(tmp_path):
     """Its parent is not the sweep that started it (the sweep died before the worker
     could ask for SIGTERM on its death): it ends by SIGTERM and removes its folder."""
     worker = _worker(tmp_path, parent=1)
-    assert worker.wait(timeout=60) == -signal.SIGTERM
+    try:
+        assert worker.wait(timeout=60) == -signal.SIGTERM
+    finally:
+        worker.kill()  # a failed check leaves no worker running
     assert not (tmp_path / "point").exists()
 
 
@@ -357,11 +360,14 @@ def test_a_worker_killed_from_outside_dies_of_the_signal(tmp_path):
     from lazydp_bench.sweep.runner import killed_status
 
     worker = _worker(tmp_path, parent=os.getpid())
-    deadline = time.time() + 60
-    while time.time() < deadline and not _catches(worker.pid, signal.SIGTERM):
-        time.sleep(0.05)
-    assert _catches(worker.pid, signal.SIGTERM), "the worker never installed its handler"
-    worker.send_signal(signal.SIGTERM)
-    code = worker.wait(timeout=60)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not _catches(worker.pid, signal.SIGTERM):
+            time.sleep(0.05)
+        assert _catches(worker.pid, signal.SIGTERM), "the worker never installed its handler"
+        worker.send_signal(signal.SIGTERM)
+        code = worker.wait(timeout=60)
+    finally:
+        worker.kill()
     assert killed_status(code, 0, 0) == ("error", "killed (signal 15: SIGTERM)")
     assert not (tmp_path / "point").exists()
