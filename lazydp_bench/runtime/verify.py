@@ -161,7 +161,7 @@ def check_gaussian(algo: str, placement: str, steps: int, seed: int, lr_decay: f
     n = z.numel()
     ks, var = ks_normal(z.flatten()), z.var().item()
     ks_crit, var_tol = KS_ALPHA_C / math.sqrt(n), VAR_SIGMAS * math.sqrt(2 / n)
-    lag = max(1, MIN_CHUNK_BYTES // (table.shape[1] * table.element_size()))  # rows a chunk
+    lag = noisy.algo.ctx.engines.for_device(table.device).rows_per_chunk(table)  # a chunk
     corr = lag_correlation(z, lag)
     corr_tol = CORR_SIGMAS / math.sqrt(z[lag:].numel())
     ok = ks < ks_crit and abs(var - 1) < var_tol and abs(corr) < corr_tol
